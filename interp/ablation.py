@@ -1,0 +1,124 @@
+"""Zero, mean and resample ablation of attention heads and MLP neurons.
+
+A head is ablated through its `hook_z` (all positions), a neuron through `mlp.hook_post` (all positions).
+mean: the mean activation over a reference set of trials, per position. resample: each trial takes the activation
+of another reference trial (a fixed derangement under the seed). Effects are reported on accuracy and mean logit
+difference, against the unablated model.
+
+Axes: batch (trials), pos, head, neuron.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from interp.metrics import as_ids, as_tokens, logit_diff_from_logits
+
+METHODS = ("zero", "mean", "resample")
+
+
+def _reference(model: Any, ref_tokens: torch.Tensor, hook: str) -> torch.Tensor:
+    with torch.no_grad():
+        _, cache = model.run_with_cache(ref_tokens, names_filter=lambda n: n == hook)
+    return cache[hook]
+
+
+def _derangement(n_ref: int, n: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(n_ref)[:n] if n_ref >= n else rng.integers(0, n_ref, n)
+    if n_ref == n:  # the reference set is the batch itself: no trial keeps its own activation
+        fixed = perm == np.arange(n)
+        perm[fixed] = (perm[fixed] + 1) % n
+    return perm
+
+
+class Ablator:
+    """Ablates sets of heads or neurons on fixed trials; reference activations are computed once per layer."""
+
+    def __init__(self, model: Any, tokens: Any, answer: Any, wrong: Any, method: str = "mean",
+                 reference_tokens: Any = None, seed: int = 0) -> None:
+        if method not in METHODS:
+            raise ValueError(f"unknown ablation {method!r} (choose from {', '.join(METHODS)})")
+        dev = model.cfg.device
+        self.model, self.method, self.seed = model, method, seed
+        self.tokens, self.a, self.w = as_tokens(tokens, dev), as_ids(answer, dev), as_ids(wrong, dev)
+        self.ref = self.tokens if reference_tokens is None else as_tokens(reference_tokens, dev)
+        if self.ref.shape[1] != self.tokens.shape[1]:
+            raise ValueError("reference trials must have the same length as the ablated trials")
+        self._refcache: dict[str, torch.Tensor] = {}
+        self.baseline = self._run([])
+
+    def _replacement(self, hook: str) -> torch.Tensor:
+        if hook not in self._refcache:
+            act = _reference(self.model, self.ref, hook)
+            n = self.tokens.shape[0]
+            if self.method == "zero":
+                rep = torch.zeros_like(act[:1]).expand(n, *act.shape[1:])
+            elif self.method == "mean":
+                rep = act.mean(0, keepdim=True).expand(n, *act.shape[1:])
+            else:
+                rep = act[torch.as_tensor(_derangement(act.shape[0], n, self.seed), device=act.device)]
+            self._refcache[hook] = rep
+        return self._refcache[hook]
+
+    @torch.no_grad()
+    def _run(self, hooks: list[tuple[str, Any]]) -> dict[str, float]:
+        logits = self.model.run_with_hooks(self.tokens, fwd_hooks=hooks)
+        ld = logit_diff_from_logits(logits, self.a, self.w)
+        return {"accuracy": float((ld > 0).float().mean()), "logit_diff": float(ld.mean())}
+
+    def _hooks(self, units: Iterable[tuple[int, int]], kind: str) -> list[tuple[str, Any]]:
+        by_layer: dict[int, list[int]] = {}
+        L = self.model.cfg.n_layers
+        size = self.model.cfg.n_heads if kind == "head" else self.model.cfg.d_mlp
+        for layer, idx in units:
+            if not 0 <= layer < L or not 0 <= idx < size:
+                raise ValueError(f"{kind} ({layer}, {idx}) out of range: the model has {L} layers and {size} "
+                                 f"{kind}s per layer")
+            by_layer.setdefault(layer, []).append(idx)
+        hooks = []
+        for layer, idxs in by_layer.items():
+            name = f"blocks.{layer}.attn.hook_z" if kind == "head" else f"blocks.{layer}.mlp.hook_post"
+            rep = self._replacement(name)
+            ii = torch.as_tensor(sorted(set(idxs)), device=rep.device)
+
+            def hook(act: torch.Tensor, hook: Any, rep: torch.Tensor = rep, ii: torch.Tensor = ii) -> torch.Tensor:
+                act = act.clone()
+                if act.dim() == 4:  # z: [batch, pos, head, d_head]
+                    act[:, :, ii] = rep[:, :, ii]
+                else:  # post: [batch, pos, neuron]
+                    act[:, :, ii] = rep[:, :, ii]
+                return act
+
+            hooks.append((name, hook))
+        return hooks
+
+    def heads(self, heads: Iterable[tuple[int, int]]) -> dict[str, float]:
+        return self._run(self._hooks(heads, "head"))
+
+    def neurons(self, neurons: Iterable[tuple[int, int]]) -> dict[str, float]:
+        return self._run(self._hooks(neurons, "neuron"))
+
+    def each_head(self, progress: bool = False) -> dict[str, np.ndarray]:
+        """Accuracy and logit difference with each head ablated alone: arrays [layer, head]."""
+        L, H = self.model.cfg.n_layers, self.model.cfg.n_heads
+        acc, ld = np.zeros((L, H)), np.zeros((L, H))
+        for l in tqdm(range(L), desc=f"{self.method}-ablate heads", disable=not progress):
+            for h in range(H):
+                r = self.heads([(l, h)])
+                acc[l, h], ld[l, h] = r["accuracy"], r["logit_diff"]
+        return {"accuracy": acc, "logit_diff": ld}
+
+    def each_neuron(self, layer: int, neurons: Iterable[int] | None = None, progress: bool = False
+                    ) -> dict[str, np.ndarray]:
+        idx = list(range(self.model.cfg.d_mlp)) if neurons is None else list(neurons)
+        acc, ld = np.zeros(len(idx)), np.zeros(len(idx))
+        for i, n in enumerate(tqdm(idx, desc=f"{self.method}-ablate L{layer} neurons", disable=not progress)):
+            r = self.neurons([(layer, n)])
+            acc[i], ld[i] = r["accuracy"], r["logit_diff"]
+        return {"neuron": np.asarray(idx), "accuracy": acc, "logit_diff": ld}

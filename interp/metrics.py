@@ -1,0 +1,78 @@
+"""Task metrics at the answer position: logit difference, two-choice accuracy, the normalised patching metric.
+
+Axes: `batch` trials, `pos` positions, `vocab` tokens. The answer position is the last position of every trial.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from jaxtyping import Float, Int
+
+ArrayLike = Any
+
+
+def as_tokens(tokens: ArrayLike, device: Any) -> Int[torch.Tensor, "batch pos"]:
+    if isinstance(tokens, np.ndarray):
+        tokens = torch.from_numpy(tokens)
+    return tokens.to(device=device, dtype=torch.long)
+
+
+def as_ids(ids: ArrayLike, device: Any) -> Int[torch.Tensor, " batch"]:
+    return as_tokens(np.asarray(ids), device)
+
+
+def logit_diff_from_logits(logits: Float[torch.Tensor, "batch pos vocab"] | Float[torch.Tensor, "batch vocab"],
+                           answer: Int[torch.Tensor, " batch"], wrong: Int[torch.Tensor, " batch"]
+                           ) -> Float[torch.Tensor, " batch"]:
+    """logit(answer) - logit(wrong) at the final position, per trial."""
+    last = logits[:, -1] if logits.dim() == 3 else logits
+    return last.gather(1, answer[:, None])[:, 0] - last.gather(1, wrong[:, None])[:, 0]
+
+
+@torch.no_grad()
+def logit_diff(model: Any, tokens: ArrayLike, answer: ArrayLike, wrong: ArrayLike, batch_size: int = 256
+               ) -> Float[torch.Tensor, " batch"]:
+    """Per-trial logit difference of a model, batched over trials."""
+    dev = model.cfg.device
+    toks, a, w = as_tokens(tokens, dev), as_ids(answer, dev), as_ids(wrong, dev)
+    out = []
+    for i in range(0, len(toks), batch_size):
+        logits = model(toks[i:i + batch_size], return_type="logits")
+        out.append(logit_diff_from_logits(logits, a[i:i + batch_size], w[i:i + batch_size]).float())
+    return torch.cat(out)
+
+
+def normalised(value: Float[torch.Tensor, "..."], clean: float, corrupt: float) -> Float[torch.Tensor, "..."]:
+    """0 = the corrupted run's mean logit difference, 1 = the clean run's."""
+    denom = clean - corrupt
+    if abs(denom) < 1e-6:
+        raise ValueError("clean and corrupted runs have the same logit difference: the normalised metric is "
+                         "undefined (is the corruption one that leaves the answer unchanged?)")
+    return (value - corrupt) / denom
+
+
+def evaluate_batch(model: Any, batch: Any, batch_size: int = 256) -> dict[str, Any]:
+    """Accuracy (answer logit > wrong logit), mean logit difference and per-trial values for a TrialBatch."""
+    ld = logit_diff(model, batch.tokens, batch.answer_ids, batch.wrong_ids, batch_size).cpu().numpy()
+    return {"accuracy": float((ld > 0).mean()), "logit_diff": float(ld.mean()), "per_trial_logit_diff": ld}
+
+
+def accuracy_by_condition(batch: Any, per_trial_logit_diff: np.ndarray) -> list[dict[str, Any]]:
+    """Accuracy per context x relevant coherence x congruency (rows for a tidy table)."""
+    m = batch.meta
+    ctx = m["context"]
+    rel_coh = np.abs(m["relevant_signed_coherence"])
+    cong = m["congruent"]
+    correct = per_trial_logit_diff > 0
+    rows = []
+    for c in sorted(set(ctx.tolist())):
+        for h in sorted(set(rel_coh.tolist())):
+            for g in (True, False):
+                sel = (ctx == c) & (rel_coh == h) & (cong == g)
+                if sel.any():
+                    rows.append({"context": int(c), "relevant_coherence": int(h), "congruent": bool(g),
+                                 "n": int(sel.sum()), "accuracy": float(correct[sel].mean())})
+    return rows

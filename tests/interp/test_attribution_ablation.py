@@ -1,0 +1,91 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from interp.ablation import Ablator
+from interp.attribution import direct_logit_attribution, logit_lens
+from interp.metrics import logit_diff
+from interp.models import copy_model, load_model
+from interp.neurons import VARIABLES, design_matrix, neuron_selectivity
+from tasks.cdm import CDMConfig, generate
+
+
+@pytest.fixture(scope="module")
+def setup(tiny_trained):
+    model, tok, _ = load_model(tiny_trained)
+    batch = generate(CDMConfig(), 48, seed=2, tokenizer=tok, split="test")
+    return model, batch
+
+
+def test_dla_parts_sum_to_the_logit_difference(setup):
+    model, b = setup
+    d = direct_logit_attribution(model, b.tokens, b.answer_ids, b.wrong_ids, neuron_layers=(0, 1))
+    want = logit_diff(model, b.tokens, b.answer_ids, b.wrong_ids).numpy()
+    np.testing.assert_allclose(d["total"], want, atol=1e-4)
+    np.testing.assert_allclose(d["logit_diff"], want, atol=1e-4)
+    for l in (0, 1):  # heads + b_O = the attention layer; neurons + b_out = the MLP layer
+        np.testing.assert_allclose(d["neurons"][l].sum(1) + d["mlp_bias"][l], d["mlp"][:, l], atol=1e-4)
+    assert d["heads"].shape == (len(b), model.cfg.n_layers, model.cfg.n_heads)
+
+
+def test_logit_lens_ends_at_the_model_output(setup):
+    model, b = setup
+    lens = logit_lens(model, b.tokens, b.answer_ids, b.wrong_ids)
+    assert lens.shape == (len(b), model.cfg.n_layers + 1)
+    np.testing.assert_allclose(lens[:, -1], logit_diff(model, b.tokens, b.answer_ids, b.wrong_ids).numpy(), atol=1e-4)
+
+
+def test_zero_ablation_equals_zeroing_weights(setup):
+    """Brute force: a zero-ablated head is a head whose W_O rows are zero (b_O kept); a zero-ablated neuron is
+    one whose W_out row is zero."""
+    model, b = setup
+    ab = Ablator(model, b.tokens, b.answer_ids, b.wrong_ids, method="zero")
+    got = ab.heads([(1, 2), (0, 1)])
+    m2 = copy_model(model)
+    with torch.no_grad():
+        m2.blocks[1].attn.W_O[2] = 0
+        m2.blocks[0].attn.W_O[1] = 0
+    ld = logit_diff(m2, b.tokens, b.answer_ids, b.wrong_ids)
+    assert got["logit_diff"] == pytest.approx(float(ld.mean()), abs=1e-4)
+    assert got["accuracy"] == pytest.approx(float((ld > 0).float().mean()))
+    got_n = ab.neurons([(0, 5), (1, 7)])
+    m3 = copy_model(model)
+    with torch.no_grad():
+        m3.blocks[0].mlp.W_out[5] = 0
+        m3.blocks[1].mlp.W_out[7] = 0
+    assert got_n["logit_diff"] == pytest.approx(float(logit_diff(m3, b.tokens, b.answer_ids, b.wrong_ids).mean()),
+                                                abs=1e-4)
+
+
+def test_mean_and_resample_ablation(setup):
+    model, b = setup
+    # mean ablation over a reference set made of one trial repeated = patching that trial's activation in
+    ref = np.repeat(b.tokens[:1], len(b), axis=0)
+    mean = Ablator(model, b.tokens, b.answer_ids, b.wrong_ids, method="mean", reference_tokens=ref)
+    res = Ablator(model, b.tokens, b.answer_ids, b.wrong_ids, method="resample", reference_tokens=ref)
+    assert mean.heads([(0, 0)])["logit_diff"] == pytest.approx(res.heads([(0, 0)])["logit_diff"], abs=1e-5)
+    sweep = Ablator(model, b.tokens, b.answer_ids, b.wrong_ids, method="resample", seed=1).each_head()
+    assert sweep["logit_diff"].shape == (model.cfg.n_layers, model.cfg.n_heads)
+    assert np.isfinite(sweep["logit_diff"]).all()
+    with pytest.raises(ValueError, match="out of range"):
+        mean.heads([(9, 0)])
+
+
+def test_neuron_selectivity_matches_an_independent_fit(setup):
+    model, b = setup
+    big = generate(CDMConfig(), 200, seed=5, tokenizer=model.tokenizer, split="test")
+    sel = neuron_selectivity(model, big, position="answer", layers=(1,), top_k=5)
+    assert sel["coef"].shape == (1, model.cfg.d_mlp, len(VARIABLES))
+    assert ((sel["r2"] >= -1e-9) & (sel["r2"] <= 1 + 1e-9)).all()
+    # one neuron by the normal equations
+    _, cache = model.run_with_cache(torch.tensor(big.tokens))
+    n = sel["top"]["choice"][0][1]
+    y = cache["blocks.1.mlp.hook_post"][:, -1, n].double().numpy()
+    X = design_matrix(big.meta)
+    X = (X - X.mean(0)) / X.std(0)
+    X = np.c_[np.ones(len(X)), X]
+    beta = np.linalg.solve(X.T @ X, X.T @ ((y - y.mean()) / y.std()))
+    np.testing.assert_allclose(sel["coef"][0, n], beta[1:], atol=1e-6)
+    assert abs(sel["top"]["choice"][0][2]) >= abs(sel["top"]["choice"][-1][2])
