@@ -1,0 +1,223 @@
+"""Cross-model comparisons: how much a trained model relies on its pretrained base, layer by layer.
+
+- CKA (linear; debiased and minibatch estimators) between representations of two models on the same inputs.
+- Weight reversion: reset one layer component of a trained model to the base's weights; performance retained.
+- Relative weight change per layer component: ||theta - theta_base|| / ||theta_base||.
+- Cross-model activation patching (CMAP): the base's activation (same inputs) patched into the trained model.
+
+Components: "embed" (W_E, W_pos), "L{l}.attn" (ln1 + attention), "L{l}.mlp" (ln2 + MLP), "unembed" (ln_final,
+W_U, b_U). Axes: trials, layer, d_model (features).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from jaxtyping import Float
+
+from interp.metrics import as_ids, as_tokens, logit_diff_from_logits
+from interp.models import copy_model
+
+SITES = {"resid": "hook_resid_pre", "attn_out": "hook_attn_out", "mlp_out": "hook_mlp_out"}
+
+
+class ShapeMismatchError(ValueError):
+    pass
+
+
+# ---------------------------------------------------------------- CKA
+def _center(x: np.ndarray) -> np.ndarray:
+    return x - x.mean(0, keepdims=True)
+
+
+def cka(x: Float[np.ndarray, "trials d1"], y: Float[np.ndarray, "trials d2"], debiased: bool = False) -> float:
+    """Linear CKA (Kornblith et al. 2019); `debiased` uses the unbiased HSIC estimator (Song et al. 2012)."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(f"CKA needs the same trials for both representations: {x.shape[0]} vs {y.shape[0]}")
+    if debiased:
+        k, l_ = x @ x.T, y @ y.T
+        hxy, hxx, hyy = _hsic_u(k, l_), _hsic_u(k, k), _hsic_u(l_, l_)
+        return float(hxy / np.sqrt(hxx * hyy)) if hxx > 0 and hyy > 0 else float("nan")
+    x, y = _center(x), _center(y)
+    num = np.linalg.norm(y.T @ x) ** 2
+    den = np.linalg.norm(x.T @ x) * np.linalg.norm(y.T @ y)
+    return float(num / den) if den > 0 else float("nan")
+
+
+def _hsic_u(k: np.ndarray, l_: np.ndarray) -> float:
+    n = k.shape[0]
+    if n < 4:
+        raise ValueError("the debiased CKA estimator needs at least 4 trials")
+    k, l_ = k.copy(), l_.copy()
+    np.fill_diagonal(k, 0)
+    np.fill_diagonal(l_, 0)
+    ones = np.ones(n)
+    term = np.trace(k @ l_) + (ones @ k @ ones) * (ones @ l_ @ ones) / ((n - 1) * (n - 2)) \
+        - 2 / (n - 2) * (ones @ k @ l_ @ ones)
+    return float(term / (n * (n - 3)))
+
+
+def minibatch_cka(x: np.ndarray, y: np.ndarray, batch_size: int = 64, seed: int = 0) -> float:
+    """Minibatch CKA (Nguyen et al. 2021): unbiased HSIC averaged over minibatches, then the ratio."""
+    n = x.shape[0]
+    idx = np.random.default_rng(seed).permutation(n)
+    hxy = hxx = hyy = 0.0
+    for i in range(0, n - batch_size + 1, batch_size):
+        b = idx[i:i + batch_size]
+        k, l_ = x[b] @ x[b].T, y[b] @ y[b].T
+        hxy, hxx, hyy = hxy + _hsic_u(k, l_), hxx + _hsic_u(k, k), hyy + _hsic_u(l_, l_)
+    return float(hxy / np.sqrt(hxx * hyy)) if hxx > 0 and hyy > 0 else float("nan")
+
+
+@torch.no_grad()
+def representations(model: Any, tokens: Any, positions: dict[str, int]) -> dict[str, dict[str, np.ndarray]]:
+    """{site: {position name: [layer(+1), trials, d_model]}}; resid has n_layers + 1 points (after the last)."""
+    t = as_tokens(tokens, model.cfg.device)
+    L = model.cfg.n_layers
+    _, cache = model.run_with_cache(t, names_filter=lambda n: any(n.endswith(h) for h in SITES.values())
+                                    or n == f"blocks.{L - 1}.hook_resid_post")
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for site, hook in SITES.items():
+        out[site] = {}
+        for pname, p in positions.items():
+            if not -t.shape[1] <= p < t.shape[1]:
+                raise ValueError(f"position {pname}={p} out of range for sequences of length {t.shape[1]}")
+            acts = [cache[f"blocks.{l}.{hook}"][:, p] for l in range(L)]
+            if site == "resid":
+                acts.append(cache[f"blocks.{L - 1}.hook_resid_post"][:, p])
+            out[site][pname] = torch.stack(acts).double().cpu().numpy()
+    return out
+
+
+def layer_cka(rep_a: dict, rep_b: dict, debiased: bool = False) -> dict[str, dict[str, np.ndarray]]:
+    """CKA per layer between two models' `representations` (layer counts must match)."""
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for site in rep_a:
+        out[site] = {}
+        for pname in rep_a[site]:
+            a, b = rep_a[site][pname], rep_b[site][pname]
+            if a.shape[0] != b.shape[0]:
+                raise ShapeMismatchError(f"models have {a.shape[0]} and {b.shape[0]} layers at {site}: per-layer CKA "
+                                         "needs equal depth")
+            out[site][pname] = np.array([cka(a[i], b[i], debiased) for i in range(a.shape[0])])
+    return out
+
+
+# ---------------------------------------------------------------- weights
+def components(n_layers: int) -> list[str]:
+    return ["embed"] + [f"L{l}.{c}" for l in range(n_layers) for c in ("attn", "mlp")] + ["unembed"]
+
+
+def component_params(name: str) -> list[str]:
+    if name == "embed":
+        return ["embed.W_E", "pos_embed.W_pos"]
+    if name == "unembed":
+        return ["ln_final.w", "ln_final.b", "unembed.W_U", "unembed.b_U"]
+    layer, kind = name[1:].split(".")
+    if kind == "attn":
+        return [f"blocks.{layer}.ln1.{p}" for p in ("w", "b")] + \
+            [f"blocks.{layer}.attn.{p}" for p in ("W_Q", "W_K", "W_V", "W_O", "b_Q", "b_K", "b_V", "b_O")]
+    return [f"blocks.{layer}.ln2.{p}" for p in ("w", "b")] + \
+        [f"blocks.{layer}.mlp.{p}" for p in ("W_in", "b_in", "W_out", "b_out")]
+
+
+def check_same_shape(a: Any, b: Any, what: str = "this comparison") -> None:
+    sa, sb = a.state_dict(), b.state_dict()
+    keys = [k for k in sa if not k.endswith(("IGNORE", "mask"))]
+    bad = [k for k in keys if k not in sb or sa[k].shape != sb[k].shape]
+    if bad:
+        raise ShapeMismatchError(f"{what} needs models of the same shape; they differ at {bad[0]} "
+                                 f"({tuple(sa[bad[0]].shape)} vs {tuple(sb[bad[0]].shape) if bad[0] in sb else 'absent'})")
+
+
+def relative_weight_change(model: Any, base: Any) -> dict[str, float]:
+    check_same_shape(model, base, "relative weight change")
+    sm, sb = model.state_dict(), base.state_dict()
+    out = {}
+    for comp in components(model.cfg.n_layers):
+        names = component_params(comp)
+        diff = torch.sqrt(sum(((sm[n] - sb[n]).double() ** 2).sum() for n in names))
+        norm = torch.sqrt(sum((sb[n].double() ** 2).sum() for n in names))
+        out[comp] = float(diff / norm) if norm > 0 else float("inf")
+    return out
+
+
+@torch.no_grad()
+def _perf(model: Any, t: torch.Tensor, a: torch.Tensor, w: torch.Tensor, hooks: list | None = None) -> dict[str, float]:
+    logits = model.run_with_hooks(t, fwd_hooks=hooks or [])
+    ld = logit_diff_from_logits(logits, a, w)
+    return {"accuracy": float((ld > 0).float().mean()), "logit_diff": float(ld.mean())}
+
+
+def _retained(perf: dict[str, float], full: dict[str, float]) -> dict[str, float]:
+    return {**perf, "accuracy_retained": perf["accuracy"] / full["accuracy"] if full["accuracy"] else float("nan"),
+            "logit_diff_retained": perf["logit_diff"] / full["logit_diff"] if full["logit_diff"] else float("nan")}
+
+
+def weight_reversion(model: Any, base: Any, tokens: Any, answer: Any, wrong: Any) -> dict[str, Any]:
+    """Performance retained when components are reset to the base's weights: each alone, cumulatively from the
+    top layer down, and from the bottom layer up."""
+    check_same_shape(model, base, "weight reversion")
+    dev = model.cfg.device
+    t, a, w = as_tokens(tokens, dev), as_ids(answer, dev), as_ids(wrong, dev)
+    full = _perf(model, t, a, w)
+    sb = base.state_dict()
+    work = copy_model(model)
+    original = {k: v.clone() for k, v in model.state_dict().items()}
+
+    def revert(comps: list[str]) -> dict[str, float]:
+        work.load_state_dict(original)
+        state = work.state_dict()
+        with torch.no_grad():
+            for c in comps:
+                for n in component_params(c):
+                    state[n].copy_(sb[n])
+        return _retained(_perf(work, t, a, w), full)
+
+    L = model.cfg.n_layers
+    layer_comps = lambda l: [f"L{l}.attn", f"L{l}.mlp"]  # noqa: E731
+    single = {c: revert([c]) for c in components(L)}
+    per_layer = {f"L{l}": revert(layer_comps(l)) for l in range(L)}
+    top_down = [revert([c for j in range(k, L) for c in layer_comps(j)]) for k in range(L - 1, -1, -1)]
+    bottom_up = [revert([c for j in range(0, k + 1) for c in layer_comps(j)]) for k in range(L)]
+    return {"full": full, "single": single, "layer": per_layer, "top_down": top_down, "bottom_up": bottom_up}
+
+
+def cross_model_patching(model: Any, base: Any, tokens: Any, answer: Any, wrong: Any) -> dict[str, Any]:
+    """Patch the base's activation (same inputs, all positions) into `model` at each layer's residual stream,
+    attention output and MLP output; performance retained relative to the unpatched model."""
+    check_same_shape(model, base, "cross-model activation patching")
+    dev = model.cfg.device
+    t, a, w = as_tokens(tokens, dev), as_ids(answer, dev), as_ids(wrong, dev)
+    full = _perf(model, t, a, w)
+    with torch.no_grad():
+        _, bcache = base.run_with_cache(t, names_filter=lambda n: any(n.endswith(h) for h in SITES.values()))
+    out: dict[str, Any] = {"full": full}
+    for site, hook in SITES.items():
+        rows = []
+        for l in range(model.cfg.n_layers):
+            name = f"blocks.{l}.{hook}"
+            rows.append(_retained(_perf(model, t, a, w, [(name, lambda act, hook, s=bcache[name]: s)]), full))
+        out[site] = rows
+    return out
+
+
+# ---------------------------------------------------------------- seeds
+_T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
+         15: 2.131, 20: 2.086, 30: 2.042}
+
+
+def mean_ci(values: np.ndarray, axis: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean and 95% t-interval (low, high) over `axis` (seeds). With one seed the interval is the value itself."""
+    v = np.asarray(values, dtype=float)
+    n = v.shape[axis]
+    m = v.mean(axis)
+    if n < 2:
+        return m, m, m
+    dof = n - 1
+    t = _T975.get(dof) or _T975[max(k for k in _T975 if k <= dof)]
+    half = t * v.std(axis, ddof=1) / np.sqrt(n)
+    return m, m - half, m + half
