@@ -194,6 +194,9 @@ def train(cfg: dict[str, Any], out: Path, resume: bool = False, overwrite: bool 
             bar.set_postfix(loss=f"{loss.item():.3f}", val_acc=f"{ev['accuracy']:.3f}")
             done = ev["accuracy"] >= tcfg.target_accuracy
         if step % tcfg.checkpoint_every == 0 or done or step == tcfg.steps:
+            if not all(torch.isfinite(p).all() for p in model.parameters()):
+                raise NonFiniteLossError(f"weights became non-finite at step {step}: stopped; the last good state "
+                                         f"in {out / 'state'} is kept (lower train.lr?)")
             save_state(out / "state", step, model.state_dict(), opt, sched, {"curve": curve, "done": done})
         if stop_after is not None and ran >= stop_after:
             bar.close()

@@ -1,0 +1,105 @@
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+
+from experiments.train import NonFiniteLossError, train
+from interp.store import OutputExistsError
+from tests.conftest import REPO, tiny_train_config
+
+
+def test_same_seed_same_curve(tiny_base, tmp_path):
+    a = train(tiny_train_config(tiny_base, "scratch", steps=30, seed=5), tmp_path / "a", progress=False)
+    b = train(tiny_train_config(tiny_base, "scratch", steps=30, seed=5), tmp_path / "b", progress=False)
+    ca = json.loads((tmp_path / "a" / "curve.json").read_text())
+    cb = json.loads((tmp_path / "b" / "curve.json").read_text())
+    assert ca == cb and len(ca) >= 2
+    assert a["test_accuracy"] == b["test_accuracy"]
+    wa, wb = load_file(str(tmp_path / "a" / "model.safetensors")), load_file(str(tmp_path / "b" / "model.safetensors"))
+    assert all(np.array_equal(wa[k], wb[k]) for k in wa)
+
+
+def test_both_inits_through_one_path(tiny_base, tmp_path):
+    from interp.models import load_checkpoint, load_model
+
+    train(tiny_train_config(tiny_base, "pretrained", steps=10), tmp_path / "ft", progress=False)
+    ft, _, meta = load_checkpoint(tmp_path / "ft")
+    base, _, _ = load_model(tiny_base)
+    assert meta["init"] == "pretrained" and meta["base"]["kind"] == "hf"
+    # fine-tuning starts from the base: weights moved a little, not re-initialised
+    rel = float((ft.W_pos - base.W_pos).norm() / base.W_pos.norm())
+    assert 0 < rel < 0.5
+
+
+def test_existing_output_is_not_overwritten(tiny_base, tmp_path):
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "keep.txt").write_text("precious")
+    with pytest.raises(OutputExistsError, match="--overwrite"):
+        train(tiny_train_config(tiny_base, "scratch", steps=5), out, progress=False)
+    assert (out / "keep.txt").read_text() == "precious"
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_state(tiny_base, tmp_path):
+    cfg = tiny_train_config(tiny_base, "scratch", steps=50, lr=1e35, checkpoint_every=1, grad_clip=1e38)
+    with pytest.raises(NonFiniteLossError, match="last good state"):
+        train(cfg, tmp_path / "nan", progress=False)
+    assert (tmp_path / "nan" / "state" / "latest").exists()
+    latest = (tmp_path / "nan" / "state" / (tmp_path / "nan" / "state" / "latest").read_text())
+    w = load_file(str(latest / "model.safetensors"))
+    assert all(np.isfinite(v).all() for k, v in w.items() if not k.endswith("IGNORE"))
+
+
+def _cli(args, **kw):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "experiments.cli", *args], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
+
+
+def _toml(tmp_path: Path, base: Path) -> Path:
+    p = tmp_path / "cfg.toml"
+    p.write_text(f'[model]\ninit = "scratch"\nbase = "{base}"\n[train]\nsteps = 40\nbatch_size = 16\n'
+                 'eval_every = 10\neval_size = 32\ncheckpoint_every = 5\nwarmup = 5\nseed = 3\n')
+    return p
+
+
+def test_sigkill_then_resume_matches_an_uninterrupted_run(tiny_base, tmp_path):
+    cfg = _toml(tmp_path, tiny_base)
+    ref = _cli(["train", "--config", str(cfg), "--out", str(tmp_path / "ref"), "--quiet"])
+    assert ref.wait(timeout=300) == 0, ref.stderr.read().decode()
+    out = tmp_path / "killed"
+    p = _cli(["train", "--config", str(cfg), "--out", str(out), "--quiet"])
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        latest = out / "state" / "latest"
+        if latest.exists() and int(latest.read_text().strip().split("-")[1]) >= 15:
+            break
+        time.sleep(0.05)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    assert not (out / "checkpoint.json").exists()  # killed before the end
+    r = _cli(["train", "--config", str(cfg), "--out", str(out), "--resume", "--quiet"])
+    assert r.wait(timeout=300) == 0, r.stderr.read().decode()
+    a, b = load_file(str(tmp_path / "ref" / "model.safetensors")), load_file(str(out / "model.safetensors"))
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    assert (tmp_path / "ref" / "curve.json").read_text() == (out / "curve.json").read_text()
+
+
+@pytest.mark.slow
+def test_scratch_reaches_95_percent(tmp_path, tokenizer):
+    """The foundation's acceptance check: a small scratch model learns the default task on CPU."""
+    from tests.conftest import make_tiny_base
+
+    base = make_tiny_base(tmp_path / "b", tokenizer, n_layers=2, d_model=128, n_heads=4)
+    m = train(tiny_train_config(base, "scratch", steps=1500, eval_every=100, eval_size=512, batch_size=64,
+                                lr=1e-3, warmup=50, target_accuracy=0.97), tmp_path / "s", progress=False)
+    assert m["test_accuracy"] >= 0.95

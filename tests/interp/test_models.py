@@ -1,0 +1,109 @@
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from interp.models import (Arch, ModelLoadError, build_scratch, load_checkpoint, load_hf_gpt2, load_model,
+                           save_checkpoint)
+
+
+def test_local_hf_directory_matches_transformers(tiny_base):
+    hf, tok = load_hf_gpt2(tiny_base)
+    model, _, info = load_model(tiny_base)
+    assert info["kind"] == "hf"
+    x = torch.randint(0, len(tok), (3, 12))
+    with torch.no_grad():
+        ref = torch.log_softmax(hf(x).logits, -1)
+        got = torch.log_softmax(model(x), -1)
+    assert (ref - got).abs().max() < 1e-4
+
+
+def test_scratch_model_shares_the_base_architecture_and_is_seeded(tiny_base, tokenizer):
+    base, tok, _ = load_model(tiny_base)
+    arch = Arch(n_layers=2, d_model=64, n_heads=4, d_mlp=256, d_vocab=len(tok), n_ctx=32)
+    a, b, c = build_scratch(arch, tok, 1), build_scratch(arch, tok, 1), build_scratch(arch, tok, 2)
+    assert {k: v.shape for k, v in a.state_dict().items()} == {k: v.shape for k, v in base.state_dict().items()}
+    assert torch.equal(a.W_E, b.W_E) and not torch.equal(a.W_E, c.W_E)
+
+
+def test_checkpoint_round_trip(tiny_base, tmp_path):
+    model, tok, _ = load_model(tiny_base)
+    save_checkpoint(model, tmp_path / "ck", {"seed": 3, "note": "x"}, tok)
+    again, tok2, meta = load_checkpoint(tmp_path / "ck")
+    x = torch.randint(0, len(tok), (2, 10))
+    assert torch.equal(model(x), again(x))
+    assert meta["seed"] == 3 and meta["weight_processing"] == "none" and len(tok2) == len(tok)
+
+
+@pytest.fixture()
+def ckpt(tiny_base, tmp_path):
+    model, tok, _ = load_model(tiny_base)
+    save_checkpoint(model, tmp_path / "ck", {}, tok)
+    return tmp_path / "ck"
+
+
+def test_missing_directory(tmp_path):
+    with pytest.raises(ModelLoadError, match="does not exist"):
+        load_model(tmp_path / "nowhere")
+
+
+def test_missing_weights(ckpt):
+    (ckpt / "model.safetensors").unlink()
+    with pytest.raises(ModelLoadError, match="weights file model.safetensors missing"):
+        load_checkpoint(ckpt)
+
+
+def test_truncated_weights(ckpt):
+    data = (ckpt / "model.safetensors").read_bytes()
+    (ckpt / "model.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelLoadError, match="truncated or modified"):
+        load_checkpoint(ckpt)
+
+
+def test_corrupted_weights_without_hash(ckpt):
+    meta = json.loads((ckpt / "checkpoint.json").read_text())
+    meta.pop("weights_sha256")
+    (ckpt / "checkpoint.json").write_text(json.dumps(meta))
+    (ckpt / "model.safetensors").write_bytes(b"\x00" * 64)
+    with pytest.raises(ModelLoadError, match="cannot read model.safetensors"):
+        load_checkpoint(ckpt)
+
+
+def test_weights_that_do_not_match_the_config(ckpt):
+    meta = json.loads((ckpt / "checkpoint.json").read_text())
+    meta["arch"]["d_mlp"] = 128
+    (ckpt / "checkpoint.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelLoadError, match="do not match the config"):
+        load_checkpoint(ckpt)
+
+
+def test_tokenizer_that_does_not_match(ckpt):
+    meta = json.loads((ckpt / "checkpoint.json").read_text())
+    meta["arch"]["d_vocab"] = 100
+    (ckpt / "checkpoint.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelLoadError, match="tokenizer does not match"):
+        load_checkpoint(ckpt)
+
+
+def test_pickled_weights_are_refused(tiny_base, tmp_path):
+    d = tmp_path / "pickled"
+    shutil.copytree(tiny_base, d)
+    (d / "model.safetensors").rename(d / "pytorch_model.bin")
+    with pytest.raises(ModelLoadError, match="pickled"):
+        load_model(d)
+
+
+def test_not_a_model_directory(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelLoadError, match="config.json missing"):
+        load_model(tmp_path / "empty")
+
+
+def test_invalid_checkpoint_json(ckpt):
+    (ckpt / "checkpoint.json").write_text("{not json")
+    with pytest.raises(ModelLoadError, match="not valid JSON"):
+        load_checkpoint(ckpt)
