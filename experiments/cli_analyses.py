@@ -1,2 +1,336 @@
-def register(sub):
-    return None
+"""The analysis commands of the CLI: patch, attribute, ablate, neurons, compare, discover, run, export.
+
+Each writes its arrays (NPZ and a tidy CSV with labels) and a JSON with the model's hash, the task config and the
+exact token ids used, so anyone can recompute the numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def _task(args: argparse.Namespace, info: dict[str, Any]) -> Any:
+    from experiments.config import build
+    from experiments.train import load_config
+    from tasks.cdm import CDMConfig
+
+    if getattr(args, "config", None):
+        return load_config(args.config)["task"]
+    raw = info.get("config", {}).get("task")
+    return build(CDMConfig, raw, f"{info.get('path', 'model')} task config") if raw else CDMConfig()
+
+
+def _load(path: str, device: str) -> tuple[Any, dict[str, Any]]:
+    from interp.models import load_model
+
+    model, _, info = load_model(path, device)
+    return model, info
+
+
+def _provenance(args: argparse.Namespace, info: dict[str, Any], task: Any, extra: dict[str, Any]) -> dict[str, Any]:
+    from experiments.config import to_dict
+    from interp.store import versions
+
+    return {"command": args.command, "model": getattr(args, "checkpoint", None), "weights_sha256":
+            info.get("weights_sha256"), "task": to_dict(task), "seed": getattr(args, "seed", None),
+            "versions": versions(), **extra}
+
+
+def _out(args: argparse.Namespace) -> Path:
+    from interp.store import prepare_out_dir
+
+    return prepare_out_dir(Path(args.out), overwrite=args.overwrite)
+
+
+def cmd_patch(args: argparse.Namespace) -> None:
+    from interp.patching import patch_sweep, position_token_labels
+    from interp.store import atomic_write_csv, atomic_write_json, atomic_write_npz
+    from tasks.cdm import make_pairs
+
+    model, info = _load(args.checkpoint, args.device)
+    task = _task(args, info)
+    clean, bad = make_pairs(task, args.n, seed=args.seed, tokenizer=model.tokenizer, corruption=args.corruption)
+    labels = position_token_labels(model.tokenizer, clean.tokens, clean.position_labels)
+    r = patch_sweep(model, clean.tokens, bad.tokens, clean.answer_ids, clean.wrong_ids, args.what, args.direction,
+                    position_labels=labels, progress=True)
+    out = _out(args)
+    atomic_write_npz(out / f"patch_{args.what}.npz", {"values": r.values, "raw": r.raw, "clean_tokens": clean.tokens,
+                                                      "corrupt_tokens": bad.tokens, "answer_ids": clean.answer_ids,
+                                                      "wrong_ids": clean.wrong_ids})
+    atomic_write_csv(out / f"patch_{args.what}.csv", r.rows())
+    atomic_write_json(out / "patch.json", _provenance(args, info, task, {
+        "what": args.what, "direction": args.direction, "corruption": args.corruption, "axes": list(r.axes),
+        "labels": r.labels, "clean_logit_diff": r.clean_logit_diff, "corrupt_logit_diff": r.corrupt_logit_diff,
+        "clean_tokens": clean.tokens, "corrupt_tokens": bad.tokens}))
+    flat = np.nan_to_num(r.values).ravel()
+    top = np.argsort(-np.abs(flat))[:5]
+    print(f"patched {args.what} ({args.direction}, {args.corruption}, {args.n} pairs): clean logit diff "
+          f"{r.clean_logit_diff:.3f}, corrupted {r.corrupt_logit_diff:.3f}")
+    for i in top:
+        idx = np.unravel_index(i, r.values.shape)
+        print("  " + ", ".join(f"{a}={r.labels.get(a, [str(j) for j in range(999)])[k]}" for a, k in zip(r.axes, idx))
+              + f": {r.values[idx]:+.3f}")
+    print(f"wrote {out}")
+
+
+def cmd_attribute(args: argparse.Namespace) -> None:
+    from interp.attribution import direct_logit_attribution, logit_lens
+    from interp.store import atomic_write_csv, atomic_write_json, atomic_write_npz
+    from tasks.cdm import generate
+
+    model, info = _load(args.checkpoint, args.device)
+    task = _task(args, info)
+    b = generate(task, args.n, seed=args.seed, tokenizer=model.tokenizer, split="test")
+    d = direct_logit_attribution(model, b.tokens, b.answer_ids, b.wrong_ids, neuron_layers=tuple(args.neuron_layers))
+    lens = logit_lens(model, b.tokens, b.answer_ids, b.wrong_ids)
+    out = _out(args)
+    arrays = {"heads": d["heads"], "mlp": d["mlp"], "attn_bias": d["attn_bias"], "embed": d["embed"],
+              "pos_embed": d["pos_embed"], "bias": d["bias"], "total": d["total"], "logit_diff": d["logit_diff"],
+              "logit_lens": lens, "tokens": b.tokens, "answer_ids": b.answer_ids, "wrong_ids": b.wrong_ids}
+    for l, v in d["neurons"].items():
+        arrays[f"neurons_L{l}"] = v
+    atomic_write_npz(out / "attribution.npz", arrays)
+    heads = d["heads"].mean(0)
+    rows = [{"component": f"L{l}H{h}", "layer": l, "head": h, "mean_logit_diff": float(heads[l, h])}
+            for l in range(heads.shape[0]) for h in range(heads.shape[1])]
+    rows += [{"component": f"MLP{l}", "layer": l, "head": "", "mean_logit_diff": float(v)}
+             for l, v in enumerate(d["mlp"].mean(0))]
+    rows += [{"component": c, "layer": "", "head": "", "mean_logit_diff": float(d[c].mean())}
+             for c in ("embed", "pos_embed", "bias")]
+    atomic_write_csv(out / "attribution.csv", rows)
+    atomic_write_json(out / "attribution.json", _provenance(args, info, task, {"tokens": b.tokens,
+                                                                              "neuron_layers": args.neuron_layers}))
+    print(f"direct logit attribution on {args.n} trials: mean logit diff {d['logit_diff'].mean():.3f} = sum of parts "
+          f"{d['total'].mean():.3f}")
+    print("logit lens (mean logit diff read before each layer, then the output): "
+          + " ".join(f"{v:.2f}" for v in lens.mean(0)))
+    for r in sorted(rows, key=lambda r: -abs(r["mean_logit_diff"]))[:5]:
+        print(f"  {r['component']}: {r['mean_logit_diff']:+.3f}")
+    print(f"wrote {out}")
+
+
+def cmd_ablate(args: argparse.Namespace) -> None:
+    from interp.ablation import Ablator
+    from interp.store import atomic_write_csv, atomic_write_json, atomic_write_npz
+    from tasks.cdm import generate
+
+    model, info = _load(args.checkpoint, args.device)
+    task = _task(args, info)
+    b = generate(task, args.n, seed=args.seed, tokenizer=model.tokenizer, split="test")
+    ref = generate(task, args.n, seed=args.seed + 1, tokenizer=model.tokenizer, split="test")
+    ab = Ablator(model, b.tokens, b.answer_ids, b.wrong_ids, args.method, ref.tokens, args.seed)
+    out = _out(args)
+    extra: dict[str, Any] = {"method": args.method, "baseline": ab.baseline, "tokens": b.tokens,
+                             "reference_tokens": ref.tokens}
+    if args.heads:
+        units = [tuple(int(x) for x in u.split(".")) for u in args.heads]
+        extra["set"] = {"heads": units, **ab.heads(units)}
+    if args.neurons:
+        units = [tuple(int(x) for x in u.split(".")) for u in args.neurons]
+        extra["neuron_set"] = {"neurons": units, **ab.neurons(units)}
+    each = ab.each_head(progress=True)
+    atomic_write_npz(out / "ablation_heads.npz", {"accuracy": each["accuracy"], "logit_diff": each["logit_diff"],
+                                                  "tokens": b.tokens})
+    atomic_write_csv(out / "ablation_heads.csv", [
+        {"layer": l, "head": h, "accuracy": float(each["accuracy"][l, h]), "logit_diff": float(each["logit_diff"][l, h])}
+        for l in range(each["accuracy"].shape[0]) for h in range(each["accuracy"].shape[1])])
+    atomic_write_json(out / "ablation.json", _provenance(args, info, task, extra))
+    print(f"{args.method} ablation on {args.n} trials: baseline accuracy {ab.baseline['accuracy']:.3f}, logit diff "
+          f"{ab.baseline['logit_diff']:.3f}")
+    d = each["logit_diff"] - ab.baseline["logit_diff"]
+    for i in np.argsort(d.ravel())[:5]:
+        l, h = np.unravel_index(i, d.shape)
+        print(f"  L{l}H{h}: accuracy {each['accuracy'][l, h]:.3f}, logit diff change {d[l, h]:+.3f}")
+    for key in ("set", "neuron_set"):
+        if key in extra:
+            print(f"  {key}: accuracy {extra[key]['accuracy']:.3f}, logit diff {extra[key]['logit_diff']:.3f}")
+    print(f"wrote {out}")
+
+
+def cmd_neurons(args: argparse.Namespace) -> None:
+    from interp.ablation import Ablator
+    from interp.neurons import VARIABLES, neuron_selectivity
+    from interp.store import atomic_write_csv, atomic_write_json, atomic_write_npz
+    from tasks.cdm import generate
+
+    model, info = _load(args.checkpoint, args.device)
+    task = _task(args, info)
+    b = generate(task, args.n, seed=args.seed, tokenizer=model.tokenizer, split="test")
+    sel = neuron_selectivity(model, b, position=args.position, layers=tuple(args.layers) if args.layers else None,
+                             top_k=args.top_k)
+    ab = Ablator(model, b.tokens, b.answer_ids, b.wrong_ids, "mean")
+    effects = {v: ab.neurons([(l, i) for l, i, _ in sel["top"][v]]) for v in VARIABLES}
+    out = _out(args)
+    atomic_write_npz(out / "neurons.npz", {"coef": sel["coef"], "r2": sel["r2"], "tokens": b.tokens})
+    atomic_write_csv(out / "neurons.csv", [
+        {"layer": sel["layers"][li], "neuron": n, **{v: float(sel["coef"][li, n, k]) for k, v in enumerate(VARIABLES)},
+         "r2": float(sel["r2"][li, n])} for li in range(sel["coef"].shape[0]) for n in range(sel["coef"].shape[1])])
+    atomic_write_json(out / "neurons.json", _provenance(args, info, task, {
+        "position": args.position, "top": sel["top"], "ablating_top": effects, "baseline": ab.baseline,
+        "tokens": b.tokens}))
+    print(f"neuron selectivity at '{args.position}' on {args.n} trials (standardised betas):")
+    for v in VARIABLES:
+        t = sel["top"][v][:3]
+        print(f"  {v}: top " + ", ".join(f"L{l}N{n} ({c:+.2f})" for l, n, c in t) +
+              f"; mean-ablating the top {args.top_k}: accuracy {effects[v]['accuracy']:.3f} "
+              f"(baseline {ab.baseline['accuracy']:.3f})")
+    print(f"wrote {out}")
+
+
+def cmd_compare(args: argparse.Namespace) -> None:
+    from experiments import stages
+    from interp.store import atomic_write_json
+
+    base, binfo = _load(args.base, args.device)
+    models = {}
+    for kind, paths in (("finetuned", args.finetuned), ("scratch", args.scratch or [])):
+        for i, p in enumerate(paths):
+            models[f"{kind}-s{i}"] = _load(p, args.device)[0]
+    task = _task(args, {})
+    res = stages.compare_to_base(models, base, task, args.n, args.seed, progress=True)
+    out = _out(args)
+    summary = {}
+    for kind in ("finetuned", "scratch"):
+        per = [v for k, v in res["per_model"].items() if k.startswith(kind)]
+        if per:
+            summary[kind] = {
+                "cka_resid_answer": stages.summarise_layers([p["cka"]["resid"]["answer"] for p in per]),
+                "reversion_layer": stages.summarise_layers(
+                    [np.array([v["accuracy_retained"] for v in p["reversion"]["layer"].values()]) for p in per]),
+                "cmap_resid": stages.summarise_layers(
+                    [np.array([v["accuracy_retained"] for v in p["cmap"]["resid"]]) for p in per])}
+    atomic_write_json(out / "compare.json", _provenance(args, binfo, task, {
+        "finetuned": args.finetuned, "scratch": args.scratch, "base": args.base, "summary": summary, **res}))
+    for kind, s in summary.items():
+        print(f"{kind}: CKA with base per layer " + " ".join(f"{v:.2f}" for v in s["cka_resid_answer"]["mean"]))
+        print(f"{kind}: accuracy kept reverting one layer " + " ".join(f"{v:.2f}" for v in s["reversion_layer"]["mean"]))
+    print(f"base reference accuracy {res['base_reference']['accuracy']:.3f}; wrote {out}")
+
+
+def cmd_discover(args: argparse.Namespace) -> None:
+    from experiments import stages
+    from interp.store import atomic_write_json
+    from interp.viz import circuit_graph, export_figure
+
+    model, info = _load(args.checkpoint, args.device)
+    base = _load(args.base, args.device)[0] if args.base else model
+    task = _task(args, info)
+    r = stages.discover(model, base, task, args.corruption, args.n, args.seed, args.method, args.ablation)
+    out = _out(args)
+    from experiments.figures import _layout
+
+    atomic_write_json(out / "circuit.json", _provenance(args, info, task, r))
+    fig = circuit_graph(_layout(r["nodes_80"], r["node_scores"]), r["circuit_edges"], f"circuit ({args.method})")
+    export_figure(fig, out / "circuit", ["html", "csv"])
+    print(f"{args.method}: {r['size_80']} nodes reach 80% faithfulness ({args.ablation} ablation): "
+          f"{', '.join(r['nodes_80'][:12])}")
+    print(f"exact-patching check of the top nodes: Spearman {r['exact_check']['rank_correlation']:.2f}; wrote {out}")
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    import time
+
+    from experiments.pipeline import Run, load_run_config
+
+    ov: dict[str, dict[str, Any]] = {}
+    if args.seeds is not None:
+        ov.setdefault("run", {})["seeds"] = list(range(args.seeds))
+    if args.device:
+        ov.setdefault("run", {})["device"] = args.device
+    if args.base:
+        ov.setdefault("model", {})["base"] = args.base
+    cfg = load_run_config(args.config, ov)
+    out = Path(args.out) if args.out else Path("runs") / cfg["run"].name
+    t0 = time.time()
+    report = Run(cfg, out, overwrite=args.overwrite, progress=not args.quiet, log=print).run()
+    print(f"finished in {time.time() - t0:.0f} s; report: {report}")
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from experiments.figures import build_figures, export_run
+
+    run = Path(args.run_dir)
+    if not (run / "run.json").exists():
+        raise FileNotFoundError(f"{run} is not a finished run directory (run.json missing)")
+    r = export_run(run, build_figures(run), args.format, strict=True)
+    print(f"wrote {len(r['written'])} files under {run / 'figures'}")
+
+
+def register(sub: Any) -> None:
+    from interp.patching import VARIANTS
+    from tasks.cdm import CORRUPTIONS
+
+    def common(p: argparse.ArgumentParser, n: int = 64) -> None:
+        p.add_argument("checkpoint", help="checkpoint directory or local HF GPT-2 directory")
+        p.add_argument("--config", help="task config (default: the checkpoint's own)")
+        p.add_argument("--n", type=int, default=n, help="trials (or trial pairs)")
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--device", default="cpu")
+        p.add_argument("--out", required=True)
+        p.add_argument("--overwrite", action="store_true")
+
+    p = sub.add_parser("patch", help="exact activation patching")
+    common(p)
+    p.add_argument("--what", default="heads", choices=list(VARIANTS))
+    p.add_argument("--corruption", default="context-flip", choices=list(CORRUPTIONS))
+    p.add_argument("--direction", default="denoise", choices=["denoise", "noise"])
+    p.set_defaults(func=cmd_patch)
+
+    p = sub.add_parser("attribute", help="direct logit attribution and logit lens")
+    common(p)
+    p.add_argument("--neuron-layers", type=int, nargs="*", default=[])
+    p.set_defaults(func=cmd_attribute)
+
+    p = sub.add_parser("ablate", help="head (and neuron) ablation")
+    common(p)
+    p.add_argument("--method", default="mean", choices=["zero", "mean", "resample"])
+    p.add_argument("--heads", nargs="*", help="a set of heads to ablate together, as LAYER.HEAD")
+    p.add_argument("--neurons", nargs="*", help="a set of neurons to ablate together, as LAYER.NEURON")
+    p.set_defaults(func=cmd_ablate)
+
+    p = sub.add_parser("neurons", help="neuron selectivity to task variables")
+    common(p, n=256)
+    p.add_argument("--position", default="answer")
+    p.add_argument("--layers", type=int, nargs="*")
+    p.add_argument("--top-k", type=int, default=10)
+    p.set_defaults(func=cmd_neurons)
+
+    p = sub.add_parser("compare", help="fine-tuned vs scratch reliance on the base, per layer")
+    p.add_argument("--finetuned", nargs="+", required=True)
+    p.add_argument("--scratch", nargs="*")
+    p.add_argument("--base", required=True)
+    p.add_argument("--config")
+    p.add_argument("--n", type=int, default=256)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", required=True)
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("discover", help="circuit discovery (EAP / EAP-IG) with faithfulness")
+    common(p, n=32)
+    p.add_argument("--method", default="eap-ig", choices=["eap", "eap-ig"])
+    p.add_argument("--corruption", default="context-flip", choices=[c for c in CORRUPTIONS if c != "irrelevant-flip"])
+    p.add_argument("--ablation", default="mean", choices=["corrupted", "mean", "resample"])
+    p.add_argument("--base", help="pretrained base, to rank the same nodes in it")
+    p.set_defaults(func=cmd_discover)
+
+    p = sub.add_parser("run", help="the whole fine-tuned vs scratch experiment and its report")
+    p.add_argument("config", nargs="?", help="run config (default: experiments/configs/default.toml values)")
+    p.add_argument("--out", help="run directory (default: runs/<name>)")
+    p.add_argument("--seeds", type=int, help="number of seeds (0..N-1)")
+    p.add_argument("--device")
+    p.add_argument("--base", help="pretrained base (default: the shipped model); e.g. gpt2 on a GPU")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("export", help="re-export a finished run's figures without recomputing")
+    p.add_argument("run_dir")
+    p.add_argument("--format", nargs="+", default=["html"], choices=["html", "png", "svg", "csv"])
+    p.set_defaults(func=cmd_export)

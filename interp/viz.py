@@ -1,0 +1,194 @@
+"""Figures (plotly) and interactive attention pages (circuitsvis), all working offline.
+
+Every label that comes from data (token strings, node names, config values) is HTML-escaped before it reaches a
+figure or page, so a token like `<script>` is shown, never run. Attention pages inline circuitsvis's bundle once
+(its default HTML loads from a CDN and is blank offline); plotly figures are exported as self-contained HTML,
+PNG / SVG (kaleido, when a Chromium is installed) and their numbers as CSV.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from interp.store import atomic_write_bytes, atomic_write_csv, atomic_write_text
+
+PALETTE = {"finetuned": "#1f77b4", "scratch": "#d62728", "base": "#7f7f7f", "ft-vs-scratch": "#2ca02c"}
+
+
+def esc(s: Any) -> str:
+    return html.escape(str(s), quote=True)
+
+
+def _go() -> Any:
+    import plotly.graph_objects as go
+
+    return go
+
+
+def heatmap(values: np.ndarray, y_labels: Sequence[str], x_labels: Sequence[str], title: str,
+            colorbar: str = "", zmid: float | None = 0.0) -> Any:
+    go = _go()
+    fig = go.Figure(go.Heatmap(z=np.asarray(values, dtype=float), x=[esc(x) for x in x_labels],
+                               y=[esc(y) for y in y_labels], colorscale="RdBu", reversescale=True, zmid=zmid,
+                               colorbar={"title": esc(colorbar)}))
+    fig.update_layout(title=esc(title), yaxis={"autorange": "reversed", "type": "category"},
+                      xaxis={"type": "category"}, height=max(300, 40 * len(y_labels) + 150),
+                      margin={"l": 80, "r": 20, "t": 60, "b": 120})
+    return fig
+
+
+def lines_ci(x: Sequence[Any], series: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]], title: str,
+             x_title: str, y_title: str) -> Any:
+    """One line per series with a shaded 95% interval: series = {name: (mean, low, high)}."""
+    go = _go()
+    fig = go.Figure()
+    xs = [esc(v) for v in x]
+    for i, (name, (m, lo, hi)) in enumerate(series.items()):
+        color = PALETTE.get(name.split(" ")[0], None) or ["#9467bd", "#8c564b", "#e377c2", "#17becf"][i % 4]
+        fig.add_trace(go.Scatter(x=xs + xs[::-1], y=list(hi) + list(lo)[::-1], fill="toself", opacity=0.2,
+                                 line={"width": 0, "color": color}, showlegend=False, hoverinfo="skip"))
+        fig.add_trace(go.Scatter(x=xs, y=list(m), mode="lines+markers", name=esc(name), line={"color": color}))
+    fig.update_layout(title=esc(title), xaxis_title=esc(x_title), yaxis_title=esc(y_title), height=380)
+    return fig
+
+
+def curves(traces: list[dict[str, Any]], title: str, x_title: str, y_title: str) -> Any:
+    """Plain lines: traces = [{name, x, y, group}] (group picks the colour)."""
+    go = _go()
+    fig = go.Figure()
+    for t in traces:
+        fig.add_trace(go.Scatter(x=list(t["x"]), y=list(t["y"]), mode="lines+markers", name=esc(t["name"]),
+                                 line={"color": PALETTE.get(t.get("group", ""), None)}))
+    fig.update_layout(title=esc(title), xaxis_title=esc(x_title), yaxis_title=esc(y_title), height=380)
+    return fig
+
+
+def bars(categories: Sequence[str], groups: dict[str, tuple[np.ndarray, np.ndarray]], title: str, y_title: str
+         ) -> Any:
+    """Grouped bars with error bars: groups = {name: (mean, half_width)}."""
+    go = _go()
+    fig = go.Figure()
+    for name, (m, err) in groups.items():
+        fig.add_trace(go.Bar(x=[esc(c) for c in categories], y=list(m), name=esc(name),
+                             error_y={"type": "data", "array": list(err)},
+                             marker_color=PALETTE.get(name.split(" ")[0], None)))
+    fig.update_layout(title=esc(title), yaxis_title=esc(y_title), barmode="group", height=400)
+    return fig
+
+
+def circuit_graph(nodes: list[dict[str, Any]], edges: list[dict[str, Any]], title: str) -> Any:
+    """Nodes placed by layer (x) and index within the layer (y); edge width by |score|, colour by sign."""
+    go = _go()
+    pos = {n["name"]: (n["x"], n["y"]) for n in nodes}
+    fig = go.Figure()
+    top = max((abs(e["score"]) for e in edges), default=1.0) or 1.0
+    for e in edges:
+        if e["from"] not in pos or e["to"] not in pos:
+            continue
+        (x0, y0), (x1, y1) = pos[e["from"]], pos[e["to"]]
+        fig.add_trace(go.Scatter(x=[x0, x1], y=[y0, y1], mode="lines", hoverinfo="text",
+                                 text=esc(f"{e['from']} -> {e['to']}: {e['score']:.3g}"), showlegend=False,
+                                 line={"width": 0.5 + 5 * abs(e["score"]) / top,
+                                       "color": "#1f77b4" if e["score"] >= 0 else "#d62728"}))
+    fig.add_trace(go.Scatter(x=[n["x"] for n in nodes], y=[n["y"] for n in nodes], mode="markers+text",
+                             text=[esc(n["name"]) for n in nodes], textposition="top center",
+                             marker={"size": 10, "color": [n.get("score", 0) for n in nodes], "colorscale": "RdBu",
+                                     "reversescale": True, "showscale": True}, showlegend=False))
+    fig.update_layout(title=esc(title), xaxis_title="layer", yaxis={"visible": False}, height=450)
+    return fig
+
+
+def figure_rows(fig: Any) -> list[dict[str, Any]]:
+    """The numbers behind a figure as tidy rows: heatmaps (row, column, value); lines and bars (series, x, y)."""
+    rows: list[dict[str, Any]] = []
+    for tr in fig.data:
+        if tr.type == "heatmap":
+            z = np.asarray(tr.z, dtype=float)
+            ys = list(tr.y) if tr.y is not None else list(range(z.shape[0]))
+            xs = list(tr.x) if tr.x is not None else list(range(z.shape[1]))
+            rows += [{"series": "", "row": html.unescape(str(ys[i])), "column": html.unescape(str(xs[j])),
+                      "value": float(z[i, j])} for i in range(z.shape[0]) for j in range(z.shape[1])]
+        elif tr.type in ("scatter", "bar") and tr.name is not None and tr.x is not None:
+            rows += [{"series": html.unescape(str(tr.name)), "row": "", "column": html.unescape(str(x)),
+                      "value": float(y) if y is not None else float("nan")} for x, y in zip(tr.x, tr.y)]
+    return rows
+
+
+def figure_div(fig: Any) -> str:
+    """A figure as an HTML fragment without the plotly bundle (the page includes it once)."""
+    return fig.to_html(full_html=False, include_plotlyjs=False, config={"displaylogo": False})
+
+
+def plotly_bundle() -> str:
+    from plotly.offline import get_plotlyjs
+
+    return get_plotlyjs()
+
+
+def chromium_available() -> bool:
+    return any(shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome", "chrome"))
+
+
+def export_figure(fig: Any, stem: Path, formats: Sequence[str]) -> list[Path]:
+    """Write `stem`.html (self-contained), .png, .svg as asked. PNG/SVG need a Chromium: without one they are
+    skipped and a clear error is raised after the others are written."""
+    written, missing = [], []
+    for fmt in formats:
+        path = stem.with_suffix(f".{fmt}")
+        if fmt == "html":
+            atomic_write_text(path, fig.to_html(full_html=True, include_plotlyjs=True))
+        elif fmt == "csv":
+            atomic_write_csv(path, figure_rows(fig))
+        elif fmt in ("png", "svg"):
+            if not chromium_available():
+                missing.append(fmt)
+                continue
+            atomic_write_bytes(path, fig.to_image(format=fmt, scale=2 if fmt == "png" else 1))
+        else:
+            raise ValueError(f"unknown figure format {fmt!r} (choose html, png, svg, csv)")
+        written.append(path)
+    if missing:
+        raise RuntimeError(f"cannot write {', '.join(missing)}: no Chromium found (install the Debian package "
+                           "`chromium`); the other formats were written")
+    return written
+
+
+# ---------------------------------------------------------------- circuitsvis
+def _safe_json(obj: Any) -> str:
+    """JSON that cannot close a <script> element or open a tag, whatever strings it holds."""
+    return json.dumps(obj).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def _circuitsvis_bundle() -> str:
+    """circuitsvis's inline JS bundle (taken from a rendered `local_src`, which inlines it)."""
+    from circuitsvis.attention import attention_heads
+
+    src = attention_heads(attention=np.ones((1, 1, 1)), tokens=["x"]).local_src
+    start = src.index("<script crossorigin type=\"module\">") + len("<script crossorigin type=\"module\">")
+    end = src.index("CircuitsVis.render(")
+    return src[start:end]
+
+
+def attention_page(panels: list[dict[str, Any]], title: str) -> str:
+    """One self-contained page of circuitsvis attention-head views.
+
+    panels: [{"title": str, "tokens": [str], "attention": array [head, dest, src], "head_names": [str]}]."""
+    bundle = _circuitsvis_bundle()
+    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{esc(title)}</title>",
+             "<style>body{font-family:sans-serif;margin:20px} h2{font-size:1.05em;margin-top:28px}</style>",
+             f"</head><body><h1>{esc(title)}</h1>",
+             f"<script>{bundle}</script>"]
+    for i, p in enumerate(panels):
+        props = {"attention": np.round(np.asarray(p["attention"], dtype=float), 4).tolist(),
+                 "tokens": [str(t) for t in p["tokens"]], "attentionHeadNames": [str(h) for h in p["head_names"]]}
+        parts.append(f"<h2>{esc(p['title'])}</h2><div id='cv-{i}' class='cv-panel'></div>")
+        parts.append(f"<script>CircuitsVis.render('cv-{i}', CircuitsVis.AttentionHeads, {_safe_json(props)});</script>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
