@@ -124,7 +124,6 @@ def cmd_ablate(args: argparse.Namespace) -> None:
     b = generate(task, args.n, seed=args.seed, tokenizer=model.tokenizer, split="test")
     ref = generate(task, args.n, seed=args.seed + 1, tokenizer=model.tokenizer, split="test")
     ab = Ablator(model, b.tokens, b.answer_ids, b.wrong_ids, args.method, ref.tokens, args.seed)
-    out = _out(args)
     extra: dict[str, Any] = {"method": args.method, "baseline": ab.baseline, "tokens": b.tokens,
                              "reference_tokens": ref.tokens}
     if args.heads:
@@ -134,6 +133,7 @@ def cmd_ablate(args: argparse.Namespace) -> None:
         units = [tuple(int(x) for x in u.split(".")) for u in args.neurons]
         extra["neuron_set"] = {"neurons": units, **ab.neurons(units)}
     each = ab.each_head(progress=True)
+    out = _out(args)
     atomic_write_npz(out / "ablation_heads.npz", {"accuracy": each["accuracy"], "logit_diff": each["logit_diff"],
                                                   "tokens": b.tokens})
     atomic_write_csv(out / "ablation_heads.csv", [

@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from experiments.config import load_sections, to_dict
 from experiments.corpus import read_corpus
 from experiments.state import latest_state, load_state, lr_lambda, save_state
+from experiments.basecard import save_heldout
 from interp.models import Arch, build_hf_gpt2, save_hf_dir
 from interp.store import atomic_write_json, atomic_write_npz, prepare_out_dir, versions
 from tasks.cdm import CDMConfig, required_symbols
@@ -231,6 +232,7 @@ def pretrain(cfg: dict[str, Any], out: Path, resume: bool = False, overwrite: bo
     log["steps"] = step
     log["tokens_seen"] = step * log["tokens_per_step"]
     save_hf_dir(model, tokenizer, out)
+    save_heldout(out, torch.cat(val))
     atomic_write_json(out / "pretrain_log.json", log)
     return log
 

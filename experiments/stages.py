@@ -99,6 +99,10 @@ def compare_to_base(models: dict[str, Any], base: Any, task: CDMConfig, n: int, 
                     progress: bool = False) -> dict[str, Any]:
     """Per model: CKA with the base per layer (resid, attn_out, mlp_out at the answer and context positions),
     weight reversion, relative weight change, cross-model patching; and fine-tuned vs scratch CKA per seed."""
+    from interp.compare import check_same_shape
+
+    for mid, m in models.items():
+        check_same_shape(m, base, f"comparing {mid} with the base (weight reversion, cross-model patching)")
     tok = base.tokenizer
     test = generate(task, n, seed=seed, tokenizer=tok, split="test")
     pos = {"answer": test.positions["answer"], "context": test.positions["context"]}

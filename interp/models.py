@@ -96,7 +96,8 @@ def _hooked(arch: Arch, tokenizer: Any, device: str, seed: int | None, init: boo
 
     cfg = _tl_config(arch, device, seed)
     cfg.init_weights = init
-    model = HookedTransformer(cfg, tokenizer=tokenizer, move_to_device=True)
+    model = HookedTransformer(cfg, tokenizer=tokenizer, move_to_device=False)
+    model.to(device)
     model.eval()
     return model
 
@@ -112,6 +113,14 @@ def build_hf_gpt2(arch: Arch, tokenizer: Any, seed: int):  # noqa: ANN201
 
     torch.manual_seed(seed)
     return GPT2LMHeadModel(arch.to_hf_config(tokenizer.bos_token_id, tokenizer.eos_token_id))
+
+
+def _quiet_transformers() -> None:
+    """Library code prints nothing: no transformers progress bars or warnings on loading."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
 
 
 def load_tokenizer(path_or_name: str | Path) -> Any:
@@ -146,6 +155,7 @@ def load_hf_gpt2(path_or_name: str | Path) -> tuple[Any, Any]:
             raise ModelLoadError(f"{p} holds no weights (model.safetensors missing)")
         if not list(p.glob("*.safetensors")):
             raise ModelLoadError(f"{p} holds only pickled weights (pytorch_model.bin); convert them to safetensors")
+    _quiet_transformers()
     try:
         hf = GPT2LMHeadModel.from_pretrained(str(path_or_name), use_safetensors=True)
     except Exception as e:
@@ -270,5 +280,6 @@ def save_hf_dir(hf_model: Any, tokenizer: Any, out: Path) -> None:
     """A Hugging Face GPT-2 directory (config.json, model.safetensors, tokenizer files)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    _quiet_transformers()
     hf_model.save_pretrained(str(out), safe_serialization=True)
     tokenizer.save_pretrained(str(out))
