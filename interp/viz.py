@@ -115,9 +115,11 @@ def figure_rows(fig: Any) -> list[dict[str, Any]]:
             xs = list(tr.x) if tr.x is not None else list(range(z.shape[1]))
             rows += [{"series": "", "row": html.unescape(str(ys[i])), "column": html.unescape(str(xs[j])),
                       "value": float(z[i, j])} for i in range(z.shape[0]) for j in range(z.shape[1])]
-        elif tr.type in ("scatter", "bar") and tr.name is not None and tr.x is not None:
-            rows += [{"series": html.unescape(str(tr.name)), "row": "", "column": html.unescape(str(x)),
-                      "value": float(y) if y is not None else float("nan")} for x, y in zip(tr.x, tr.y)]
+        elif tr.type in ("scatter", "bar") and tr.x is not None and tr.hoverinfo != "skip":
+            texts = tr.text if isinstance(tr.text, (list, tuple)) else [tr.text] * len(tr.x)
+            rows += [{"series": html.unescape(str(tr.name or "")), "row": html.unescape(str(t or "")),
+                      "column": html.unescape(str(x)), "value": float(y) if y is not None else float("nan")}
+                     for x, y, t in zip(tr.x, tr.y, texts)]
     return rows
 
 

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Creates .venv and installs cogcircuits with its dev extras. Torch first: an existing torch is kept; with no
+# NVIDIA GPU the CPU build is installed (a local wheel when the machine has one), otherwise pip's default build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY="${PYTHON:-$(command -v python3.11 || command -v python3)}"
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+. .venv/bin/activate
+python -m pip install -q --upgrade pip >/dev/null
+if python -c "import torch" 2>/dev/null; then
+  echo "setup: keeping installed torch $(python -c 'import torch; print(torch.__version__)')"
+elif command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+  echo "setup: NVIDIA GPU found: installing the CUDA build of torch"
+  pip install -q "torch>=2.6,<2.15"
+else
+  wheel=$(ls /opt/wheels/torch-2.13.0+cpu-cp3*-*.whl 2>/dev/null | head -n 1 || true)
+  if [ -n "$wheel" ]; then
+    echo "setup: no GPU: installing the local CPU build of torch ($wheel)"
+    pip install -q "$wheel"
+  elif pip install -q --timeout 30 "torch==2.13.0" --index-url https://download.pytorch.org/whl/cpu 2>/dev/null; then
+    echo "setup: no GPU: installed the CPU build of torch"
+  else
+    echo "setup: no GPU and no CPU wheel index reachable: installing torch==2.13.0 from the default index"
+    pip install -q "torch==2.13.0"
+  fi
+fi
+pip install -q -e ".[dev]"
+python - <<'PY'
+import importlib
+for m in ("torch", "transformer_lens", "transformers", "circuitsvis", "plotly", "experiments.cli"):
+    importlib.import_module(m)
+print("setup: environment ready")
+PY
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    echo "setup: installing Debian's chromium (PNG/SVG export and browser tests)"
+    (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || echo "setup: chromium not installed: PNG/SVG export and browser tests will be skipped"
+  else
+    echo "setup: no chromium: PNG/SVG export and browser tests will be skipped"
+  fi
+fi
