@@ -48,7 +48,8 @@ def findings(run: Path) -> list[str]:  # noqa: C901
                    f"{np.mean(steps['finetuned']):.0f} on average (range {min(steps['finetuned'])}-"
                    f"{max(steps['finetuned'])}), scratch {np.mean(steps['scratch']):.0f} (range "
                    f"{min(steps['scratch'])}-{max(steps['scratch'])}): the fine-tuned models used "
-                   f"{_cmp(np.mean(steps['finetuned']), np.mean(steps['scratch']), 'more', 'fewer')} steps.")
+                   f"{_cmp(np.mean(steps['finetuned']), np.mean(steps['scratch']), 'more', 'fewer').replace('the same as', 'as many')} "
+                   "steps as the scratch models.")
         if all("gen" in r for v in groups.values() for r in v):
             gen = {k: [r["gen"]["accuracy"] for r in v] for k, v in groups.items()}
             out.append(f"Generalisation split (held-out conditions never seen in training): fine-tuned "
@@ -60,20 +61,24 @@ def findings(run: Path) -> list[str]:  # noqa: C901
             out.append(f"{init}: accuracy on congruent trials {np.mean(con):.1%}, on incongruent trials "
                        f"{np.mean(inc):.1%} (mean over seeds and coherences).")
     if co:
-        for key, label in (("cka_resid_answer", "residual-stream CKA with the base at the answer position"),):
-            f, s = co["layers"]["finetuned"][key]["mean"], co["layers"]["scratch"][key]["mean"]
-            f, s = np.nan_to_num(np.array(f), nan=np.nan), np.array(s)
-            ok = np.isfinite(f) & np.isfinite(s)
-            if ok.any():
-                gap = np.where(ok, f - s, -np.inf)
-                k = int(np.argmax(gap))
-                half = len(f) // 2
-                early, late = np.nanmean(f[:half]), np.nanmean(f[half:])
-                out.append(f"Mean {label} over layers: fine-tuned {np.nanmean(f[ok]):.3f}, scratch "
-                           f"{np.nanmean(s[ok]):.3f}. The largest fine-tuned minus scratch gap is at point {k} "
-                           f"(fine-tuned {f[k]:.3f}, scratch {s[k]:.3f}). For the fine-tuned models the similarity is "
-                           f"{_cmp(late, early, 'higher', 'lower')} in the later half of the network ({late:.3f}) "
-                           f"than in the earlier half ({early:.3f}).")
+        f = np.array(co["layers"]["finetuned"]["cka_resid_answer"]["mean"], dtype=float)
+        s = np.array(co["layers"]["scratch"]["cka_resid_answer"]["mean"], dtype=float)
+        names = [f"before layer {i}" for i in range(len(f) - 1)] + ["after the last layer"]
+        ok = np.isfinite(f) & np.isfinite(s)
+        if ok.any():
+            k = int(np.argmax(np.where(ok, np.abs(f - s), -np.inf)))
+            idx = np.nonzero(ok)[0]
+            early, late = idx[: len(idx) // 2], idx[len(idx) // 2:]
+            out.append(f"Residual-stream CKA with the base at the answer position, averaged over layers: fine-tuned "
+                       f"{f[ok].mean():.3f}, scratch {s[ok].mean():.3f}. The largest difference is {names[k]} "
+                       f"(fine-tuned {f[k]:.3f}, scratch {s[k]:.3f}).")
+            if len(early) and len(late):
+                out.append(f"For the fine-tuned models this similarity is {_cmp(f[late].mean(), f[early].mean(), 'higher', 'lower')} "
+                           f"in the later half of the network ({f[late].mean():.3f}) than in the earlier half "
+                           f"({f[early].mean():.3f}); for the scratch models {s[late].mean():.3f} vs {s[early].mean():.3f}.")
+            if "ft-vs-scratch" in co["layers"]:
+                fs = np.array(co["layers"]["ft-vs-scratch"]["cka_resid_answer"]["mean"], dtype=float)
+                out.append(f"Fine-tuned vs scratch CKA (same seed) averaged over layers: {np.nanmean(fs[ok]):.3f}.")
         for init in ("finetuned", "scratch"):
             r = np.array(co["layers"][init]["reversion_layer"]["mean"])
             k = int(np.argmin(r))

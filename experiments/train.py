@@ -18,7 +18,8 @@ from tqdm.auto import tqdm
 
 from experiments.config import load_sections, to_dict
 from experiments.state import latest_state, load_state, lr_lambda, save_state
-from interp.metrics import accuracy_by_condition, as_ids, as_tokens, evaluate_batch, logit_diff_from_logits
+from interp.metrics import (accuracy_by_condition, as_ids, as_tokens, evaluate_batch, last_logits,
+                            logit_diff_from_logits)
 from interp.models import Arch, ModelLoadError, build_scratch, is_checkpoint, load_model, read_checkpoint_meta, \
     save_checkpoint
 from interp.store import atomic_write_csv, atomic_write_json, prepare_out_dir, versions
@@ -170,7 +171,7 @@ def train(cfg: dict[str, Any], out: Path, resume: bool = False, overwrite: bool 
         b = generate(task, tcfg.batch_size, seed=batch_seed(tcfg.seed, step), tokenizer=tok, split="train")
         toks, ans = as_tokens(b.tokens, device), as_ids(b.answer_ids, device)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_bf16):
-            logits = model(toks, return_type="logits")[:, -1].float()
+            logits = last_logits(model, toks).float()
         loss = torch.nn.functional.cross_entropy(logits, ans)
         if not torch.isfinite(loss):
             raise NonFiniteLossError(f"training loss became {loss.item()} at step {step}: stopped; the last good "

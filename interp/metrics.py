@@ -24,6 +24,12 @@ def as_ids(ids: ArrayLike, device: Any) -> Int[torch.Tensor, " batch"]:
     return as_tokens(np.asarray(ids), device)
 
 
+def last_logits(model: Any, tokens: Int[torch.Tensor, "batch pos"]) -> Float[torch.Tensor, "batch vocab"]:
+    """Logits at the final position only: the unembedding is applied to one position, not all of them."""
+    resid = model(tokens, stop_at_layer=model.cfg.n_layers)
+    return model.unembed(model.ln_final(resid[:, -1:]))[:, 0]
+
+
 def logit_diff_from_logits(logits: Float[torch.Tensor, "batch pos vocab"] | Float[torch.Tensor, "batch vocab"],
                            answer: Int[torch.Tensor, " batch"], wrong: Int[torch.Tensor, " batch"]
                            ) -> Float[torch.Tensor, " batch"]:
@@ -40,7 +46,7 @@ def logit_diff(model: Any, tokens: ArrayLike, answer: ArrayLike, wrong: ArrayLik
     toks, a, w = as_tokens(tokens, dev), as_ids(answer, dev), as_ids(wrong, dev)
     out = []
     for i in range(0, len(toks), batch_size):
-        logits = model(toks[i:i + batch_size], return_type="logits")
+        logits = last_logits(model, toks[i:i + batch_size])
         out.append(logit_diff_from_logits(logits, a[i:i + batch_size], w[i:i + batch_size]).float())
     return torch.cat(out)
 

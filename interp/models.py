@@ -97,7 +97,7 @@ def _hooked(arch: Arch, tokenizer: Any, device: str, seed: int | None, init: boo
     cfg = _tl_config(arch, device, seed)
     cfg.init_weights = init
     model = HookedTransformer(cfg, tokenizer=tokenizer, move_to_device=False)
-    model.to(device)
+    model.to(device, print_details=False)
     model.eval()
     return model
 
@@ -175,7 +175,7 @@ def hf_to_hooked(hf_model: Any, tokenizer: Any, device: str = "cpu"):  # noqa: A
     model.load_and_process_state_dict({k: v.detach().clone() for k, v in state.items()}, fold_ln=False,
                                       center_writing_weights=False, center_unembed=False,
                                       fold_value_biases=False, refactor_factored_attn_matrices=False)
-    model.to(device)
+    model.to(device, print_details=False)
     model.eval()
     return model
 
@@ -242,7 +242,7 @@ def load_checkpoint(path: str | Path, device: str = "cpu"):  # noqa: ANN201
         detail = f"missing {missing[:3]}" if missing else f"shape mismatch in {bad[:3]}"
         raise ModelLoadError(f"checkpoint {path}: weights do not match the config ({detail})")
     model.load_state_dict(state, strict=False)
-    model.to(device)
+    model.to(device, print_details=False)
     model.eval()
     return model, tokenizer, meta
 
@@ -271,15 +271,24 @@ def copy_model(model: Any):  # noqa: ANN201
     """An independent copy (same tokenizer, same device) for analyses that edit weights."""
     clone = _hooked(arch_of(model), model.tokenizer, str(model.cfg.device), None, init=False)
     clone.load_state_dict(model.state_dict())
-    clone.to(model.cfg.device)
+    clone.to(model.cfg.device, print_details=False)
     clone.eval()
     return clone
 
 
 def save_hf_dir(hf_model: Any, tokenizer: Any, out: Path) -> None:
     """A Hugging Face GPT-2 directory (config.json, model.safetensors, tokenizer files)."""
+    import shutil
+    import tempfile
+
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     _quiet_transformers()
-    hf_model.save_pretrained(str(out), safe_serialization=True)
-    tokenizer.save_pretrained(str(out))
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    try:
+        hf_model.save_pretrained(str(tmp), safe_serialization=True)
+        tokenizer.save_pretrained(str(tmp))
+        for f in tmp.iterdir():  # each file replaced atomically
+            os.replace(f, out / f.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
