@@ -23,7 +23,7 @@ from jaxtyping import Float
 from tqdm.auto import tqdm
 
 from interp.forward import run_from
-from interp.metrics import as_ids, as_tokens
+from interp.metrics import as_ids, as_tokens, logit_diff_from_logits
 
 # what: (activation, index axes); mirrors transformer_lens.patching's variants
 VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -82,8 +82,10 @@ class _Run:
         self.answer, self.wrong = answer, wrong
         names = lambda n: any(n.endswith(h) for h in HOOK.values())  # noqa: E731
         with torch.no_grad():
-            _, self.t = model.run_with_cache(target_tokens, names_filter=names)
-            _, self.s = model.run_with_cache(source_tokens, names_filter=names)
+            t_logits, self.t = model.run_with_cache(target_tokens, names_filter=names)
+            s_logits, self.s = model.run_with_cache(source_tokens, names_filter=names)
+        self.target_ld = float(logit_diff_from_logits(t_logits, answer, wrong).mean())
+        self.source_ld = float(logit_diff_from_logits(s_logits, answer, wrong).mean())
         diff = (target_tokens != source_tokens).any(0).nonzero()
         self.first_diff = int(diff[0]) if len(diff) else target_tokens.shape[1]
         self.n_pos = target_tokens.shape[1]
@@ -157,8 +159,7 @@ def patch_sweep(model: Any, clean_tokens: Any, corrupt_tokens: Any, answer: Any,
     sizes = {"layer": L, "head": H, "pos": P, "dest_pos": P}
     shape = tuple(sizes[ax] for ax in axes)
     raw = np.zeros(shape)
-    base_target = float(_full_ld(model, target, a, w).mean())
-    base_source = float(_full_ld(model, source, a, w).mean())
+    base_target, base_source = r.target_ld, r.source_ld
     jobs: dict[tuple[int, int], list[tuple[tuple[int, ...], Any]]] = {}
     for idx in np.ndindex(shape):
         d = dict(zip(axes, idx))
@@ -169,8 +170,6 @@ def patch_sweep(model: Any, clean_tokens: Any, corrupt_tokens: Any, answer: Any,
             raw[idx] = base_target  # identical activations in both runs: the patch changes nothing
             continue
         start = r.first_diff if pos is None else pos
-        if kind == "pattern" and pos is None:
-            start = r.first_diff
         src = r.act(r.s, kind, layer)
         jobs.setdefault((layer, start), []).append((idx, _setter(kind, src, head, pos)))
     todo = [(key, chunk[i:i + variants_per_forward]) for key, chunk in jobs.items()
@@ -187,12 +186,6 @@ def patch_sweep(model: Any, clean_tokens: Any, corrupt_tokens: Any, answer: Any,
         labels["pos"] = labels["dest_pos"] = list(position_labels)
     return PatchResult(what=what, direction=direction, axes=axes, values=values, raw=raw,
                        clean_logit_diff=clean_v, corrupt_logit_diff=corrupt_v, labels=labels)
-
-
-@torch.no_grad()
-def _full_ld(model: Any, tokens: torch.Tensor, a: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    logits = model(tokens, return_type="logits")[:, -1]
-    return logits.gather(1, a[:, None])[:, 0] - logits.gather(1, w[:, None])[:, 0]
 
 
 def position_token_labels(tokenizer: Any, tokens: np.ndarray, position_labels: list[str]) -> list[str]:
