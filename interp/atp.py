@@ -24,7 +24,7 @@ NODE_HOOKS = {"heads": "attn.hook_z", "resid_pre": "hook_resid_pre", "attn_out":
               "mlp_out": "hook_mlp_out"}
 
 
-def _grads(model: Any, tokens: torch.Tensor, a: torch.Tensor, w: torch.Tensor, names: list[str],
+def gradients_at(model: Any, tokens: torch.Tensor, a: torch.Tensor, w: torch.Tensor, names: list[str],
            embed_override: torch.Tensor | None = None) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], float]:
     """Activations at `names`, the gradient of the mean logit difference with respect to them, and the metric.
     Weights get no gradient: the graph starts at the token embeddings (optionally replaced)."""
@@ -65,12 +65,12 @@ def attribution_patch(model: Any, clean_tokens: Any, corrupt_tokens: Any, answer
     with torch.no_grad():
         clogits, ccache = model.run_with_cache(clean, names_filter=lambda n: n in wanted)
     clean_ld = float(logit_diff_from_logits(clogits, a, w).mean())
-    acts, grads, corrupt_ld = _grads(model, corrupt, a, w, names + ["hook_embed"])
+    acts, grads, corrupt_ld = gradients_at(model, corrupt, a, w, names + ["hook_embed"])
     if method == "ig":
         e0, e1 = acts["hook_embed"], ccache["hook_embed"]
         grads = {n: torch.zeros_like(acts[n]) for n in names}
         for k in range(1, steps + 1):
-            _, g, _ = _grads(model, corrupt, a, w, names, embed_override=e0 + (k / steps) * (e1 - e0))
+            _, g, _ = gradients_at(model, corrupt, a, w, names, embed_override=e0 + (k / steps) * (e1 - e0))
             for n in names:
                 grads[n] += g[n] / steps
     per_layer = []

@@ -25,6 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from interp.ablation import _derangement
+from interp.atp import gradients_at
 from interp.metrics import as_ids, as_tokens, logit_diff_from_logits
 
 ABLATIONS = ("corrupted", "mean", "resample")
@@ -106,25 +107,13 @@ def _input_grads(model: Any, tokens: torch.Tensor, a: torch.Tensor, w: torch.Ten
     L = model.cfg.n_layers
     names = [f"blocks.{l}.hook_{x}_input" for l in range(L) for x in "qkv"] + \
         [f"blocks.{l}.hook_mlp_in" for l in range(L)] + [f"blocks.{L - 1}.hook_resid_post"]
-    live: dict[str, torch.Tensor] = {}
-
-    def leaf(act: torch.Tensor, hook: Any) -> torch.Tensor:
-        return (act if embed is None else embed).detach().requires_grad_(True)
-
-    def save(act: torch.Tensor, hook: Any) -> torch.Tensor:
-        live[hook.name] = act
-        return act
-
-    with torch.enable_grad():
-        logits = model.run_with_hooks(tokens, fwd_hooks=[("hook_embed", leaf)] + [(n, save) for n in names])
-        metric = logit_diff_from_logits(logits, a, w).mean()
-        g = dict(zip(names, torch.autograd.grad(metric, [live[n] for n in names])))
+    _, g, metric = gradients_at(model, tokens, a, w, names, embed_override=embed)
     parts = []
     for l in range(L):
         parts.append(g[f"blocks.{l}.hook_q_input"] + g[f"blocks.{l}.hook_k_input"] + g[f"blocks.{l}.hook_v_input"])
         parts.append(g[f"blocks.{l}.hook_mlp_in"][:, :, None])
     parts.append(g[f"blocks.{L - 1}.hook_resid_post"][:, :, None])
-    return torch.cat(parts, dim=2).detach(), float(metric.item())
+    return torch.cat(parts, dim=2).detach(), metric
 
 
 def edge_attribution(model: Any, clean_tokens: Any, corrupt_tokens: Any, answer: Any, wrong: Any,
