@@ -54,12 +54,27 @@ def counting_accuracy(hf: Any, tok: Any, lo: int, hi: int) -> float:
     return float(np.mean(hits))
 
 
-def _ridge_r2(x: np.ndarray, y: np.ndarray, train: np.ndarray, test: np.ndarray, alpha: float = 1.0) -> float:
-    mu, sd = x[train].mean(0), x[train].std(0) + 1e-8
+def _ridge_fit(x: np.ndarray, y: np.ndarray, alpha: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    mu, sd, ym = x.mean(0), x.std(0) + 1e-8, y.mean()
     xs = (x - mu) / sd
-    xt = np.c_[np.ones(train.sum()), xs[train]]
-    w = np.linalg.solve(xt.T @ xt + alpha * np.eye(xt.shape[1]), xt.T @ y[train])
-    pred = np.c_[np.ones(test.sum()), xs[test]] @ w
+    w = np.linalg.solve(xs.T @ xs + alpha * np.eye(x.shape[1]), xs.T @ (y - ym))  # intercept not penalised
+    return w, mu, sd, ym
+
+
+def _ridge_r2(x: np.ndarray, y: np.ndarray, train: np.ndarray, test: np.ndarray) -> float:
+    """R^2 on `test` of a ridge regression fitted on `train`, its penalty chosen by 5-fold CV within `train`."""
+    xtr, ytr = x[train], y[train]
+    folds = np.arange(len(ytr)) % 5
+    best, best_err = 1.0, np.inf
+    for alpha in (0.1, 1.0, 10.0, 100.0, 1000.0):
+        err = 0.0
+        for k in range(5):
+            w, mu, sd, ym = _ridge_fit(xtr[folds != k], ytr[folds != k], alpha)
+            err += (((xtr[folds == k] - mu) / sd @ w + ym - ytr[folds == k]) ** 2).sum()
+        if err < best_err:
+            best, best_err = alpha, err
+    w, mu, sd, ym = _ridge_fit(xtr, ytr, best)
+    pred = (x[test] - mu) / sd @ w + ym
     return float(1 - ((y[test] - pred) ** 2).sum() / ((y[test] - y[test].mean()) ** 2).sum())
 
 
@@ -72,8 +87,7 @@ def magnitude_probe(hf: Any, tok: Any, lo: int, hi: int) -> dict[str, float]:
     early = out.hidden_states[1][:, -1].double().numpy()  # after block 0, at the number token
     train, test = nums % 2 == 0, nums % 2 == 1
     y = nums.astype(float)
-    return {"embedding_r2": _ridge_r2(emb, y, train, test, alpha=float(emb.shape[1])),
-            "early_resid_r2": _ridge_r2(early, y, train, test, alpha=float(early.shape[1]))}
+    return {"embedding_r2": _ridge_r2(emb, y, train, test), "early_resid_r2": _ridge_r2(early, y, train, test)}
 
 
 def save_heldout(out: Path, windows: torch.Tensor) -> None:
@@ -178,7 +192,8 @@ def render_card(model_dir: Path, log: dict[str, Any], ev: dict[str, Any], manife
               f"{ev['vocab_size']})",
               f"- counting ' n n+1 n+2 n+3' -> ' n+4' over n = {ev['counting_range'][0]}..{ev['counting_range'][1] - 4}: "
               f"**{ev['counting_accuracy']:.1%}** correct (random twin {ev['random_counting_accuracy']:.1%})",
-              f"- linear probe of magnitude (fit on even numbers, R^2 on odd numbers of the task range): embeddings "
+              f"- linear probe of magnitude (ridge, penalty by 5-fold CV on the even numbers, R^2 on the odd numbers of the "
+              f"task range): embeddings "
               f"{ev['probe']['embedding_r2']:.3f}, residual stream after block 0 {ev['probe']['early_resid_r2']:.3f} "
               f"(random twin {ev['random_probe']['embedding_r2']:.3f} / {ev['random_probe']['early_resid_r2']:.3f})", "",
               "Greedy continuations:", ""]
