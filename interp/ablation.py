@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from interp.metrics import as_ids, as_tokens, logit_diff_from_logits
+from interp.metrics import as_ids, as_tokens, last_logits, logit_diff_from_logits
 
 METHODS = ("zero", "mean", "resample")
 
@@ -68,8 +68,7 @@ class Ablator:
 
     @torch.no_grad()
     def _run(self, hooks: list[tuple[str, Any]]) -> dict[str, float]:
-        logits = self.model.run_with_hooks(self.tokens, fwd_hooks=hooks)
-        ld = logit_diff_from_logits(logits, self.a, self.w)
+        ld = logit_diff_from_logits(last_logits(self.model, self.tokens, hooks), self.a, self.w)
         return {"accuracy": float((ld > 0).float().mean()), "logit_diff": float(ld.mean())}
 
     def _hooks(self, units: Iterable[tuple[int, int]], kind: str) -> list[tuple[str, Any]]:

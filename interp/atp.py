@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from jaxtyping import Float
 
-from interp.metrics import as_ids, as_tokens, logit_diff_from_logits
+from interp.metrics import as_ids, as_tokens, last_logits, logit_diff_from_logits
 
 NODE_HOOKS = {"heads": "attn.hook_z", "resid_pre": "hook_resid_pre", "attn_out": "hook_attn_out",
               "mlp_out": "hook_mlp_out"}
@@ -39,7 +39,7 @@ def gradients_at(model: Any, tokens: torch.Tensor, a: torch.Tensor, w: torch.Ten
         return act
 
     with torch.enable_grad():
-        logits = model.run_with_hooks(tokens, fwd_hooks=[("hook_embed", leaf)] + [(n, save) for n in names])
+        logits = last_logits(model, tokens, [("hook_embed", leaf)] + [(n, save) for n in names])
         metric = logit_diff_from_logits(logits, a, w).mean()
         gs = torch.autograd.grad(metric, [live[n] for n in names])
     acts = {n: live[n].detach() for n in names}

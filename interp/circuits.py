@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from interp.ablation import _derangement
 from interp.atp import gradients_at
-from interp.metrics import as_ids, as_tokens, logit_diff_from_logits
+from interp.metrics import as_ids, as_tokens, last_logits, logit_diff_from_logits
 
 ABLATIONS = ("corrupted", "mean", "resample")
 
@@ -141,7 +141,7 @@ def edge_attribution(model: Any, clean_tokens: Any, corrupt_tokens: Any, answer:
                 g, _ = _input_grads(model, corrupt, a, w, e0 + (k / steps) * (e1 - e0))
                 grads += g / steps
             with torch.no_grad():
-                corrupt_ld = float(logit_diff_from_logits(model(corrupt), a, w).mean())
+                corrupt_ld = float(logit_diff_from_logits(last_logits(model, corrupt), a, w).mean())
     clean_ld = float(logit_diff_from_logits(clogits, a, w).mean())
     scores = torch.einsum("bpud,bpvd->uv", delta, grads).cpu().numpy()
     denom = clean_ld - corrupt_ld
@@ -209,8 +209,7 @@ class Faithfulness:
                 if f"MLP{l}" not in keep:
                     mname = f"blocks.{l}.hook_mlp_out"
                     hooks.append((mname, lambda act, hook, r=self.rep[mname]: r))
-        logits = self.model.run_with_hooks(self.clean, fwd_hooks=hooks)
-        return float(logit_diff_from_logits(logits, self.a, self.w).mean())
+        return float(logit_diff_from_logits(last_logits(self.model, self.clean, hooks), self.a, self.w).mean())
 
     def of(self, nodes: list[str] | set[str]) -> float:
         return self._ld(set(nodes)) / self.full if self.full else float("nan")
@@ -239,7 +238,7 @@ def exact_node_effects(model: Any, clean_tokens: Any, corrupt_tokens: Any, answe
     with torch.no_grad():
         clogits, cc = model.run_with_cache(clean, names_filter=lambda n: n.endswith(("hook_z", "hook_mlp_out")))
         c_ld = float(logit_diff_from_logits(clogits, a, w).mean())
-        k_ld = float(logit_diff_from_logits(model(corrupt), a, w).mean())
+        k_ld = float(logit_diff_from_logits(last_logits(model, corrupt), a, w).mean())
         out = {}
         for node in nodes:
             if node.startswith("MLP"):
@@ -253,6 +252,6 @@ def exact_node_effects(model: Any, clean_tokens: Any, corrupt_tokens: Any, answe
                     act = act.clone()
                     act[:, :, h] = s[:, :, h]
                     return act
-            ld = float(logit_diff_from_logits(model.run_with_hooks(corrupt, fwd_hooks=[(name, hook)]), a, w).mean())
+            ld = float(logit_diff_from_logits(last_logits(model, corrupt, [(name, hook)]), a, w).mean())
             out[node] = (ld - k_ld) / (c_ld - k_ld) if abs(c_ld - k_ld) > 1e-9 else float("nan")
     return out

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from jaxtyping import Float
 
-from interp.metrics import as_ids, as_tokens, logit_diff_from_logits
+from interp.metrics import as_ids, as_tokens, last_logits, logit_diff_from_logits
 from interp.models import copy_model
 
 SITES = {"resid": "hook_resid_pre", "attn_out": "hook_attn_out", "mlp_out": "hook_mlp_out"}
@@ -147,8 +147,7 @@ def relative_weight_change(model: Any, base: Any) -> dict[str, float]:
 
 @torch.no_grad()
 def _perf(model: Any, t: torch.Tensor, a: torch.Tensor, w: torch.Tensor, hooks: list | None = None) -> dict[str, float]:
-    logits = model.run_with_hooks(t, fwd_hooks=hooks or [])
-    ld = logit_diff_from_logits(logits, a, w)
+    ld = logit_diff_from_logits(last_logits(model, t, hooks), a, w)
     return {"accuracy": float((ld > 0).float().mean()), "logit_diff": float(ld.mean())}
 
 

@@ -24,9 +24,14 @@ def as_ids(ids: ArrayLike, device: Any) -> Int[torch.Tensor, " batch"]:
     return as_tokens(np.asarray(ids), device)
 
 
-def last_logits(model: Any, tokens: Int[torch.Tensor, "batch pos"]) -> Float[torch.Tensor, "batch vocab"]:
-    """Logits at the final position only: the unembedding is applied to one position, not all of them."""
-    resid = model(tokens, stop_at_layer=model.cfg.n_layers)
+def last_logits(model: Any, tokens: Int[torch.Tensor, "batch pos"], hooks: list | None = None
+                ) -> Float[torch.Tensor, "batch vocab"]:
+    """Logits at the final position only: the unembedding is applied to one position, not all of them.
+    `hooks` are TransformerLens forward hooks applied during the run."""
+    if hooks:
+        resid = model.run_with_hooks(tokens, fwd_hooks=hooks, stop_at_layer=model.cfg.n_layers)
+    else:
+        resid = model(tokens, stop_at_layer=model.cfg.n_layers)
     return model.unembed(model.ln_final(resid[:, -1:]))[:, 0]
 
 

@@ -151,10 +151,11 @@ def load_hf_gpt2(path_or_name: str | Path) -> tuple[Any, Any]:
         for need in ("config.json",):
             if not (p / need).exists():
                 raise ModelLoadError(f"{p} is not a Hugging Face model directory: {need} missing")
-        if not list(p.glob("*.safetensors")) and not (p / "pytorch_model.bin").exists():
-            raise ModelLoadError(f"{p} holds no weights (model.safetensors missing)")
-        if not list(p.glob("*.safetensors")):
+        has_st = (p / "model.safetensors").exists() or (p / "model.safetensors.index.json").exists()
+        if not has_st and (p / "pytorch_model.bin").exists():
             raise ModelLoadError(f"{p} holds only pickled weights (pytorch_model.bin); convert them to safetensors")
+        if not has_st:
+            raise ModelLoadError(f"{p} holds no weights (model.safetensors missing)")
     _quiet_transformers()
     try:
         hf = GPT2LMHeadModel.from_pretrained(str(path_or_name), use_safetensors=True)
@@ -257,7 +258,9 @@ def load_model(path_or_name: str | Path, device: str = "cpu"):  # noqa: ANN201
     model = hf_to_hooked(hf, tok, device)
     info: dict[str, Any] = {"kind": "hf", "source": str(path_or_name)}
     if _looks_local(path_or_name):
-        info["weights_sha256"] = file_sha256(next(Path(path_or_name).glob("*.safetensors")))
+        weights = Path(path_or_name) / "model.safetensors"
+        if weights.exists():
+            info["weights_sha256"] = file_sha256(weights)
     return model, tok, info
 
 
