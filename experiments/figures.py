@@ -153,8 +153,10 @@ def export_run(run: Path, figs: dict[str, Any], formats: tuple[str, ...] | list[
     wants_images = [f for f in formats if f in ("png", "svg")]
     can_images = viz.chromium_available()
     for name, fig in figs.items():
-        fmts = [f for f in formats if f in ("html", "csv") or can_images]
+        fmts = [f for f in formats if f in ("html", "csv")]
         written += [str(p.relative_to(run)) for p in viz.export_figure(fig, out / name, fmts)]
+    for fmt in wants_images if can_images else []:
+        written += [str(p.relative_to(run)) for p in viz.export_images(figs, out, fmt)]
     if wants_images and not can_images:
         skipped = wants_images
     atomic_write_json(out / "index.json", {"figures": sorted(figs), "files": written, "skipped_formats": skipped})

@@ -41,6 +41,7 @@ class RunConfig:
     seeds: tuple[int, ...] = (0, 1, 2)
     n_eval: int = 500
     n_pairs: int = 32
+    n_compare: int = 200
     corruption: str = "context-flip"
     circuit_method: str = "eap-ig"
     ablation: str = "mean"
@@ -65,8 +66,8 @@ class RunConfig:
             raise ValueError("run.ablation must be zero, mean or resample")
         if self.circuit_ablation not in ("corrupted", "mean", "resample"):
             raise ValueError("run.circuit_ablation must be corrupted, mean or resample")
-        if self.n_eval < 16 or self.n_pairs < 4:
-            raise ValueError("run.n_eval must be >= 16 and run.n_pairs >= 4")
+        if self.n_eval < 16 or self.n_pairs < 4 or self.n_compare < 16:
+            raise ValueError("run.n_eval and run.n_compare must be >= 16 and run.n_pairs >= 4")
         bad = set(self.formats) - {"html", "png", "svg", "csv"}
         if bad:
             raise ValueError(f"run.formats: unknown format(s) {sorted(bad)} (choose html, png, svg, csv)")
@@ -191,7 +192,7 @@ class Run:
 
     def stage_compare(self) -> None:
         models = {mid: self.model(mid) for mid in self.model_ids()}
-        res = stages.compare_to_base(models, self.model("base"), self.task, self.rc.n_eval, seed=3000,
+        res = stages.compare_to_base(models, self.model("base"), self.task, self.rc.n_compare, seed=3000,
                                      progress=self.progress)
         layers: dict[str, Any] = {}
         for init in ("finetuned", "scratch"):
@@ -220,15 +221,17 @@ class Run:
             layers["ft-vs-scratch"] = {"cka_resid_answer": stages.summarise_layers(pair_vals)}
         comps = list(next(iter(res["per_model"].values()))["weight_change"].keys())
         self.save_json("compare", {"layers": layers, "components": comps, "per_model": res["per_model"],
-                                   "base_reference": res["base_reference"], "n_trials": self.rc.n_eval})
+                                   "base_reference": res["base_reference"], "n_trials": self.rc.n_compare})
 
     def stage_circuits(self) -> None:
         out: dict[str, Any] = {"models": {}}
+        base_graph = None
         for mid in self.model_ids():
             self.log(f"  discovering the circuit of {mid}")
             r = stages.discover(self.model(mid), self.model("base"), self.task, self.rc.corruption, self.rc.n_pairs,
                                 seed=4000, method=self.rc.circuit_method, ablation=self.rc.circuit_ablation,
-                                progress=False)
+                                progress=False, base_scores=base_graph)
+            base_graph = r["base_node_scores"]  # same pairs for every model: the base is ranked once
             self.save_arrays(f"circuit_inputs_{mid}", {"clean_tokens": r.pop("clean_tokens"),
                                                        "corrupt_tokens": r.pop("corrupt_tokens")})
             atomic_write_json(self.out / "circuits" / f"{mid}.json", r)

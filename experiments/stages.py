@@ -132,7 +132,7 @@ def summarise_layers(values_by_seed: list[np.ndarray]) -> dict[str, list[float]]
 
 
 def discover(model: Any, base: Any, task: CDMConfig, corruption: str, n: int, seed: int, method: str,
-             ablation: str, progress: bool = False) -> dict[str, Any]:
+             ablation: str, progress: bool = False, base_scores: dict[str, float] | None = None) -> dict[str, Any]:
     """EAP / EAP-IG graph, a faithfulness curve over circuit size (nodes ranked by |score|), the circuit at 80%
     faithfulness, an exact-patching check of the ranking, and the base's own node ranking on the same pairs."""
     tok = model.tokenizer
@@ -147,8 +147,7 @@ def discover(model: Any, base: Any, task: CDMConfig, corruption: str, n: int, se
     nodes80 = ranked[:k80] if k80 is not None else ranked
     top = ranked[:min(8, len(ranked))]
     exact = exact_node_effects(model, *args, top)
-    base_g = edge_attribution(base, *args, method=method, steps=8)
-    bns = base_g.node_scores()
+    bns = base_scores if base_scores is not None else edge_attribution(base, *args, method=method, steps=8).node_scores()
     base_ranked = sorted(bns, key=lambda k: -abs(bns[k]))
     k = len(nodes80)
     circuit_edges = select(g, top_n=max(1, min(3 * k, len(g.edges()))))

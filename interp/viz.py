@@ -32,13 +32,17 @@ def _go() -> Any:
     return go
 
 
+def _title(text: str) -> dict[str, Any]:
+    return {"text": esc(text), "font": {"size": 13}}
+
+
 def heatmap(values: np.ndarray, y_labels: Sequence[str], x_labels: Sequence[str], title: str,
             colorbar: str = "", zmid: float | None = 0.0) -> Any:
     go = _go()
     fig = go.Figure(go.Heatmap(z=np.asarray(values, dtype=float), x=[esc(x) for x in x_labels],
                                y=[esc(y) for y in y_labels], colorscale="RdBu", reversescale=True, zmid=zmid,
                                colorbar={"title": esc(colorbar)}))
-    fig.update_layout(title=esc(title), yaxis={"autorange": "reversed", "type": "category"},
+    fig.update_layout(title=_title(title), yaxis={"autorange": "reversed", "type": "category"},
                       xaxis={"type": "category"}, height=max(300, 40 * len(y_labels) + 150),
                       margin={"l": 80, "r": 20, "t": 60, "b": 120})
     return fig
@@ -55,7 +59,7 @@ def lines_ci(x: Sequence[Any], series: dict[str, tuple[np.ndarray, np.ndarray, n
         fig.add_trace(go.Scatter(x=xs + xs[::-1], y=list(hi) + list(lo)[::-1], fill="toself", opacity=0.2,
                                  line={"width": 0, "color": color}, showlegend=False, hoverinfo="skip"))
         fig.add_trace(go.Scatter(x=xs, y=list(m), mode="lines+markers", name=esc(name), line={"color": color}))
-    fig.update_layout(title=esc(title), xaxis_title=esc(x_title), yaxis_title=esc(y_title), height=380)
+    fig.update_layout(title=_title(title), xaxis_title=esc(x_title), yaxis_title=esc(y_title), height=380)
     return fig
 
 
@@ -66,7 +70,7 @@ def curves(traces: list[dict[str, Any]], title: str, x_title: str, y_title: str)
     for t in traces:
         fig.add_trace(go.Scatter(x=list(t["x"]), y=list(t["y"]), mode="lines+markers", name=esc(t["name"]),
                                  line={"color": PALETTE.get(t.get("group", ""), None)}))
-    fig.update_layout(title=esc(title), xaxis_title=esc(x_title), yaxis_title=esc(y_title), height=380)
+    fig.update_layout(title=_title(title), xaxis_title=esc(x_title), yaxis_title=esc(y_title), height=380)
     return fig
 
 
@@ -79,7 +83,7 @@ def bars(categories: Sequence[str], groups: dict[str, tuple[np.ndarray, np.ndarr
         fig.add_trace(go.Bar(x=[esc(c) for c in categories], y=list(m), name=esc(name),
                              error_y={"type": "data", "array": list(err)},
                              marker_color=PALETTE.get(name.split(" ")[0], None)))
-    fig.update_layout(title=esc(title), yaxis_title=esc(y_title), barmode="group", height=400)
+    fig.update_layout(title=_title(title), yaxis_title=esc(y_title), barmode="group", height=400)
     return fig
 
 
@@ -101,7 +105,7 @@ def circuit_graph(nodes: list[dict[str, Any]], edges: list[dict[str, Any]], titl
                              text=[esc(n["name"]) for n in nodes], textposition="top center",
                              marker={"size": 10, "color": [n.get("score", 0) for n in nodes], "colorscale": "RdBu",
                                      "reversescale": True, "showscale": True}, showlegend=False))
-    fig.update_layout(title=esc(title), xaxis_title="layer", yaxis={"visible": False}, height=450)
+    fig.update_layout(title=_title(title), xaxis_title="layer", yaxis={"visible": False}, height=450)
     return fig
 
 
@@ -160,6 +164,33 @@ def export_figure(fig: Any, stem: Path, formats: Sequence[str]) -> list[Path]:
         raise RuntimeError(f"cannot write {', '.join(missing)}: no Chromium found (install the Debian package "
                            "`chromium`); the other formats were written")
     return written
+
+
+def export_images(figs: dict[str, Any], out: Path, fmt: str) -> list[Path]:
+    """Every figure as `fmt` (png or svg) in one Chromium session (kaleido's batch export), each file moved into
+    place atomically."""
+    import os
+    import tempfile
+
+    import plotly.io as pio
+
+    if not chromium_available():
+        raise RuntimeError(f"cannot write {fmt}: no Chromium found (install the Debian package `chromium`)")
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out, prefix=".img."))
+    try:
+        names = list(figs)
+        paths = [tmp / f"{n}.{fmt}" for n in names]
+        pio.write_images(list(figs.values()), [str(p) for p in paths], format=fmt, scale=2 if fmt == "png" else 1)
+        final = []
+        for p in paths:
+            os.replace(p, out / p.name)
+            final.append(out / p.name)
+        return final
+    finally:
+        import shutil as _sh
+
+        _sh.rmtree(tmp, ignore_errors=True)
 
 
 # ---------------------------------------------------------------- circuitsvis

@@ -23,7 +23,7 @@ EVIL = "<script>window.__pwned=1</script>"
 def tiny_config(tmp: Path, base: Path) -> Path:
     p = tmp / "tiny.toml"
     train = "steps = 16\neval_every = 8\neval_size = 32\nbatch_size = 16\nwarmup = 2\n"
-    p.write_text(f'[run]\nname = "tiny {EVIL}"\nseeds = [0, 1]\nn_eval = 48\nn_pairs = 6\nattention_heads = 2\n'
+    p.write_text(f'[run]\nname = "tiny {EVIL}"\nseeds = [0, 1]\nn_eval = 48\nn_compare = 48\nn_pairs = 6\nattention_heads = 2\n'
                  f'formats = ["html", "csv"]\n[model]\nbase = "{base}"\n[finetune]\n{train}[scratch]\n{train}'
                  '[task]\nheldout_number_range = [70, 99]\n')
     return p
