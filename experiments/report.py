@@ -22,8 +22,11 @@ def _load(run: Path, name: str) -> dict[str, Any]:
 
 
 def _ci(values: list[float], fmt: str = "{:.1%}") -> str:
+    """Mean and 95% t-interval over seeds; accuracies (percent format) are clipped to [0, 1]."""
     v = np.asarray(values, dtype=float)
     m, lo, hi = mean_ci(v[:, None])
+    if "%" in fmt:
+        lo, hi = np.clip(lo, 0, 1), np.clip(hi, 0, 1)
     if len(v) < 2:
         return fmt.format(m[0]) + " (one seed)"
     return f"{fmt.format(m[0])} (95% CI {fmt.format(lo[0])} to {fmt.format(hi[0])}, {len(v)} seeds)"

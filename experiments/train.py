@@ -8,6 +8,8 @@ Training batches are a pure function of (seed, step), so a resumed run sees exac
 
 from __future__ import annotations
 
+import json
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -147,6 +149,8 @@ def train(cfg: dict[str, Any], out: Path, resume: bool = False, overwrite: bool 
     metrics) plus curve.csv / curve.json. Returns the metrics. `stop_after` ends the process's work after that
     many steps without finishing (used to test resumption)."""
     task, mcfg, tcfg = cfg["task"], cfg["model"], cfg["train"]
+    if resume and (Path(out) / "metrics.json").exists() and (Path(out) / "checkpoint.json").exists():
+        return json.loads((Path(out) / "metrics.json").read_text())  # already finished: nothing to resume
     device = pick_device(tcfg.device)
     t0 = time.time()
     model, tok, info = init_model(mcfg, tcfg.seed, device)
@@ -221,6 +225,7 @@ def train(cfg: dict[str, Any], out: Path, resume: bool = False, overwrite: bool 
     atomic_write_json(out / "curve.json", curve)
     atomic_write_json(out / "metrics.json", metrics)
     save_checkpoint(model, out, meta, tok)
+    shutil.rmtree(out / "state", ignore_errors=True)  # finished: the resumable states are no longer needed
     return metrics
 
 
