@@ -173,6 +173,9 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     parser = build_parser()
     args = parser.parse_args(argv)
+    import torch
+
+    torch.use_deterministic_algorithms(True, warn_only=True)  # every command: same seed, same numbers on CPU
     try:
         args.func(args)
     except KeyboardInterrupt:

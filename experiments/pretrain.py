@@ -160,6 +160,14 @@ def lm_loss(model: Any, batches: list[torch.Tensor]) -> float:
 def pretrain(cfg: dict[str, Any], out: Path, resume: bool = False, overwrite: bool = False,
              progress: bool = True, corpus_dir: Path | None = None) -> dict[str, Any]:
     """Train tokenizer and LM; writes out/ (HF GPT-2 directory) and out/pretrain_log.json. Returns the log."""
+    from experiments.train import deterministic
+
+    with deterministic():
+        return _pretrain(cfg, out, resume, overwrite, progress, corpus_dir)
+
+
+def _pretrain(cfg: dict[str, Any], out: Path, resume: bool, overwrite: bool, progress: bool,
+              corpus_dir: Path | None) -> dict[str, Any]:
     ccfg, tcfg, arch, pcfg = cfg["corpus"], cfg["tokenizer"], cfg["arch"], cfg["pretrain"]
     out = prepare_out_dir(out, overwrite=overwrite, resume=resume)
     work = out / ".work"

@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -139,12 +141,30 @@ def _optimizer(model: torch.nn.Module, tcfg: TrainConfig) -> torch.optim.Optimiz
                               {"params": no_decay, "weight_decay": 0.0}], lr=tcfg.lr)
 
 
+@contextmanager
+def deterministic() -> Iterator[None]:
+    """Deterministic kernels while training: on CPU some backward kernels accumulate in thread order otherwise
+    (seen here: two identical 2-thread fine-tuning runs of the shipped base differed after 15 steps)."""
+    before = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+
+
 def batch_seed(seed: int, step: int) -> int:
     return seed * 1_000_003 + step
 
 
 def train(cfg: dict[str, Any], out: Path, resume: bool = False, overwrite: bool = False, progress: bool = True,
           stop_after: int | None = None) -> dict[str, Any]:
+    with deterministic():
+        return _train(cfg, out, resume, overwrite, progress, stop_after)
+
+
+def _train(cfg: dict[str, Any], out: Path, resume: bool, overwrite: bool, progress: bool,
+           stop_after: int | None) -> dict[str, Any]:
     """Train and write out/ (a checkpoint: weights, tokenizer, checkpoint.json with every config, the curve and
     metrics) plus curve.csv / curve.json. Returns the metrics. `stop_after` ends the process's work after that
     many steps without finishing (used to test resumption)."""

@@ -59,3 +59,19 @@ def test_train_without_base_uses_the_shipped_model(tmp_path):
     assert main(["train", "--init", "pretrained", "--config", str(cfg), "--out", str(tmp_path / "o"), "--quiet"]) == 0
     meta = json.loads((tmp_path / "o" / "checkpoint.json").read_text())
     assert meta["base"]["weights_sha256"] == file_sha256(SHIPPED / "model.safetensors")
+
+
+def test_fine_tuning_the_shipped_base_is_deterministic(tmp_path):
+    """Two identical runs on the full-size base give bit-identical weights (needs deterministic kernels)."""
+    import numpy as np
+    from safetensors.numpy import load_file
+
+    from experiments.train import load_config, train
+
+    cfg = load_config(None, {"model": {"init": "pretrained"}, "train": {"steps": 12, "eval_every": 12,
+                                                                         "eval_size": 16, "batch_size": 32,
+                                                                         "warmup": 2}})
+    for name in ("a", "b"):
+        train(cfg, tmp_path / name, progress=False)
+    a, b = (load_file(str(tmp_path / n / "model.safetensors")) for n in ("a", "b"))
+    assert all(np.array_equal(a[k], b[k]) for k in a)
