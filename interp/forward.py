@@ -50,7 +50,7 @@ def _attention(attn: Any, x_ln: Float[torch.Tensor, "batch pos d_model"], k_prev
 def run_from(model: Any, layer: int, start: int, resid: Float[torch.Tensor, "batch pos d_model"],
              kv_prefix: list[tuple[torch.Tensor, torch.Tensor]], answer: Int[torch.Tensor, " batch"],
              wrong: Int[torch.Tensor, " batch"], patch: Patch | None = None, patch_layer: int | None = None,
-             ) -> Float[torch.Tensor, " batch"]:
+             cached: dict[str, torch.Tensor] | None = None) -> Float[torch.Tensor, " batch"]:
     """Logit difference at the last position after running blocks layer.. on `resid` (positions start..end).
 
     kv_prefix[l] holds the cached keys and values of positions < start at layer l (shape [batch, start, head,
@@ -63,9 +63,19 @@ def run_from(model: Any, layer: int, start: int, resid: Float[torch.Tensor, "bat
         block = model.blocks[l]
         p = patch if l == patch_layer else None
         k_prev, v_prev = kv_prefix[l]
-        attn_out, _ = _attention(block.attn, block.ln1(x), k_prev, v_prev, start, p)
+        c = cached if (cached and l == layer) else {}
+        if "z" in c:
+            z = p("z", c["z"], start) if p is not None else c["z"]
+            attn_out = torch.einsum("bqhe,hed->bqd", z, block.attn.W_O) + block.attn.b_O
+        elif "attn_out" in c or "mlp_out" in c:
+            attn_out = p("attn_out", c["attn_out"], start) if p is not None else c["attn_out"]
+        else:
+            attn_out, _ = _attention(block.attn, block.ln1(x), k_prev, v_prev, start, p)
         x = x + attn_out
-        mlp_out = block.mlp(block.ln2(x))
+        if "mlp_out" in c:
+            mlp_out = c["mlp_out"]
+        else:
+            mlp_out = block.mlp(block.ln2(x))
         if p is not None:
             mlp_out = p("mlp_out", mlp_out, start)
         x = x + mlp_out
