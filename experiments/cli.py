@@ -26,7 +26,8 @@ def _overrides(args: argparse.Namespace, mapping: dict[str, tuple[str, str]]) ->
 
 
 def cmd_task_show(args: argparse.Namespace) -> None:
-    from experiments.train import base_arch_and_tokenizer, load_config
+    from experiments.train import load_config
+    from interp.models import base_arch_and_tokenizer
     from tasks.cdm import bayes_optimal_accuracy, generate, render_text
 
     cfg = load_config(args.config, _overrides(args, {"base": ("model", "base")}))

@@ -21,7 +21,7 @@ from experiments.config import load_sections, to_dict
 from experiments.corpus import read_corpus
 from experiments.state import latest_state, load_state, lr_lambda, save_state
 from experiments.basecard import save_heldout
-from interp.models import Arch, build_hf_gpt2, save_hf_dir
+from interp.models import Arch, build_hf_gpt2, load_tokenizer, save_hf_dir
 from interp.store import atomic_write_json, atomic_write_npz, prepare_out_dir, versions
 from tasks.cdm import CDMConfig, required_symbols
 
@@ -175,8 +175,7 @@ def _pretrain(cfg: dict[str, Any], out: Path, resume: bool, overwrite: bool, pro
     tok_dir = work / "tokenizer"
     t0 = time.time()
     if (tok_dir / "tokenizer.json").exists():
-        from transformers import AutoTokenizer
-        tokenizer = AutoTokenizer.from_pretrained(str(tok_dir))
+        tokenizer = load_tokenizer(tok_dir)
     else:
         tokenizer = train_tokenizer(texts, tcfg.vocab_size, required_symbols(CDMConfig()))
         tokenizer.save_pretrained(str(tok_dir))

@@ -24,8 +24,7 @@ from experiments.config import load_sections, to_dict
 from experiments.state import latest_state, load_state, lr_lambda, save_state
 from interp.metrics import (accuracy_by_condition, as_ids, as_tokens, evaluate_batch, last_logits,
                             logit_diff_from_logits)
-from interp.models import Arch, ModelLoadError, build_scratch, is_checkpoint, load_model, read_checkpoint_meta, \
-    save_checkpoint
+from interp.models import base_arch_and_tokenizer, build_scratch, load_model, save_checkpoint
 from interp.store import atomic_write_csv, atomic_write_json, prepare_out_dir, versions
 from tasks.cdm import CDMConfig, generate, vocab
 
@@ -104,26 +103,6 @@ def pick_device(flag: str = "auto") -> str:
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         return "mps"
     return "cpu"
-
-
-def base_arch_and_tokenizer(base: str) -> tuple[Arch, Any]:
-    """Architecture and tokenizer of a base without loading its weights where possible."""
-    from transformers import AutoConfig
-
-    from interp.models import load_tokenizer
-
-    if is_checkpoint(base):
-        meta = read_checkpoint_meta(base)
-        return Arch.from_dict(meta["arch"]), load_tokenizer(Path(base) / "tokenizer")
-    if Path(base).exists() and not Path(base).is_dir():
-        raise ModelLoadError(f"base {base} is a file, not a model directory")
-    if ("/" in base or base.startswith(".")) and not Path(base).exists():
-        raise ModelLoadError(f"base model directory {base} does not exist")
-    try:
-        cfg = AutoConfig.from_pretrained(base)
-    except Exception as e:
-        raise ModelLoadError(f"cannot read the config of base {base!r}: {e}") from None
-    return Arch.from_hf_config(cfg), load_tokenizer(base)
 
 
 def init_model(mcfg: ModelConfig, seed: int, device: str) -> tuple[Any, Any, dict[str, Any]]:

@@ -264,6 +264,24 @@ def load_model(path_or_name: str | Path, device: str = "cpu"):  # noqa: ANN201
     return model, tok, info
 
 
+def base_arch_and_tokenizer(base: str | Path) -> tuple[Arch, Any]:
+    """Architecture and tokenizer of a base (checkpoint, local HF directory or hub name) without its weights."""
+    from transformers import AutoConfig
+
+    if is_checkpoint(base):
+        meta = read_checkpoint_meta(base)
+        return Arch.from_dict(meta["arch"]), load_tokenizer(Path(base) / TOKENIZER_DIR)
+    if Path(base).exists() and not Path(base).is_dir():
+        raise ModelLoadError(f"base {base} is a file, not a model directory")
+    if _looks_local(base) and not Path(base).exists():
+        raise ModelLoadError(f"base model directory {base} does not exist")
+    try:
+        cfg = AutoConfig.from_pretrained(str(base))
+    except Exception as e:
+        raise ModelLoadError(f"cannot read the config of base {base!r}: {e}") from None
+    return Arch.from_hf_config(cfg), load_tokenizer(base)
+
+
 def arch_of(model: Any) -> Arch:
     c = model.cfg
     return Arch(n_layers=c.n_layers, d_model=c.d_model, n_heads=c.n_heads, d_mlp=c.d_mlp, d_vocab=c.d_vocab,
