@@ -26,7 +26,7 @@ import torch
 
 from experiments import stages
 from experiments.config import ConfigError, load_sections, to_dict
-from experiments.train import DEFAULT_BASE, ModelConfig, TrainConfig, pick_device, train
+from experiments.train import ModelConfig, TrainConfig, pick_device, train
 from interp.models import load_checkpoint, load_model
 from interp.store import (OutputExistsError, atomic_write_csv, atomic_write_json, atomic_write_npz, prepare_out_dir,
                           versions)
@@ -283,7 +283,3 @@ class Run:
             self.mark(stage, time.time() - t0)
             self.log(f"[{stage}] done in {time.time() - t0:.1f} s")
         return self.out / "report.html"
-
-
-def default_base() -> str:
-    return DEFAULT_BASE
