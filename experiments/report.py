@@ -10,15 +10,10 @@ from typing import Any
 
 import numpy as np
 
-from experiments.figures import build_figures
+from experiments.figures import _load, build_figures
 from interp.compare import mean_ci
 from interp.store import atomic_write_text
 from interp.viz import esc, figure_div, plotly_bundle
-
-
-def _load(run: Path, name: str) -> dict[str, Any]:
-    p = run / "results" / f"{name}.json"
-    return json.loads(p.read_text()) if p.exists() else {}
 
 
 def _ci(values: list[float], fmt: str = "{:.1%}") -> str:

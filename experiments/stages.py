@@ -89,9 +89,8 @@ def analyse_model(model: Any, task: CDMConfig, corruption: str, n: int, seed: in
     sel = neuron_selectivity(model, big, position="answer", top_k=10)
     res["neuron_coef"], res["neuron_r2"] = sel["coef"], sel["r2"]
     res["neuron_top"] = sel["top"]
-    nab = Ablator(model, test.tokens, test.answer_ids, test.wrong_ids, method=ablation, reference_tokens=ref.tokens)
-    res["neuron_top_ablation"] = {v: nab.neurons([(l, i) for l, i, _ in sel["top"][v]]) for v in sel["top"]}
-    res["neuron_ablation_baseline"] = nab.baseline
+    res["neuron_top_ablation"] = {v: ab.neurons([(l, i) for l, i, _ in sel["top"][v]]) for v in sel["top"]}
+    res["neuron_ablation_baseline"] = ab.baseline
     return res
 
 

@@ -66,18 +66,16 @@ def test_variants_stacked_in_one_forward_agree(setup):
     np.testing.assert_allclose(one.raw, many.raw, atol=1e-5)
 
 
-def test_patching_everything_reproduces_the_clean_run(setup):
+def test_labels_and_positions_before_the_first_difference(setup):
+    """Results carry position labels; a patch before the first differing token changes nothing (denoising stays
+    at 0, noising at 1)."""
     model, clean, bad = setup
     r = patch_sweep(model, clean.tokens, bad.tokens, clean.answer_ids, clean.wrong_ids, "resid_pre",
                     position_labels=clean.position_labels)
-    # the whole residual stream at the last position of layer 0 carries everything the clean run computed
-    # from positions... patching every position of layer 0 = clean run; here: the final position at layer 0
-    # cannot, but the full stream at any layer can. Check the normalisation endpoints instead:
     assert r.values.shape == (model.cfg.n_layers, clean.tokens.shape[1])
     assert r.labels["pos"] == clean.position_labels
     noise = patch_sweep(model, clean.tokens, bad.tokens, clean.answer_ids, clean.wrong_ids, "resid_pre",
                         direction="noise")
-    # positions before the first differing token: denoising stays at 0, noising at 1
     first = int(np.nonzero((clean.tokens != bad.tokens).any(0))[0][0])
     np.testing.assert_allclose(r.values[:, :first], 0.0, atol=1e-6)
     np.testing.assert_allclose(noise.values[:, :first], 1.0, atol=1e-6)
