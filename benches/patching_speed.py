@@ -39,7 +39,7 @@ def main() -> None:
     from transformer_lens import patching as tlp
 
     from experiments.train import load_config, train
-    from interp.atp import attribution_patch, rank_correlation
+    from interp.atp import agreement, attribution_patch
     from interp.models import Arch, build_hf_gpt2, load_model, load_tokenizer, save_hf_dir
     from interp.patching import patch_sweep
     from tasks.cdm import CDMConfig, make_pairs
@@ -51,7 +51,8 @@ def main() -> None:
             tok = load_tokenizer(repo / "checkpoints" / "cogbase-6l")
             save_hf_dir(build_hf_gpt2(Arch(4, 256, 8, 1024, len(tok), 64), tok, 0), tok, Path(d) / "base")
             cfg = load_config(None, {"model": {"init": "scratch", "base": str(Path(d) / "base")},
-                                     "train": {"steps": 300, "eval_every": 100, "target_accuracy": 0.97}})
+                                     "train": {"steps": 300, "eval_every": 100, "target_accuracy": 0.97,
+                                                               "target_incongruent": 0.9}})
             m = train(cfg, Path(d) / "ck", progress=False)
             ck = str(Path(d) / "ck")
             print(f"trained a 4-layer checkpoint: test accuracy {m['test_accuracy']:.3f} in {m['steps']} steps")
@@ -76,12 +77,14 @@ def main() -> None:
         rows.append((what, t_tl, t_ours, diff))
         print(f"{what:>13}: TransformerLens {t_tl:7.2f} s | cogcircuits {t_ours:6.2f} s | speed-up "
               f"{t_tl / t_ours:5.1f}x | max |difference| {diff:.2e}")
-    exact = patch_sweep(model, clean.tokens, bad.tokens, clean.answer_ids, clean.wrong_ids, "heads_by_pos").values
+    exact = patch_sweep(model, clean.tokens, bad.tokens, clean.answer_ids, clean.wrong_ids, "heads_by_pos")
     for method in ("atp", "ig"):
         est, t = timed(lambda: attribution_patch(model, clean.tokens, bad.tokens, clean.answer_ids, clean.wrong_ids,
                                                  nodes="heads", method=method, steps=8))
-        print(f"attribution patching ({method}{', 8 steps' if method == 'ig' else ''}): {t:.2f} s, Spearman with "
-              f"exact head x position patching {rank_correlation(est['values'], exact):.3f}")
+        ag = agreement(est["values"], exact.values, exact.first_diff, pos_axis=1)
+        print(f"attribution patching ({method}{', 8 steps' if method == 'ig' else ''}): {t:.2f} s; against exact head "
+              f"x position patching over the {ag['n_compared']} entries that can differ: Spearman "
+              f"{ag['spearman']:.3f}, top-{ag['k']} recall {ag['top_k_recall']:.2f}")
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ def _reference(model: Any, ref_tokens: torch.Tensor, hook: str) -> torch.Tensor:
     return cache[hook]
 
 
-def _derangement(n_ref: int, n: int, seed: int) -> np.ndarray:
+def derangement(n_ref: int, n: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     perm = rng.permutation(n_ref)[:n] if n_ref >= n else rng.integers(0, n_ref, n)
     if n_ref == n:  # the reference set is the batch itself: no trial keeps its own activation
@@ -62,7 +62,7 @@ class Ablator:
             elif self.method == "mean":
                 rep = act.mean(0, keepdim=True).expand(n, *act.shape[1:])
             else:
-                rep = act[torch.as_tensor(_derangement(act.shape[0], n, self.seed), device=act.device)]
+                rep = act[torch.as_tensor(derangement(act.shape[0], n, self.seed), device=act.device)]
             self._refcache[hook] = rep
         return self._refcache[hook]
 

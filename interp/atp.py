@@ -19,6 +19,7 @@ import torch
 from jaxtyping import Float
 
 from interp.metrics import as_ids, as_tokens, last_logits, logit_diff_from_logits
+from interp.stats import spearman, top_k_recall
 
 NODE_HOOKS = {"heads": "attn.hook_z", "resid_pre": "hook_resid_pre", "attn_out": "hook_attn_out",
               "mlp_out": "hook_mlp_out"}
@@ -85,22 +86,16 @@ def attribution_patch(model: Any, clean_tokens: Any, corrupt_tokens: Any, answer
             "clean_logit_diff": clean_ld, "corrupt_logit_diff": corrupt_ld}
 
 
-def rank_correlation(x: np.ndarray, y: np.ndarray) -> float:
-    """Spearman rank correlation of two arrays of the same shape (average ranks for ties)."""
-    x, y = np.asarray(x, dtype=float).ravel(), np.asarray(y, dtype=float).ravel()
-    ok = np.isfinite(x) & np.isfinite(y)
-    if ok.sum() < 3:
-        return float("nan")
-
-    def ranks(v: np.ndarray) -> np.ndarray:
-        order = np.argsort(v, kind="mergesort")
-        r = np.empty(len(v))
-        r[order] = np.arange(len(v), dtype=float)
-        for val in np.unique(v[np.r_[False, np.diff(v[order]) == 0]] if len(v) > 1 else []):
-            r[v == val] = r[v == val].mean()
-        return r
-
-    rx, ry = ranks(x[ok]), ranks(y[ok])
-    if rx.std() == 0 or ry.std() == 0:
-        return float("nan")
-    return float(np.corrcoef(rx, ry)[0, 1])
+def agreement(estimate: np.ndarray, exact: np.ndarray, first_diff: int, pos_axis: int = 1, k: int = 10
+              ) -> dict[str, Any]:
+    """How well attribution patching ranks what exact patching measures, over the indices that CAN differ:
+    positions before the first token where clean and corrupted inputs differ are zero in both by construction and
+    are left out (counting them inflates the correlation). Spearman (average ranks for ties) and the share of
+    exact patching's top k (by |effect|) that the estimate also puts in its top k."""
+    est, ex = np.asarray(estimate, float), np.asarray(exact, float)
+    if est.shape != ex.shape:
+        raise ValueError(f"estimate {est.shape} and exact {ex.shape} differ in shape")
+    keep = np.moveaxis(est, pos_axis, 0)[first_diff:], np.moveaxis(ex, pos_axis, 0)[first_diff:]
+    return {"spearman": spearman(*keep), "top_k_recall": top_k_recall(keep[0], keep[1], k), "k": k,
+            "n_compared": int(keep[0].size), "first_compared_position": int(first_diff),
+            "left_out": "positions before the first differing token (zero in both by construction)"}

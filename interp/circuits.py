@@ -1,7 +1,9 @@
 """Automated circuit discovery: edge attribution patching (EAP, Syed et al. 2023) and EAP-IG (Hanna et al. 2024)
 over the graph of attention heads and MLPs, with faithfulness curves.
 
-Graph. Upstream nodes write to the residual stream: the embeddings, each head (its `hook_result`), each MLP.
+Graph. Upstream nodes write to the residual stream: the embeddings, each head (its output z_h @ W_O[h], computed
+from `hook_z`: TransformerLens's own `hook_result` materialises a [batch, pos, head, d_head, d_model] product and was
+6x slower here), each MLP.
 Downstream nodes read from it: each head (the sum of its split q/k/v inputs), each MLP (`hook_mlp_in`), the
 logits (the final residual stream). An edge u -> v exists when u writes before v reads.
 
@@ -10,9 +12,7 @@ the gradient taken on the corrupted run (EAP) or averaged along the straight pat
 corrupted to clean (EAP-IG, `steps` points). Scores are normalised by (clean - corrupted) mean logit difference.
 A node's score is the sum of its outgoing edges (= the attribution patching estimate of patching its output).
 
-Faithfulness of a set of nodes: mean logit difference with every other head and MLP ablated, divided by the full
-model's. The ablation type matters (Miller et al. 2024) and is recorded: "corrupted" (the activation of the
-corrupted input), "mean" (mean over the clean trials), "resample" (another clean trial's activation).
+Circuits are evaluated (faithfulness, CPR / CMD, random baselines) in `interp.faithfulness`.
 """
 
 from __future__ import annotations
@@ -22,14 +22,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
-from interp.ablation import _derangement
 from interp.atp import gradients_at
 from interp.metrics import as_ids, as_tokens, last_logits, logit_diff_from_logits
-
-ABLATIONS = ("corrupted", "mean", "resample")
-
 
 def node_names(n_layers: int, n_heads: int) -> tuple[list[str], list[str]]:
     up = ["embed"] + [n for l in range(n_layers) for n in [f"L{l}H{h}" for h in range(n_heads)] + [f"MLP{l}"]]
@@ -71,32 +66,156 @@ class Graph:
         return sorted(out, key=lambda e: -abs(e[2]))
 
 
-class _Hooks:
-    """Switches on the TransformerLens hooks EAP needs and restores the model's settings afterwards."""
+class EdgeHooks:
+    """Switches on the TransformerLens hooks the edge graph needs (split q/k/v inputs per head, MLP inputs) and
+    restores the model's settings afterwards; gives the upstream outputs and edge-ablation hooks."""
 
     def __init__(self, model: Any) -> None:
         self.model = model
+        c = model.cfg
+        self.L, self.H = c.n_layers, c.n_heads
 
-    def __enter__(self) -> Any:
+    def __enter__(self) -> EdgeHooks:
         c = self.model.cfg
-        self.saved = (c.use_attn_result, c.use_split_qkv_input, c.use_hook_mlp_in)
-        self.model.set_use_attn_result(True)
+        self.saved = (c.use_split_qkv_input, c.use_hook_mlp_in)
         self.model.set_use_split_qkv_input(True)
         self.model.set_use_hook_mlp_in(True)
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        r, s, m = self.saved
-        self.model.set_use_attn_result(r)
+        s, m = self.saved
         self.model.set_use_split_qkv_input(s)
         self.model.set_use_hook_mlp_in(m)
 
+    @torch.no_grad()
+    def outputs(self, tokens: torch.Tensor) -> torch.Tensor:
+        """[batch, pos, up, d_model] upstream outputs of a run, in `node_names` order."""
+        _, cache = self.model.run_with_cache(tokens, names_filter=OUTPUT_HOOKS)
+        return _outputs(self.model, cache)
 
-def _outputs(cache: Any, L: int) -> torch.Tensor:
+    def ablation_hooks(self, ablated: torch.Tensor, removed: torch.Tensor) -> list[tuple[str, Any]]:
+        """Forward hooks that give every reader its input with the `removed` edges (1 = removed) carrying the
+        upstream node's ablated output instead of its current one. `ablated` is [up, batch, pos, d_model] (up
+        first: each node's output is one contiguous block, and one matrix product per reader sums the removed
+        edges). `removed` is [up, down], or [circuit, up, down] for several circuits evaluated at once on a batch
+        made of that many copies of the trials (circuit-major: copy c holds rows c * n .. (c + 1) * n - 1)."""
+        L, H = self.L, self.H
+        removed = removed if removed.dim() == 3 else removed[None]
+        k = removed.shape[0]
+        U, B, P, D = ablated.shape
+        delta = torch.zeros(k, U, (B // k) * P * D, dtype=ablated.dtype, device=ablated.device)  # current - ablated
+        hooks: list[tuple[str, Any]] = []
+
+        def delta_into(cols: slice | int, written: int) -> torch.Tensor | None:
+            r = removed[:, :written, cols]
+            if not bool(r.any()):
+                return None
+            r = r if r.dim() == 3 else r[..., None]  # [circuit, up, readers]
+            out = torch.bmm(r.transpose(1, 2), delta[:, :written])  # [circuit, readers, b * pos * d_model]
+            out = out.view(k, -1, B // k, P, D).permute(0, 2, 3, 1, 4).reshape(B, P, -1, D)
+            return out if isinstance(cols, slice) else out[:, :, 0]
+
+        def write(idx: slice | int, value: torch.Tensor) -> None:
+            """value [batch, pos, (nodes,) d_model]"""
+            v = value if value.dim() == 4 else value[:, :, None]
+            v = v.permute(2, 0, 1, 3).reshape(v.shape[2], k, -1).transpose(0, 1)  # [circuit, nodes, b*pos*d]
+            sl = idx if isinstance(idx, slice) else slice(idx, idx + 1)
+            delta[:, sl] = v - ablated[sl].reshape(v.shape[1], k, -1).transpose(0, 1)
+
+        def embed(act: torch.Tensor, hook: Any) -> torch.Tensor:
+            self._embed = act
+            return act
+
+        def pos_embed(act: torch.Tensor, hook: Any) -> torch.Tensor:
+            write(0, self._embed + act)
+            return act
+
+        hooks += [("hook_embed", embed), ("hook_pos_embed", pos_embed)]
+        for l in range(L):
+            first = 1 + l * (H + 1)  # up index of head (l, 0); MLP l follows its heads
+            heads_in, mlp_col = slice(l * (H + 1), l * (H + 1) + H), l * (H + 1) + H
+            memo: dict[str, torch.Tensor | None] = {}
+
+            def qkv(act: torch.Tensor, hook: Any, cols: slice = heads_in, memo: dict = memo, w: int = first
+                    ) -> torch.Tensor:
+                if hook.name.endswith("q_input"):  # q, k and v inputs of one layer see the same upstream outputs
+                    memo["d"] = delta_into(cols, w)
+                return act if memo["d"] is None else act - memo["d"]
+
+            def result(act: torch.Tensor, hook: Any, first: int = first, l: int = l) -> torch.Tensor:
+                write(slice(first, first + H), head_results(self.model, l, act))
+                return act
+
+            def mlp_in(act: torch.Tensor, hook: Any, col: int = mlp_col, w: int = first + H) -> torch.Tensor:
+                d = delta_into(col, w)
+                return act if d is None else act - d
+
+            def mlp_out(act: torch.Tensor, hook: Any, idx: int = first + H) -> torch.Tensor:
+                write(idx, act)
+                return act
+
+            hooks += [(f"blocks.{l}.hook_{x}_input", qkv) for x in "qkv"]
+            hooks += [(f"blocks.{l}.attn.hook_z", result), (f"blocks.{l}.hook_mlp_in", mlp_in),
+                      (f"blocks.{l}.hook_mlp_out", mlp_out)]
+
+        def final(act: torch.Tensor, hook: Any) -> torch.Tensor:
+            d = delta_into(L * (H + 1), U)
+            return act if d is None else act - d
+
+        hooks.append((f"blocks.{L - 1}.hook_resid_post", final))
+        return hooks
+
+
+def node_ablation_hooks(model: Any, ablated: torch.Tensor, removed: torch.Tensor) -> list[tuple[str, Any]]:
+    """The fast path for NODE circuits (no per-head inputs needed): the output of every removed node is replaced
+    by its ablated output in the residual stream. `ablated` is [up, batch, pos, d_model]; `removed` is [circuit,
+    up] (1 = removed; the embeddings, up 0, are never removed), circuits stacked along the batch as in
+    `EdgeHooks.ablation_hooks`."""
+    H = model.cfg.n_heads
+    k = removed.shape[0]
+    hooks: list[tuple[str, Any]] = []
+
+    def per_row(r: torch.Tensor) -> torch.Tensor:  # [circuit, n] -> [batch, 1, n, 1]
+        return r.repeat_interleave(ablated.shape[1] // k, dim=0)[:, None, :, None]
+
+    for l in range(model.cfg.n_layers):
+        first = 1 + l * (H + 1)
+        r_heads, r_mlp = removed[:, first:first + H], removed[:, first + H]
+        memo: dict[str, torch.Tensor] = {}
+        if bool(r_heads.any()):
+            def z_hook(act: torch.Tensor, hook: Any, l: int = l, first: int = first, r: torch.Tensor = r_heads,
+                       memo: dict = memo) -> torch.Tensor:
+                cur = head_results(model, l, act)  # [batch, pos, head, d_model]
+                memo["d"] = ((cur - ablated[first:first + H].permute(1, 2, 0, 3)) * per_row(r)).sum(2)
+                return act
+
+            def attn_out(act: torch.Tensor, hook: Any, memo: dict = memo) -> torch.Tensor:
+                return act - memo["d"]
+
+            hooks += [(f"blocks.{l}.attn.hook_z", z_hook), (f"blocks.{l}.hook_attn_out", attn_out)]
+        if bool(r_mlp.any()):
+            def mlp_out(act: torch.Tensor, hook: Any, idx: int = first + H, r: torch.Tensor = r_mlp) -> torch.Tensor:
+                w = per_row(r[:, None])[:, :, 0]  # [batch, 1, 1]
+                return act - (act - ablated[idx]) * w
+
+            hooks.append((f"blocks.{l}.hook_mlp_out", mlp_out))
+    return hooks
+
+
+def OUTPUT_HOOKS(name: str) -> bool:  # noqa: N802  (a names_filter)
+    return name.endswith(("hook_z", "hook_mlp_out", "hook_embed", "hook_pos_embed"))
+
+
+def head_results(model: Any, layer: int, z: torch.Tensor) -> torch.Tensor:
+    """[batch, pos, head, d_model] each head's output z_h @ W_O[h] (without the shared bias b_O)."""
+    return torch.einsum("bphe,hed->bphd", z, model.blocks[layer].attn.W_O)
+
+
+def _outputs(model: Any, cache: Any) -> torch.Tensor:
     """[batch, pos, up, d_model] upstream outputs in `node_names` order."""
     parts = [(cache["hook_embed"] + cache["hook_pos_embed"])[:, :, None]]
-    for l in range(L):
-        parts.append(cache[f"blocks.{l}.attn.hook_result"])
+    for l in range(model.cfg.n_layers):
+        parts.append(head_results(model, l, cache[f"blocks.{l}.attn.hook_z"]))
         parts.append(cache[f"blocks.{l}.hook_mlp_out"][:, :, None])
     return torch.cat(parts, dim=2)
 
@@ -126,12 +245,11 @@ def edge_attribution(model: Any, clean_tokens: Any, corrupt_tokens: Any, answer:
     a, w = as_ids(answer, dev), as_ids(wrong, dev)
     L, H = model.cfg.n_layers, model.cfg.n_heads
     up, down = node_names(L, H)
-    with _Hooks(model):
-        keep = lambda n: n.endswith(("hook_result", "hook_mlp_out", "hook_embed", "hook_pos_embed"))  # noqa: E731
+    with EdgeHooks(model):
         with torch.no_grad():
-            clogits, cc = model.run_with_cache(clean, names_filter=keep)
-            _, kc = model.run_with_cache(corrupt, names_filter=keep)
-        delta = _outputs(cc, L) - _outputs(kc, L)
+            clogits, cc = model.run_with_cache(clean, names_filter=OUTPUT_HOOKS)
+            _, kc = model.run_with_cache(corrupt, names_filter=OUTPUT_HOOKS)
+            delta = _outputs(model, cc) - _outputs(model, kc)
         if method == "eap":
             grads, corrupt_ld = _input_grads(model, corrupt, a, w, None)
         else:
@@ -162,71 +280,6 @@ def select(graph: Graph, top_n: int | None = None, threshold: float | None = Non
     nodes = sorted({n for u, v, _ in chosen for n in (u, v)} - {"embed", "logits"}, key=lambda n: _order(n, True))
     return {"edges": [{"from": u, "to": v, "score": s} for u, v, s in chosen], "nodes": nodes,
             "method": graph.method}
-
-
-class Faithfulness:
-    """Mean logit difference with every head and MLP outside a node set ablated, over the full model's."""
-
-    def __init__(self, model: Any, clean_tokens: Any, corrupt_tokens: Any, answer: Any, wrong: Any,
-                 ablation: str = "corrupted", seed: int = 0) -> None:
-        if ablation not in ABLATIONS:
-            raise ValueError(f"unknown ablation {ablation!r} (choose from {', '.join(ABLATIONS)})")
-        dev = model.cfg.device
-        self.model, self.ablation = model, ablation
-        self.clean, self.a, self.w = as_tokens(clean_tokens, dev), as_ids(answer, dev), as_ids(wrong, dev)
-        L = model.cfg.n_layers
-        names = [f"blocks.{l}.attn.hook_z" for l in range(L)] + [f"blocks.{l}.hook_mlp_out" for l in range(L)]
-        with torch.no_grad():
-            source = self.clean if ablation != "corrupted" else as_tokens(corrupt_tokens, dev)
-            _, cache = model.run_with_cache(source, names_filter=lambda n: n in names)
-        n = self.clean.shape[0]
-        self.rep = {}
-        for nm in names:
-            act = cache[nm]
-            if ablation == "mean":
-                act = act.mean(0, keepdim=True).expand_as(act)
-            elif ablation == "resample":
-                act = act[torch.as_tensor(_derangement(n, n, seed), device=act.device)]
-            self.rep[nm] = act
-        self.full = self._ld(None)
-
-    @torch.no_grad()
-    def _ld(self, keep: set[str] | None) -> float:
-        hooks = []
-        if keep is not None:
-            L, H = self.model.cfg.n_layers, self.model.cfg.n_heads
-            for l in range(L):
-                drop = [h for h in range(H) if f"L{l}H{h}" not in keep]
-                if drop:
-                    zname, idx = f"blocks.{l}.attn.hook_z", torch.as_tensor(drop)
-
-                    def hz(act: torch.Tensor, hook: Any, r: torch.Tensor = self.rep[zname], i: torch.Tensor = idx) -> torch.Tensor:
-                        act = act.clone()
-                        act[:, :, i] = r[:, :, i]
-                        return act
-
-                    hooks.append((zname, hz))
-                if f"MLP{l}" not in keep:
-                    mname = f"blocks.{l}.hook_mlp_out"
-                    hooks.append((mname, lambda act, hook, r=self.rep[mname]: r))
-        return float(logit_diff_from_logits(last_logits(self.model, self.clean, hooks), self.a, self.w).mean())
-
-    def of(self, nodes: list[str] | set[str]) -> float:
-        return self._ld(set(nodes)) / self.full if self.full else float("nan")
-
-    def curve(self, ranked_nodes: list[str], sizes: list[int] | None = None, progress: bool = False) -> dict[str, Any]:
-        """Faithfulness of the top-k nodes of a ranking, for each k in sizes (default 0..all)."""
-        sizes = list(range(len(ranked_nodes) + 1)) if sizes is None else sizes
-        values = [self.of(ranked_nodes[:k]) for k in tqdm(sizes, desc="faithfulness", disable=not progress)]
-        return {"sizes": sizes, "faithfulness": values, "ablation": self.ablation, "full_logit_diff": self.full}
-
-
-def size_for(curve: dict[str, Any], level: float = 0.8) -> int | None:
-    """Smallest circuit size whose faithfulness reaches `level` (None if none does)."""
-    for k, f in zip(curve["sizes"], curve["faithfulness"]):
-        if f >= level:
-            return int(k)
-    return None
 
 
 def exact_node_effects(model: Any, clean_tokens: Any, corrupt_tokens: Any, answer: Any, wrong: Any,

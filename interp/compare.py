@@ -37,6 +37,8 @@ def cka(x: Float[np.ndarray, "trials d1"], y: Float[np.ndarray, "trials d2"], de
     x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     if x.shape[0] != y.shape[0]:
         raise ValueError(f"CKA needs the same trials for both representations: {x.shape[0]} vs {y.shape[0]}")
+    if _constant(x) or _constant(y):  # e.g. the answer token before layer 0: the same for every trial
+        return float("nan")
     if debiased:
         k, l_ = x @ x.T, y @ y.T
         hxy, hxx, hyy = _hsic_u(k, l_), _hsic_u(k, k), _hsic_u(l_, l_)
@@ -45,6 +47,11 @@ def cka(x: Float[np.ndarray, "trials d1"], y: Float[np.ndarray, "trials d2"], de
     num = np.linalg.norm(y.T @ x) ** 2
     den = np.linalg.norm(x.T @ x) * np.linalg.norm(y.T @ y)
     return float(num / den) if den > 0 else float("nan")
+
+
+def _constant(x: np.ndarray, rtol: float = 1e-6) -> bool:
+    """True when a representation does not vary across trials beyond rounding (CKA is then undefined)."""
+    return bool(np.linalg.norm(_center(x)) <= rtol * max(np.linalg.norm(x), 1e-30))
 
 
 def _hsic_u(k: np.ndarray, l_: np.ndarray) -> float:
@@ -151,14 +158,27 @@ def _perf(model: Any, t: torch.Tensor, a: torch.Tensor, w: torch.Tensor, hooks: 
     return {"accuracy": float((ld > 0).float().mean()), "logit_diff": float(ld.mean())}
 
 
-def _retained(perf: dict[str, float], full: dict[str, float]) -> dict[str, float]:
-    return {**perf, "accuracy_retained": perf["accuracy"] / full["accuracy"] if full["accuracy"] else float("nan"),
-            "logit_diff_retained": perf["logit_diff"] / full["logit_diff"] if full["logit_diff"] else float("nan")}
+CHANCE = 0.5  # two answer words
+MIN_MARGIN = 0.1  # the unedited model must beat chance by this much for a retained accuracy to be defined
+MIN_LOGIT_DIFF = 0.25  # ... and have at least this mean logit difference for a retained logit difference
 
 
-def weight_reversion(model: Any, base: Any, tokens: Any, answer: Any, wrong: Any) -> dict[str, Any]:
-    """Performance retained when components are reset to the base's weights: each alone, cumulatively from the
-    top layer down, and from the bottom layer up."""
+def retained(perf: dict[str, float], full: dict[str, float], chance: float = CHANCE) -> dict[str, float]:
+    """Chance-corrected share of performance kept after an edit: (acc - chance) / (acc_full - chance), so a model
+    that falls to chance keeps 0 and an unchanged one 1; and the share of the mean logit difference kept. NaN
+    ("undefined") when the unedited model is too close to chance or its logit difference too small."""
+    margin = full["accuracy"] - chance
+    return {**perf,
+            "accuracy_retained": (perf["accuracy"] - chance) / margin if margin >= MIN_MARGIN else float("nan"),
+            "logit_diff_retained": perf["logit_diff"] / full["logit_diff"]
+            if abs(full["logit_diff"]) >= MIN_LOGIT_DIFF else float("nan")}
+
+
+def weight_reversion(model: Any, base: Any, tokens: Any, answer: Any, wrong: Any, singles: bool = True,
+                     bottom_up: bool = True) -> dict[str, Any]:
+    """Performance retained (chance-corrected, see `retained`) when components are reset to the weights of
+    `base` (the pretrained base, or any reference of the same shape such as a scratch model's own
+    initialisation): each alone, each layer, cumulatively from the top layer down, and from the bottom layer up."""
     check_same_shape(model, base, "weight reversion")
     dev = model.cfg.device
     t, a, w = as_tokens(tokens, dev), as_ids(answer, dev), as_ids(wrong, dev)
@@ -174,20 +194,24 @@ def weight_reversion(model: Any, base: Any, tokens: Any, answer: Any, wrong: Any
             for c in comps:
                 for n in component_params(c):
                     state[n].copy_(sb[n])
-        return _retained(_perf(work, t, a, w), full)
+        return retained(_perf(work, t, a, w), full)
 
     L = model.cfg.n_layers
     layer_comps = lambda l: [f"L{l}.attn", f"L{l}.mlp"]  # noqa: E731
-    single = {c: revert([c]) for c in components(L)}
-    per_layer = {f"L{l}": revert(layer_comps(l)) for l in range(L)}
-    top_down = [revert([c for j in range(k, L) for c in layer_comps(j)]) for k in range(L - 1, -1, -1)]
-    bottom_up = [revert([c for j in range(0, k + 1) for c in layer_comps(j)]) for k in range(L)]
-    return {"full": full, "single": single, "layer": per_layer, "top_down": top_down, "bottom_up": bottom_up}
+    out: dict[str, Any] = {"full": full}
+    if singles:
+        out["single"] = {c: revert([c]) for c in components(L)}
+    out["layer"] = {f"L{l}": revert(layer_comps(l)) for l in range(L)}
+    out["top_down"] = [revert([c for j in range(k, L) for c in layer_comps(j)]) for k in range(L - 1, -1, -1)]
+    if bottom_up:
+        out["bottom_up"] = [revert([c for j in range(0, k + 1) for c in layer_comps(j)]) for k in range(L)]
+    return out
 
 
-def cross_model_patching(model: Any, base: Any, tokens: Any, answer: Any, wrong: Any) -> dict[str, Any]:
+def cross_model_patching(model: Any, base: Any, tokens: Any, answer: Any, wrong: Any,
+                         sites: tuple[str, ...] = tuple(SITES)) -> dict[str, Any]:
     """Patch the base's activation (same inputs, all positions) into `model` at each layer's residual stream,
-    attention output and MLP output; performance retained relative to the unpatched model."""
+    attention output and MLP output (`sites`); performance retained (chance-corrected, see `retained`)."""
     check_same_shape(model, base, "cross-model activation patching")
     dev = model.cfg.device
     t, a, w = as_tokens(tokens, dev), as_ids(answer, dev), as_ids(wrong, dev)
@@ -195,28 +219,11 @@ def cross_model_patching(model: Any, base: Any, tokens: Any, answer: Any, wrong:
     with torch.no_grad():
         _, bcache = base.run_with_cache(t, names_filter=lambda n: any(n.endswith(h) for h in SITES.values()))
     out: dict[str, Any] = {"full": full}
-    for site, hook in SITES.items():
+    for site in sites:
+        hook = SITES[site]
         rows = []
         for l in range(model.cfg.n_layers):
             name = f"blocks.{l}.{hook}"
-            rows.append(_retained(_perf(model, t, a, w, [(name, lambda act, hook, s=bcache[name]: s)]), full))
+            rows.append(retained(_perf(model, t, a, w, [(name, lambda act, hook, s=bcache[name]: s)]), full))
         out[site] = rows
     return out
-
-
-# ---------------------------------------------------------------- seeds
-_T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
-         15: 2.131, 20: 2.086, 30: 2.042}
-
-
-def mean_ci(values: np.ndarray, axis: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Mean and 95% t-interval (low, high) over `axis` (seeds). With one seed the interval is the value itself."""
-    v = np.asarray(values, dtype=float)
-    n = v.shape[axis]
-    m = v.mean(axis)
-    if n < 2:
-        return m, m, m
-    dof = n - 1
-    t = _T975.get(dof) or _T975[max(k for k in _T975 if k <= dof)]
-    half = t * v.std(axis, ddof=1) / np.sqrt(n)
-    return m, m - half, m + half

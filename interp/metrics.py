@@ -87,3 +87,9 @@ def accuracy_by_condition(batch: Any, per_trial_logit_diff: np.ndarray) -> list[
                     rows.append({"context": int(c), "relevant_coherence": int(h), "congruent": bool(g),
                                  "n": int(sel.sum()), "accuracy": float(correct[sel].mean())})
     return rows
+
+
+def incongruent_accuracy(batch: Any, per_trial_logit_diff: np.ndarray) -> float:
+    """Accuracy on the incongruent trials of a batch (NaN if it has none)."""
+    mask = ~np.asarray(batch.meta["congruent"], dtype=bool)
+    return float((np.asarray(per_trial_logit_diff)[mask] > 0).mean()) if mask.any() else float("nan")

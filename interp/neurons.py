@@ -3,6 +3,8 @@
 Each MLP neuron's activation (after the nonlinearity, at one chosen position) is regressed by least squares on the
 task variables of the trial: context (-1 = modality 0, +1 = modality 1), relevant evidence and irrelevant
 evidence (signed coherence / 100, positive towards `right`) and choice (-1 left, +1 right), with an intercept.
+As in Mante et al., "choice" is the MODEL's choice (the answer word with the larger logit at the final position);
+a second fit uses the correct answer instead, and both are returned. On a model at 100% accuracy the two coincide.
 Both sides are z-scored, so coefficients are standardised betas comparable across neurons.
 
 Axes: trials, layer, neuron, variable.
@@ -20,20 +22,36 @@ from interp.metrics import as_tokens
 VARIABLES = ("context", "relevant_evidence", "irrelevant_evidence", "choice")
 
 
-def design_matrix(meta: dict[str, np.ndarray]) -> np.ndarray:
-    """[trials, variable] from a TrialBatch's metadata."""
+def design_matrix(meta: dict[str, np.ndarray], choice: np.ndarray | None = None) -> np.ndarray:
+    """[trials, variable] from a TrialBatch's metadata; `choice` (+1 right, -1 left) defaults to the correct
+    answer (the sign of the relevant evidence)."""
     ctx = meta["context"] * 2.0 - 1.0
     rel = meta["relevant_signed_coherence"] / 100.0
     irr = meta["irrelevant_signed_coherence"] / 100.0
-    choice = np.where(rel > 0, 1.0, -1.0)
-    return np.stack([ctx, rel, irr, choice], axis=1)
+    if choice is None:
+        choice = np.where(rel > 0, 1.0, -1.0)
+    return np.stack([ctx, rel, irr, np.asarray(choice, dtype=float)], axis=1)
+
+
+def _fit(X: np.ndarray, Y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Standardised betas [neuron, variable] and R^2 [neuron] of each column of Y on X (with an intercept)."""
+    Xs = (X - X.mean(0)) / np.where(X.std(0) > 0, X.std(0), 1.0)
+    Xd = np.concatenate([np.ones((len(X), 1)), Xs], axis=1)
+    sd = Y.std(0)
+    Ys = (Y - Y.mean(0)) / np.where(sd > 0, sd, 1.0)
+    beta, *_ = np.linalg.lstsq(Xd, Ys, rcond=None)  # [1 + variable, neuron]
+    resid = Ys - Xd @ beta
+    ss_tot = (Ys ** 2).sum(0)
+    r2 = np.where(ss_tot > 0, 1 - (resid ** 2).sum(0) / np.where(ss_tot > 0, ss_tot, 1), 0.0)
+    return beta[1:].T, r2
 
 
 @torch.no_grad()
 def neuron_selectivity(model: Any, batch: Any, position: str = "answer", layers: tuple[int, ...] | None = None,
                        top_k: int = 10) -> dict[str, Any]:
-    """Standardised regression coefficients [layer, neuron, variable], R^2 [layer, neuron], and the top_k neurons
-    (by |beta|) per variable."""
+    """Standardised regression coefficients [layer, neuron, variable] and R^2 [layer, neuron] with the model's
+    choice (`coef`, `r2`) and with the correct answer (`coef_correct`, `r2_correct`); the top_k neurons (by
+    |beta|, model-choice fit) per variable; and the share of trials where the model's choice is correct."""
     if position not in batch.positions:
         raise ValueError(f"unknown position {position!r} (choose from {', '.join(batch.positions)})")
     L = model.cfg.n_layers
@@ -41,25 +59,25 @@ def neuron_selectivity(model: Any, batch: Any, position: str = "answer", layers:
     for l in layers:
         if not 0 <= l < L:
             raise ValueError(f"layer {l} out of range: the model has layers 0..{L - 1}")
+    if len(batch) < 2 * len(VARIABLES):
+        raise ValueError(f"need at least {2 * len(VARIABLES)} trials for the regression, got {len(batch)}")
     pos = batch.positions[position]
     names = {f"blocks.{l}.mlp.hook_post" for l in layers}
-    _, cache = model.run_with_cache(as_tokens(batch.tokens, model.cfg.device), names_filter=lambda n: n in names)
-    X = design_matrix(batch.meta)
-    if len(X) < 2 * X.shape[1]:
-        raise ValueError(f"need at least {2 * X.shape[1]} trials for the regression, got {len(X)}")
-    Xs = (X - X.mean(0)) / np.where(X.std(0) > 0, X.std(0), 1.0)
-    Xd = np.concatenate([np.ones((len(X), 1)), Xs], axis=1)
-    coefs, r2 = [], []
+    logits, cache = model.run_with_cache(as_tokens(batch.tokens, model.cfg.device), names_filter=lambda n: n in names)
+    last = logits[:, -1].double().cpu().numpy()
+    i = np.arange(len(batch))
+    ld = last[i, np.asarray(batch.answer_ids)] - last[i, np.asarray(batch.wrong_ids)]
+    says_right = np.where(np.asarray(batch.labels) == 1, ld > 0, ld < 0)  # logit(right) > logit(left); a tie is left
+    choice = np.where(says_right, 1.0, -1.0)
+    X_model, X_correct = design_matrix(batch.meta, choice), design_matrix(batch.meta)
+    fits = {"model": ([], []), "correct": ([], [])}
     for l in layers:
         Y = cache[f"blocks.{l}.mlp.hook_post"][:, pos].double().cpu().numpy()  # [trials, neuron]
-        sd = Y.std(0)
-        Ys = (Y - Y.mean(0)) / np.where(sd > 0, sd, 1.0)
-        beta, *_ = np.linalg.lstsq(Xd, Ys, rcond=None)  # [1 + variable, neuron]
-        resid = Ys - Xd @ beta
-        ss_tot = (Ys ** 2).sum(0)
-        r2.append(np.where(ss_tot > 0, 1 - (resid ** 2).sum(0) / np.where(ss_tot > 0, ss_tot, 1), 0.0))
-        coefs.append(beta[1:].T)
-    coef = np.stack(coefs)  # [layer, neuron, variable]
+        for key, X in (("model", X_model), ("correct", X_correct)):
+            c, r = _fit(X, Y)
+            fits[key][0].append(c)
+            fits[key][1].append(r)
+    coef = np.stack(fits["model"][0])  # [layer, neuron, variable]
     top = {}
     for v, name in enumerate(VARIABLES):
         flat = np.abs(coef[:, :, v]).ravel()
@@ -67,4 +85,7 @@ def neuron_selectivity(model: Any, batch: Any, position: str = "answer", layers:
         top[name] = [(int(layers[i // coef.shape[1]]), int(i % coef.shape[1]), float(coef.reshape(-1, len(VARIABLES))[i, v]))
                      for i in order]
     return {"layers": list(layers), "position": position, "variables": list(VARIABLES), "coef": coef,
-            "r2": np.stack(r2), "top": top}
+            "r2": np.stack(fits["model"][1]), "coef_correct": np.stack(fits["correct"][0]),
+            "r2_correct": np.stack(fits["correct"][1]), "top": top,
+            "choice_is_correct": float((choice == X_correct[:, 3]).mean())}
+

@@ -47,7 +47,8 @@ HOOK = {"resid_pre": "hook_resid_pre", "attn_out": "hook_attn_out", "mlp_out": "
 
 @dataclass
 class PatchResult:
-    """Labelled result array. `values` are normalised (0 corrupted, 1 clean); `raw` the mean logit differences."""
+    """Labelled result array. `values` are normalised (0 corrupted, 1 clean); `raw` the mean logit differences;
+    `first_diff` the first position where clean and corrupted tokens differ (earlier positions cannot change)."""
 
     what: str
     direction: str
@@ -57,6 +58,19 @@ class PatchResult:
     clean_logit_diff: float
     corrupt_logit_diff: float
     labels: dict[str, list[str]] = field(default_factory=dict)
+    first_diff: int = 0
+
+    @property
+    def effect(self) -> np.ndarray:
+        """The size of each patch's effect in the same units: denoising restores `values` of the clean run
+        (0 = nothing), noising removes 1 - `values` of it (a noising value of 1 means the patch changed nothing)."""
+        return self.values if self.direction == "denoise" else 1.0 - self.values
+
+    def top(self, k: int = 5) -> list[tuple[tuple[int, ...], float]]:
+        """The k indices with the largest |effect| (NaN last), with their effects."""
+        e = np.nan_to_num(self.effect, nan=0.0)
+        order = np.argsort(-np.abs(e).ravel(), kind="stable")[:k]
+        return [(tuple(int(i) for i in np.unravel_index(j, e.shape)), float(e.ravel()[j])) for j in order]
 
     def rows(self) -> list[dict[str, Any]]:
         """Tidy rows: one per index with its labels, the normalised and the raw value."""
@@ -68,6 +82,7 @@ class PatchResult:
                 if ax in self.labels:
                     row[f"{ax}_label"] = self.labels[ax][i]
             row["value"] = float(self.values[idx])
+            row["effect"] = float(self.effect[idx])
             row["logit_diff"] = float(self.raw[idx])
             out.append(row)
         return out
@@ -198,7 +213,7 @@ def patch_sweep(model: Any, clean_tokens: Any, corrupt_tokens: Any, answer: Any,
     if position_labels is not None:
         labels["pos"] = labels["dest_pos"] = list(position_labels)
     return PatchResult(what=what, direction=direction, axes=axes, values=values, raw=raw,
-                       clean_logit_diff=clean_v, corrupt_logit_diff=corrupt_v, labels=labels)
+                       clean_logit_diff=clean_v, corrupt_logit_diff=corrupt_v, labels=labels, first_diff=r.first_diff)
 
 
 def position_token_labels(tokenizer: Any, tokens: np.ndarray, position_labels: list[str]) -> list[str]:

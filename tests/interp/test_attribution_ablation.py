@@ -73,19 +73,31 @@ def test_mean_and_resample_ablation(setup):
         mean.heads([(9, 0)])
 
 
-def test_neuron_selectivity_matches_an_independent_fit(setup):
+def test_neuron_selectivity_regresses_on_the_models_choice(setup):
+    """Both fits against the normal equations; "choice" is what the model answers, not the correct answer."""
     model, b = setup
     big = generate(CDMConfig(), 200, seed=5, tokenizer=model.tokenizer, split="test")
+    left, right = (model.tokenizer.encode(w, add_special_tokens=False)[0] for w in (" left", " right"))
+    model = copy_model(model)
+    with torch.no_grad():  # centre the right-vs-left bias so that this barely trained model's choices vary
+        logits = model(torch.tensor(big.tokens))[:, -1]
+        model.b_U[right] -= (logits[:, right] - logits[:, left]).median()
     sel = neuron_selectivity(model, big, position="answer", layers=(1,), top_k=5)
-    assert sel["coef"].shape == (1, model.cfg.d_mlp, len(VARIABLES))
+    assert sel["coef"].shape == sel["coef_correct"].shape == (1, model.cfg.d_mlp, len(VARIABLES))
     assert ((sel["r2"] >= -1e-9) & (sel["r2"] <= 1 + 1e-9)).all()
-    # one neuron by the normal equations
-    _, cache = model.run_with_cache(torch.tensor(big.tokens))
+    with torch.no_grad():
+        logits, cache = model.run_with_cache(torch.tensor(big.tokens))
+    said_right = (logits[:, -1, right] > logits[:, -1, left]).numpy()
+    correct_right = big.labels == 1
+    assert 0.2 < said_right.mean() < 0.8 and 0 < (said_right != correct_right).sum()  # it errs: the fits differ
+    assert sel["choice_is_correct"] == pytest.approx(float((said_right == correct_right).mean()))
     n = sel["top"]["choice"][0][1]
     y = cache["blocks.1.mlp.hook_post"][:, -1, n].double().numpy()
-    X = design_matrix(big.meta)
-    X = (X - X.mean(0)) / X.std(0)
-    X = np.c_[np.ones(len(X)), X]
-    beta = np.linalg.solve(X.T @ X, X.T @ ((y - y.mean()) / y.std()))
-    np.testing.assert_allclose(sel["coef"][0, n], beta[1:], atol=1e-6)
+    for key, choice in (("coef", np.where(said_right, 1.0, -1.0)), ("coef_correct", None)):
+        X = design_matrix(big.meta, choice)
+        X = (X - X.mean(0)) / X.std(0)
+        X = np.c_[np.ones(len(X)), X]
+        beta = np.linalg.solve(X.T @ X, X.T @ ((y - y.mean()) / y.std()))
+        np.testing.assert_allclose(sel[key][0, n], beta[1:], atol=1e-6)
+    assert not np.allclose(sel["coef"][0, :, 3], sel["coef_correct"][0, :, 3])
     assert abs(sel["top"]["choice"][0][2]) >= abs(sel["top"]["choice"][-1][2])

@@ -5,9 +5,10 @@ import pytest
 import torch
 
 from interp.atp import attribution_patch
-from interp.circuits import Faithfulness, edge_attribution, exact_node_effects, select, size_for
-from interp.compare import (ShapeMismatchError, cka, cross_model_patching, layer_cka, mean_ci, minibatch_cka,
-                            relative_weight_change, representations, weight_reversion)
+from interp.circuits import edge_attribution, exact_node_effects, select
+from interp.compare import (ShapeMismatchError, cka, cross_model_patching, layer_cka, minibatch_cka,
+                            relative_weight_change, representations, retained, weight_reversion)
+from interp.faithfulness import CircuitEvaluator
 from interp.models import copy_model, load_model
 from tasks.cdm import CDMConfig, make_pairs
 
@@ -20,6 +21,14 @@ def setup(tiny_trained, tiny_base):
     return model, base, clean, bad
 
 
+def _kernel_cka(x, y):
+    """Linear CKA written in kernel form (centred Gram matrices), independent of the feature-space code."""
+    n = len(x)
+    H = np.eye(n) - 1 / n
+    K, L = H @ x @ x.T @ H, H @ y @ y.T @ H
+    return np.trace(K @ L) / np.sqrt(np.trace(K @ K) * np.trace(L @ L))
+
+
 def test_cka_invariants():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(300, 16))
@@ -27,13 +36,27 @@ def test_cka_invariants():
     assert cka(x, x) == pytest.approx(1.0)
     assert cka(x, 3.7 * x @ q) == pytest.approx(1.0)  # orthogonal rotation and isotropic scaling
     assert cka(x, x, debiased=True) == pytest.approx(1.0)
-    wide = np.c_[x @ q, rng.normal(size=(300, 0))]
-    assert cka(x, wide) == pytest.approx(1.0)  # cross-width allowed
+    # a different width for real: x mapped isometrically into 24 mixed dimensions keeps every inner product
+    r, _ = np.linalg.qr(rng.normal(size=(24, 16)))
+    assert cka(x, x @ r.T) == pytest.approx(1.0) and cka(x, x @ r.T, debiased=True) == pytest.approx(1.0)
+    w = rng.normal(size=(300, 24))
+    z = x @ rng.normal(size=(16, 24)) + w  # partly related, other width: agrees with the kernel form
+    assert cka(x, z) == pytest.approx(_kernel_cka(x, z), rel=1e-9)
+    assert 0.05 < cka(x, z) < 0.95
     y = rng.normal(size=(300, 24))  # independent: low similarity, debiased near zero
     assert cka(x, y) < 0.15
     assert abs(cka(x, y, debiased=True)) < 0.05
     assert minibatch_cka(x, x, batch_size=50) == pytest.approx(1.0)
-    assert cka(x, np.c_[x, y]) < 1.0
+
+
+def test_retained_is_chance_corrected():
+    full = {"accuracy": 0.98, "logit_diff": 4.0}
+    chance_level = retained({"accuracy": 0.5, "logit_diff": 0.0}, full)
+    assert chance_level["accuracy_retained"] == pytest.approx(0.0)  # the old acc / acc_full said 51%
+    assert chance_level["logit_diff_retained"] == pytest.approx(0.0)
+    assert retained({"accuracy": 0.74, "logit_diff": 2.0}, full)["accuracy_retained"] == pytest.approx(0.5)
+    near = retained({"accuracy": 0.5, "logit_diff": 0.1}, {"accuracy": 0.55, "logit_diff": 0.1})
+    assert np.isnan(near["accuracy_retained"]) and np.isnan(near["logit_diff_retained"])  # undefined, not a number
 
 
 def test_model_compared_with_itself(setup):
@@ -47,7 +70,7 @@ def test_model_compared_with_itself(setup):
             np.testing.assert_allclose(out[site][pos][~constant], 1.0, atol=1e-6)
     assert all(v == 0 for v in relative_weight_change(model, model).values())
     cm = cross_model_patching(model, model, clean.tokens, clean.answer_ids, clean.wrong_ids)
-    assert all(r["logit_diff_retained"] == pytest.approx(1.0, abs=1e-5) for r in cm["resid"])
+    assert all(r["logit_diff"] == pytest.approx(cm["full"]["logit_diff"], abs=1e-5) for r in cm["resid"])
 
 
 def test_reverting_an_unchanged_layer_retains_everything(setup):
@@ -58,9 +81,11 @@ def test_reverting_an_unchanged_layer_retains_everything(setup):
     rev = weight_reversion(edited, base, clean.tokens, clean.answer_ids, clean.wrong_ids)
     for comp, r in rev["single"].items():
         if comp != "L1.mlp":
-            assert r["logit_diff_retained"] == pytest.approx(1.0, abs=1e-6), comp
-    base_ld = float((base(torch.tensor(clean.tokens))[:, -1].gather(1, torch.tensor(clean.answer_ids)[:, None])
-                     - base(torch.tensor(clean.tokens))[:, -1].gather(1, torch.tensor(clean.wrong_ids)[:, None])).mean())
+            assert r["logit_diff"] == pytest.approx(rev["full"]["logit_diff"], abs=1e-6), comp
+    with torch.no_grad():
+        logits = base(torch.tensor(clean.tokens))
+    base_ld = float((logits[:, -1].gather(1, torch.tensor(clean.answer_ids)[:, None])
+                     - logits[:, -1].gather(1, torch.tensor(clean.wrong_ids)[:, None])).mean())
     assert rev["single"]["L1.mlp"]["logit_diff"] == pytest.approx(base_ld, abs=1e-4)
     assert rev["top_down"][-1]["logit_diff"] == pytest.approx(base_ld, abs=1e-4)  # every layer reverted
     change = relative_weight_change(edited, base)
@@ -76,25 +101,51 @@ def test_shape_mismatch_is_a_clear_error(setup, tmp_path, tokenizer):
         cross_model_patching(model, other, np.zeros((2, 12), dtype=int), [0, 0], [1, 1])
 
 
-def test_mean_ci():
-    m, lo, hi = mean_ci(np.array([[1.0, 2.0], [3.0, 2.0], [2.0, 2.0]]))
-    np.testing.assert_allclose(m, [2.0, 2.0])
-    assert lo[0] < 2 < hi[0] and lo[1] == hi[1] == 2.0
+def _finite_difference(model, clean, bad, up: str, down: str, eps: float = 1e-4) -> float:
+    """d metric / d (edge strength) on the corrupted run by central differences: the clean-minus-corrupted output
+    of `up` is added, scaled by +-eps, to the input of `down` only (plain TransformerLens hooks, no gradients)."""
+    from interp.circuits import EdgeHooks, node_names
+    from interp.metrics import last_logits, logit_diff_from_logits
+
+    ct, bt = torch.tensor(clean.tokens), torch.tensor(bad.tokens)
+    a, w = torch.tensor(clean.answer_ids), torch.tensor(clean.wrong_ids)
+    i = node_names(model.cfg.n_layers, model.cfg.n_heads)[0].index(up)
+    with EdgeHooks(model) as eh:
+        delta = eh.outputs(ct)[:, :, i] - eh.outputs(bt)[:, :, i]
+        if down == "logits":
+            names = [(f"blocks.{model.cfg.n_layers - 1}.hook_resid_post", None)]
+        elif down.startswith("MLP"):
+            names = [(f"blocks.{int(down[3:])}.hook_mlp_in", None)]
+        else:
+            l, h = int(down[1:down.index("H")]), int(down[down.index("H") + 1:])
+            names = [(f"blocks.{l}.hook_{x}_input", h) for x in "qkv"]
+
+        def run(scale: float) -> float:
+            def add(act, hook, head):
+                act = act.clone()
+                if head is None:
+                    act += scale * delta
+                else:
+                    act[:, :, head] += scale * delta
+                return act
+
+            hooks = [(n, lambda act, hook, head=head: add(act, hook, head)) for n, head in names]
+            with torch.no_grad():
+                return float(logit_diff_from_logits(last_logits(model, bt, hooks), a, w).mean())
+
+        return (run(eps) - run(-eps)) / (2 * eps)
 
 
-def test_eap_node_scores_equal_attribution_patching(setup):
-    """Independent check: a node's summed outgoing edge scores equal attribution patching of its output
-    (in float64, where the two summation orders agree to rounding)."""
+def test_eap_edge_scores_equal_finite_differences(setup):
+    """Independent of the gradient code: an EAP edge score is the derivative of the metric when the edge's
+    clean-minus-corrupted output is added to the reader's input on the corrupted run (float64)."""
     model, _, clean, bad = setup
     model = copy_model(model).to(torch.float64, print_details=False)
     g = edge_attribution(model, clean.tokens, bad.tokens, clean.answer_ids, clean.wrong_ids, method="eap")
-    heads = attribution_patch(model, clean.tokens, bad.tokens, clean.answer_ids, clean.wrong_ids, nodes="heads")
-    mlps = attribution_patch(model, clean.tokens, bad.tokens, clean.answer_ids, clean.wrong_ids, nodes="mlp_out")
-    ns = g.node_scores()
-    for l in range(model.cfg.n_layers):
-        assert ns[f"MLP{l}"] == pytest.approx(float(mlps["values"][l].sum()), rel=1e-6, abs=1e-8)
-        for h in range(model.cfg.n_heads):
-            assert ns[f"L{l}H{h}"] == pytest.approx(float(heads["values"][l, :, h].sum()), rel=1e-6, abs=1e-8)
+    denom = g.clean_logit_diff - g.corrupt_logit_diff
+    for up, down in (("L0H1", "L1H2"), ("MLP0", "logits"), ("embed", "MLP1"), ("L1H3", "logits"), ("embed", "L0H0")):
+        score = g.scores[g.up.index(up), g.down.index(down)]
+        assert score * denom == pytest.approx(_finite_difference(model, clean, bad, up, down), rel=1e-5, abs=1e-8)
 
 
 def test_planted_circuit_is_recovered(setup):
@@ -115,22 +166,24 @@ def test_planted_circuit_is_recovered(setup):
         assert set(sorted(heads, key=heads.get)[-2:]) == live
         circuit = select(g, threshold=1e-6)
         assert {n for n in circuit["nodes"] if "H" in n} <= live
-    f = Faithfulness(planted, clean.tokens, bad.tokens, clean.answer_ids, clean.wrong_ids, ablation="mean")
+    ev = CircuitEvaluator(planted, clean.tokens, bad.tokens, clean.answer_ids, clean.wrong_ids, ablation="mean",
+                          min_gap=0.0, se_factor=0.0)
     planted_nodes = sorted(live) + [f"MLP{l}" for l in range(planted.cfg.n_layers)]
-    assert f.of(planted_nodes) == pytest.approx(1.0, abs=1e-5)
+    assert ev.faithfulness(ev.node_edges(planted_nodes), "node") == pytest.approx(1.0, abs=1e-5)
+    assert ev.faithfulness(ev.node_edges(["L0H1", "MLP0", "MLP1"]), "node") < 0.99  # L1H2 matters too
 
 
-def test_faithfulness_endpoints_and_exact_check(setup):
+def test_exact_node_effects_match_patching(setup):
+    """exact_node_effects equals exact patching of the same head (interp.patching, checked against TL)."""
+    from interp.patching import patch_sweep
+
     model, _, clean, bad = setup
-    f = Faithfulness(model, clean.tokens, bad.tokens, clean.answer_ids, clean.wrong_ids, ablation="corrupted")
-    L, H = model.cfg.n_layers, model.cfg.n_heads
-    every = [f"L{l}H{h}" for l in range(L) for h in range(H)] + [f"MLP{l}" for l in range(L)]
-    assert f.of(every) == pytest.approx(1.0, abs=1e-6)
+    model = copy_model(model).to(torch.float64, print_details=False)  # a tiny model's clean - corrupted gap is small
+    effects = exact_node_effects(model, clean.tokens, bad.tokens, clean.answer_ids, clean.wrong_ids, ["L1H2", "L0H0"])
+    heads = patch_sweep(model, clean.tokens, bad.tokens, clean.answer_ids, clean.wrong_ids, "heads")
+    assert effects["L1H2"] == pytest.approx(heads.values[1, 2], rel=1e-6, abs=1e-9)
+    assert effects["L0H0"] == pytest.approx(heads.values[0, 0], rel=1e-6, abs=1e-9)
+    assert abs(heads.values[1, 2] - heads.values[0, 0]) > 1e-3  # the two heads are told apart
     g = edge_attribution(model, clean.tokens, bad.tokens, clean.answer_ids, clean.wrong_ids)
-    # with every node replaced by its corrupted activation only the embeddings' direct path stays clean
-    curve = f.curve(sorted(g.node_scores(), key=lambda n: -abs(g.node_scores()[n])), sizes=[0, len(every)])
-    assert curve["faithfulness"][-1] == pytest.approx(1.0, abs=1e-6) and size_for(curve, 0.8) is not None
-    effects = exact_node_effects(model, clean.tokens, bad.tokens, clean.answer_ids, clean.wrong_ids, ["MLP0", "L0H0"])
-    assert set(effects) == {"MLP0", "L0H0"} and all(np.isfinite(list(effects.values())))
     with pytest.raises(ValueError, match="empty"):
         select(g, threshold=1e9)

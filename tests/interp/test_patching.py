@@ -66,19 +66,26 @@ def test_variants_stacked_in_one_forward_agree(setup):
     np.testing.assert_allclose(one.raw, many.raw, atol=1e-5)
 
 
-def test_labels_and_positions_before_the_first_difference(setup):
-    """Results carry position labels; a patch before the first differing token changes nothing (denoising stays
-    at 0, noising at 1)."""
+def test_labels_and_first_difference(setup):
+    """Results carry position labels and the first position where clean and corrupted tokens differ."""
     model, clean, bad = setup
     r = patch_sweep(model, clean.tokens, bad.tokens, clean.answer_ids, clean.wrong_ids, "resid_pre",
                     position_labels=clean.position_labels)
     assert r.values.shape == (model.cfg.n_layers, clean.tokens.shape[1])
     assert r.labels["pos"] == clean.position_labels
-    noise = patch_sweep(model, clean.tokens, bad.tokens, clean.answer_ids, clean.wrong_ids, "resid_pre",
+    assert r.first_diff == int(np.nonzero((clean.tokens != bad.tokens).any(0))[0][0])
+
+
+def test_noising_ranks_by_the_size_of_the_effect(setup):
+    """A noising value of 1 means the patch changed nothing: the largest effect is the value furthest from 1."""
+    model, clean, bad = setup
+    noise = patch_sweep(model, clean.tokens, bad.tokens, clean.answer_ids, clean.wrong_ids, "heads",
                         direction="noise")
-    first = int(np.nonzero((clean.tokens != bad.tokens).any(0))[0][0])
-    np.testing.assert_allclose(r.values[:, :first], 0.0, atol=1e-6)
-    np.testing.assert_allclose(noise.values[:, :first], 1.0, atol=1e-6)
+    (idx, eff), *_ = noise.top(3)
+    assert eff == pytest.approx(float(np.max(np.abs(1 - noise.values))))
+    assert idx == np.unravel_index(np.argmax(np.abs(1 - noise.values)), noise.values.shape)
+    deno = patch_sweep(model, clean.tokens, bad.tokens, clean.answer_ids, clean.wrong_ids, "heads")
+    assert deno.top(1)[0][1] == pytest.approx(float(deno.values.ravel()[np.argmax(np.abs(deno.values))]))
 
 
 def test_patching_the_whole_stream_reproduces_the_clean_run(setup):
@@ -97,14 +104,34 @@ def test_patching_the_whole_stream_reproduces_the_clean_run(setup):
 
 @pytest.mark.parametrize("method", ["atp", "ig"])
 def test_attribution_patching_tracks_exact_patching(setup, method):
-    from interp.atp import attribution_patch, rank_correlation
+    """Agreement over the positions that can differ only (earlier ones are zero in both and are left out)."""
+    from interp.atp import agreement, attribution_patch
 
     model, clean, bad = setup
     exact = patch_sweep(model, clean.tokens, bad.tokens, clean.answer_ids, clean.wrong_ids, "resid_pre")
     est = attribution_patch(model, clean.tokens, bad.tokens, clean.answer_ids, clean.wrong_ids, nodes="resid_pre",
                             method=method, steps=16)
     assert est["values"].shape == exact.values.shape
-    assert rank_correlation(est["values"], exact.values) > 0.6
+    a = agreement(est["values"], exact.values, exact.first_diff, pos_axis=1, k=5)
+    assert a["n_compared"] == exact.values[:, exact.first_diff:].size
+    assert a["spearman"] > 0.6 and a["top_k_recall"] >= 0.6
+
+
+def test_agreement_leaves_out_the_shared_structural_zeros():
+    """Independent positive effects sharing 5 of 12 positions of zeros: counting the zeros makes them look
+    correlated (about 0.79), leaving them out does not."""
+    from interp.atp import agreement
+    from interp.stats import spearman
+
+    rng = np.random.default_rng(0)
+    naive, fixed = [], []
+    for _ in range(200):
+        x, y = np.abs(rng.normal(size=(1, 12))), np.abs(rng.normal(size=(1, 12)))
+        x[:, :5] = y[:, :5] = 0.0
+        naive.append(spearman(x, y))
+        fixed.append(agreement(x, y, first_diff=5, pos_axis=1)["spearman"])
+    assert np.mean(naive) > 0.7  # the inflation the old measure had
+    assert abs(np.mean(fixed)) < 0.1
 
 
 def test_integrated_gradients_completeness_improves_with_steps(setup):
