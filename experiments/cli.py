@@ -167,7 +167,19 @@ def build_parser() -> argparse.ArgumentParser:
     from experiments import cli_analyses
 
     cli_analyses.register(sub)
+    _debug_anywhere(ap)
     return ap
+
+
+def _debug_anywhere(parser: argparse.ArgumentParser) -> None:
+    """Accept --debug after any subcommand too (SUPPRESS keeps a --debug given before it)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sp in action.choices.values():
+                if not any("--debug" in a.option_strings for a in sp._actions):
+                    sp.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                                    help="show tracebacks")
+                _debug_anywhere(sp)
 
 
 def main(argv: list[str] | None = None) -> int:

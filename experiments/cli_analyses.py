@@ -34,9 +34,10 @@ def _load(path: str, device: str) -> tuple[Any, dict[str, Any]]:
 
 def _provenance(args: argparse.Namespace, info: dict[str, Any], task: Any, extra: dict[str, Any]) -> dict[str, Any]:
     from experiments.config import to_dict
-    from interp.store import versions
+    from interp.store import portable, versions
 
-    return {"command": args.command, "model": getattr(args, "checkpoint", None), "weights_sha256":
+    model = getattr(args, "checkpoint", None)
+    return {"command": args.command, "model": portable(model, Path(args.out)) if model else None, "weights_sha256":
             info.get("weights_sha256"), "task": to_dict(task), "seed": getattr(args, "seed", None),
             "versions": versions(), **extra}
 
@@ -67,14 +68,12 @@ def cmd_patch(args: argparse.Namespace) -> None:
         "what": args.what, "direction": args.direction, "corruption": args.corruption, "axes": list(r.axes),
         "labels": r.labels, "clean_logit_diff": r.clean_logit_diff, "corrupt_logit_diff": r.corrupt_logit_diff,
         "clean_tokens": clean.tokens, "corrupt_tokens": bad.tokens}))
-    flat = np.nan_to_num(r.values).ravel()
-    top = np.argsort(-np.abs(flat))[:5]
     print(f"patched {args.what} ({args.direction}, {args.corruption}, {args.n} pairs): clean logit diff "
-          f"{r.clean_logit_diff:.3f}, corrupted {r.corrupt_logit_diff:.3f}")
-    for i in top:
-        idx = np.unravel_index(i, r.values.shape)
-        print("  " + ", ".join(f"{a}={r.labels.get(a, [str(j) for j in range(999)])[k]}" for a, k in zip(r.axes, idx))
-              + f": {r.values[idx]:+.3f}")
+          f"{r.clean_logit_diff:.3f}, corrupted {r.corrupt_logit_diff:.3f}; largest effects "
+          f"({'share of the clean run restored' if args.direction == 'denoise' else 'share of the clean run removed'}):")
+    for idx, eff in r.top(5):
+        print("  " + ", ".join(f"{a}={r.labels[a][k] if a in r.labels else k}" for a, k in zip(r.axes, idx))
+              + f": {eff:+.3f}")
     print(f"wrote {out}")
 
 
@@ -184,52 +183,82 @@ def cmd_neurons(args: argparse.Namespace) -> None:
 
 def cmd_compare(args: argparse.Namespace) -> None:
     from experiments import stages
-    from interp.store import atomic_write_json
+    from interp.compare import check_same_shape
+    from interp.store import atomic_write_json, portable
+    from interp.stats import mean_ci
 
     base, binfo = _load(args.base, args.device)
     models = {}
     for kind, paths in (("finetuned", args.finetuned), ("scratch", args.scratch or [])):
         for i, p in enumerate(paths):
             models[f"{kind}-s{i}"] = _load(p, args.device)[0]
+            check_same_shape(models[f"{kind}-s{i}"], base, f"comparing {p} with the base")
     task = _task(args, {})
-    res = stages.compare_to_base(models, base, task, args.n, args.seed, progress=True)
     out = _out(args)
+    _, reps = stages.representations_of({**models, "base": base}, task, args.n, args.seed)
+    from tasks.cdm import generate
+
+    rel = generate(task, args.n, seed=args.seed + 1, tokenizer=base.tokenizer, split="test")
+    per_model = {mid: {"cka_base": stages.cka_with(reps[mid], reps["base"]),
+                       "reliance_base": stages.reliance(m, base, rel), "weight_change": stages.weight_change(m, base)}
+                 for mid, m in models.items()}
     summary = {}
     for kind in ("finetuned", "scratch"):
-        per = [v for k, v in res["per_model"].items() if k.startswith(kind)]
+        per = [v for k, v in per_model.items() if k.startswith(kind)]
         if per:
-            summary[kind] = {
-                "cka_resid_answer": stages.summarise_layers([p["cka"]["resid"]["answer"] for p in per]),
-                "reversion_layer": stages.summarise_layers(
-                    [np.array([v["accuracy_retained"] for v in p["reversion"]["layer"].values()]) for p in per]),
-                "cmap_resid": stages.summarise_layers(
-                    [np.array([v["accuracy_retained"] for v in p["cmap"]["resid"]]) for p in per])}
+            cka = mean_ci(np.array([p["cka_base"]["debiased"]["resid"]["answer"] for p in per]))
+            rev = mean_ci(np.array([[x["accuracy_retained"] for x in p["reliance_base"]["reversion_layer"]]
+                                    for p in per]))
+            summary[kind] = {"cka_resid_answer": [v.tolist() for v in cka], "reversion_layer": [v.tolist() for v in rev]}
     atomic_write_json(out / "compare.json", _provenance(args, binfo, task, {
-        "finetuned": args.finetuned, "scratch": args.scratch, "base": args.base, "summary": summary, **res}))
+        "finetuned": [portable(p, out) for p in args.finetuned], "scratch": [portable(p, out) for p in args.scratch or []],
+        "base": portable(args.base, out), "summary": summary, "per_model": per_model,
+        "trials": {"cka": {"split": "test", "n": args.n, "seed": args.seed},
+                   "reliance": {"split": "test", "n": args.n, "seed": args.seed + 1}}}))
     for kind, s in summary.items():
-        print(f"{kind}: CKA with base per layer " + " ".join(f"{v:.2f}" for v in s["cka_resid_answer"]["mean"]))
-        print(f"{kind}: accuracy kept reverting one layer " + " ".join(f"{v:.2f}" for v in s["reversion_layer"]["mean"]))
-    print(f"base reference accuracy {res['base_reference']['accuracy']:.3f}; wrote {out}")
+        print(f"{kind}: debiased CKA with the base per layer (mean over models) "
+              + " ".join(f"{v:.2f}" for v in s["cka_resid_answer"][0]))
+        print(f"{kind}: accuracy kept (chance-corrected) reverting one layer to the base "
+              + " ".join(f"{v:.2f}" for v in s["reversion_layer"][0]))
+    print(f"wrote {out}")
 
 
 def cmd_discover(args: argparse.Namespace) -> None:
     from experiments import stages
+    from experiments.figures import _layout
     from interp.store import atomic_write_json
     from interp.viz import circuit_graph, export_figure
 
     model, info = _load(args.checkpoint, args.device)
-    base = _load(args.base, args.device)[0] if args.base else model
     task = _task(args, info)
-    r = stages.discover(model, base, task, args.corruption, args.n, args.seed, args.method, args.ablation)
     out = _out(args)
-    from experiments.figures import _layout
-
+    r = stages.discover(model, task, args.corruption, args.n, args.seed, args.method, args.ablation,
+                        n_random=args.random, level=args.level, overlap_fraction=args.fraction, progress=True)
+    if args.base:
+        base_ranked = stages.base_ranking(_load(args.base, args.device)[0], task, args.corruption, args.n, args.seed,
+                                          args.method)
+        k = len(r["overlap_set"])
+        r["base_top"] = base_ranked[:k]
+        r["share_in_base_top"] = {"value": len(set(r["overlap_set"]) & set(base_ranked[:k])) / k,
+                                  "chance": k / r["n_nodes"]}
     atomic_write_json(out / "circuit.json", _provenance(args, info, task, r))
-    fig = circuit_graph(_layout(r["nodes_80"], r["node_scores"]), r["circuit_edges"], f"circuit ({args.method})")
-    export_figure(fig, out / "circuit", ["html", "csv"])
-    print(f"{args.method}: {r['size_80']} nodes reach 80% faithfulness ({args.ablation} ablation): "
-          f"{', '.join(r['nodes_80'][:12])}")
-    print(f"exact-patching check of the top nodes: Spearman {r['exact_check']['rank_correlation']:.2f}; wrote {out}")
+    keep = set(r["overlap_set"]) | {"embed", "logits"}
+    edges = [e for e in r["edges"] if e["from"] in keep and e["to"] in keep][:60]
+    export_figure(circuit_graph(_layout(r["overlap_set"], r["node_scores"]), edges, f"circuit ({args.method})"),
+                  out / "circuit", ["html", "csv"])
+    for level in ("node", "edge"):
+        c = r[f"{level}_curve"]
+        reached = c["level_reached"]
+        rc = np.asarray(c["random_cpr"], float)
+        print(f"{level}s: m(full) {c['m_full']:.3f}, m(empty) {c['m_empty']:.3f}; CPR {c['cpr']:.3f} (random "
+              f"{np.mean(rc):.3f}), CMD {c['cmd']:.3f}; size at {args.level:.0%}: "
+              f"{reached['size'] if reached['size'] is not None else 'not reached by a proper sub-circuit'}"
+              if c["defined"] else f"{level}s: faithfulness undefined (m(full) - m(empty) too small)")
+    print(f"top {len(r['overlap_set'])} nodes: {', '.join(r['overlap_set'])}")
+    if args.base:
+        s = r["share_in_base_top"]
+        print(f"share among the base's top {len(r['overlap_set'])}: {s['value']:.2f} (chance {s['chance']:.2f})")
+    print(f"exact-patching check of the top nodes: Spearman {r['exact_check']['spearman']:.2f}; wrote {out}")
 
 
 def cmd_run(args: argparse.Namespace) -> None:
@@ -316,16 +345,19 @@ def register(sub: Any) -> None:
     common(p, n=32)
     p.add_argument("--method", default="eap-ig", choices=["eap", "eap-ig"])
     p.add_argument("--corruption", default="context-flip", choices=[c for c in CORRUPTIONS if c != "irrelevant-flip"])
-    p.add_argument("--ablation", default="mean", choices=["corrupted", "mean", "resample"])
+    p.add_argument("--ablation", default="corrupted", choices=["corrupted", "mean", "resample"])
     p.add_argument("--base", help="pretrained base, to rank the same nodes in it")
+    p.add_argument("--random", type=int, default=20, help="random circuits per size (baseline)")
+    p.add_argument("--level", type=float, default=0.8, help="faithfulness level for 'size at level'")
+    p.add_argument("--fraction", type=float, default=0.2, help="share of nodes listed as the circuit's top set")
     p.set_defaults(func=cmd_discover)
 
     p = sub.add_parser("run", help="the whole fine-tuned vs scratch experiment and its report")
-    p.add_argument("config", nargs="?", help="run config (default: experiments/configs/default.toml values)")
+    p.add_argument("config", nargs="?", help="run config (default: the packaged experiments/configs/default.toml)")
     p.add_argument("--out", help="run directory (default: runs/<name>)")
     p.add_argument("--seeds", type=int, help="number of seeds (0..N-1)")
     p.add_argument("--device")
-    p.add_argument("--base", help="pretrained base (default: the shipped model); e.g. gpt2 on a GPU")
+    p.add_argument("--base", help="pretrained base (default: the shipped cogbase-6l); e.g. gpt2 on a GPU")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_run)

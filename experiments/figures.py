@@ -1,19 +1,24 @@
-"""Every figure of a run, rebuilt from the run's stored results (so `cogcircuits export` needs no recomputation)."""
+"""Every figure of a run, rebuilt from the run's stored results (so `cogcircuits export` needs no recomputation).
+Intervals are the project's one definition (`interp.stats.mean_ci`: 95% t-interval over seeds)."""
 
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from interp import viz
+from interp.stats import mean_ci
 from interp.store import atomic_write_json
 
+GROUPS = ("finetuned", "scratch")
 
-def _load(run: Path, name: str) -> dict[str, Any]:
-    p = run / "results" / f"{name}.json"
+
+def load_results(run: Path, name: str) -> dict[str, Any]:
+    p = Path(run) / "results" / f"{name}.json"
     return json.loads(p.read_text()) if p.exists() else {}
 
 
@@ -22,113 +27,203 @@ def _arr(run: Path, name: str) -> np.ndarray:
         return z["values"]
 
 
-def _band(d: dict[str, list[float]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    return np.array(d["mean"]), np.array(d["low"]), np.array(d["high"])
+def _group(mid: str) -> str:
+    return mid.split("-s")[0]
 
 
-def build_figures(run: Path) -> dict[str, Any]:  # noqa: C901
+def firsts(ids: list[str]) -> list[str]:
+    """The first analysed model of each group (the one whose maps are drawn)."""
+    return [m for m in (next((i for i in ids if _group(i) == g), None) for g in GROUPS) if m]
+
+
+def _ci_bars(rows: list[list[float]]) -> tuple[np.ndarray, np.ndarray]:
+    m, lo, hi = mean_ci(np.asarray(rows, dtype=float))
+    return m, (hi - lo) / 2
+
+
+def _training(ev: dict[str, Any], figs: dict[str, Any]) -> None:
+    traces = []
+    for mid, r in ev["models"].items():
+        if mid == "base":
+            continue
+        steps = [c["step"] for c in r["curve"]]
+        traces.append({"name": f"{mid} overall", "x": steps, "y": [c["val_accuracy"] for c in r["curve"]],
+                       "group": _group(mid)})
+        traces.append({"name": f"{mid} incongruent", "x": steps,
+                       "y": [c.get("val_incongruent_accuracy") for c in r["curve"]], "group": _group(mid),
+                       "dash": "dot"})
+    crit = ev["criterion"]["finetuned"]
+    figs["learning_curves"] = viz.curves(traces, f"Validation accuracy during training (criterion: >= "
+                                                 f"{crit['accuracy']:.0%} overall and >= "
+                                                 f"{crit['incongruent_accuracy']:.0%} on incongruent trials)",
+                                         "step", "accuracy")
+    ids = [m for m in ev["models"] if m != "base"]
+    figs["steps_to_criterion"] = viz.strips(
+        ["steps"], {"steps": [(m, float(ev["models"][m]["training"]["steps"]), _group(m)) for m in ids]},
+        "Training steps used (to the criterion, or the whole budget when it was missed)", "steps")
+
+
+def _accuracy(ev: dict[str, Any], figs: dict[str, Any]) -> None:
+    cols = [("test", "accuracy", "test"), ("test", "incongruent_accuracy", "test, incongruent")]
+    if all("gen" in r for r in ev["models"].values()):
+        cols += [("gen", "accuracy", "held-out numbers"), ("gen", "incongruent_accuracy", "held-out, incongruent")]
+    groups, conds = {}, None
+    by_cond = {}
+    for init in (*GROUPS, "base"):
+        rows = [r for mid, r in ev["models"].items() if _group(mid) == init and (init == "base" or mid in ev["eligible"])]
+        if not rows:
+            continue
+        groups[f"{init} ({len(rows)})"] = _ci_bars([[r[s][k] for s, k, _ in cols] for r in rows])
+        by = [{(c["context"], c["relevant_coherence"], c["congruent"]): c["accuracy"]
+               for c in r["test"]["by_condition"]} for r in rows]
+        conds = conds or sorted(by[0])
+        by_cond[f"{init} ({len(rows)})"] = _ci_bars([[b.get(k, np.nan) for k in conds] for b in by])
+    figs["accuracy_by_split"] = viz.bars([c[2] for c in cols], groups, "Accuracy of the models that met the "
+                                         "criterion (mean, 95% CI over seeds; chance 50%)", "accuracy")
+    figs["accuracy_by_split"].update_yaxes(range=[0, 1.05])
+    labels = [f"ctx{c} coh{h} {'cong' if g else 'incong'}" for c, h, g in conds or []]
+    figs["accuracy_by_condition"] = viz.bars(labels, by_cond, "Test accuracy per condition (mean, 95% CI over seeds)",
+                                             "accuracy")
+    figs["accuracy_by_condition"].update_yaxes(range=[0, 1.05])
+    shown = firsts(ev["eligible"]) + ["base"]
+    for kind in ("relevant", "irrelevant"):
+        traces = [{"name": f"{mid} ctx{ctx}", "x": d["signed_coherence"], "y": d["p_right"], "group": _group(mid)}
+                  for mid in shown for ctx, d in ev["models"][mid]["psychometric"][kind].items()]
+        figs[f"psychometric_{kind}"] = viz.curves(
+            traces, f"Psychometric curves: P(right) vs signed coherence of the {kind} modality",
+            f"signed coherence of the {kind} modality (+ = right)", "P(choice = right)")
+
+
+def _compare(co: dict[str, Any], figs: dict[str, Any]) -> None:
+    pm = co["per_model"]
+    if not pm:
+        return
+    first = next(iter(pm.values()))
+    n = len(first["cka_base"]["debiased"]["resid"]["answer"])
+    resid_x = [f"resid_pre L{i}" for i in range(n - 1)] + ["final"]
+    layers = [f"L{i}" for i in range(len(first["reliance_base"]["reversion_layer"]))]
+    figs["cka_base"] = viz.profiles(resid_x, {m: p["cka_base"]["debiased"]["resid"]["answer"] for m, p in pm.items()},
+                                    "Debiased CKA with the pretrained base: residual stream at the answer position",
+                                    "layer", "CKA")
+    figs["cmap"] = viz.profiles(layers, {m: [x["accuracy_retained"] for x in p["reliance_base"]["cmap_resid"]]
+                                         for m, p in pm.items()},
+                                "Accuracy kept (chance-corrected) with the base's residual stream patched in at each "
+                                "layer", "layer", "(acc - 0.5) / (acc_full - 0.5)", hline=0.0)
+    rev, grp = {}, {}
+    for m, p in pm.items():
+        if _group(m) == "scratch":
+            rev[f"{m} to its own init"] = [x["accuracy_retained"] for x in p["reliance_init"]["reversion_layer"]]
+            grp[f"{m} to its own init"] = "scratch"
+            rev[f"{m} to the base"] = [x["accuracy_retained"] for x in p["reliance_base"]["reversion_layer"]]
+            grp[f"{m} to the base"] = "scratch to the base"
+        else:
+            rev[f"{m} to the base"] = [x["accuracy_retained"] for x in p["reliance_base"]["reversion_layer"]]
+            grp[f"{m} to the base"] = "finetuned"
+    figs["reversion"] = viz.profiles(layers, rev, "Accuracy kept (chance-corrected) reverting one layer to the "
+                                     "model's starting weights (fine-tuned: the base; scratch: its own "
+                                     "initialisation, and the base as a second control)", "reverted layer",
+                                     "(acc - 0.5) / (acc_full - 0.5)", hline=0.0, group=grp)
+    figs["reversion_top_down"] = viz.profiles(
+        layers[::-1], {m: [x["accuracy_retained"] for x in p["reliance_base"]["reversion_top_down"]]
+                       for m, p in pm.items()},
+        "Accuracy kept reverting every layer from the top down to the base (x = lowest reverted layer)",
+        "lowest reverted layer", "(acc - 0.5) / (acc_full - 0.5)", hline=0.0)
+    figs["weight_change"] = viz.profiles(co["components"], {m: list(p["weight_change"].values()) for m, p in pm.items()},
+                                         "Relative weight change from the base", "component",
+                                         "||W - W_base|| / ||W_base||")
+    pairs, grp = {}, {}
+    for p in co.get("pairs", []):
+        name = f"{p['a']} ~ {p['b']}"
+        pairs[name] = p["cka"]
+        grp[name] = "between" if _group(p["a"]) != _group(p["b"]) else f"within {_group(p['a'])}"
+    if pairs:
+        figs["cka_between"] = viz.profiles(resid_x, pairs, "Debiased CKA between two trained models (residual "
+                                                            "stream at the answer): pairs within an init vs between "
+                                                            "(thin: each pair; thick: mean over pairs, which share "
+                                                            "models, so no interval)", "layer", "CKA", group=grp,
+                                           bands=False)
+
+
+def _contrasts(c: dict[str, Any], figs: dict[str, Any]) -> None:
+    keys = [k for k in ("circuit_overlap", "patching_map_similarity", "ablation_map_similarity",
+                        "cka_between_models") if k in c]
+    points = {k: [(f"{p['a']} ~ {p['b']}", p["value"],
+                   p["relation"] if p["relation"] == "between" else f"within {_group(p['a'])}")
+                  for p in c[k]["pairs"]] for k in keys}
+    if keys:
+        figs["pair_contrasts"] = viz.strips(keys, points, "Similarity of two models: pairs of the same init vs "
+                                            "fine-tuned-vs-scratch pairs (dash: chance level)", "similarity",
+                                            {k: c[k]["chance"] for k in keys})
+
+
+def _circuits(run: Path, ci: dict[str, Any], figs: dict[str, Any]) -> None:
+    for level in ("node", "edge"):
+        per_model = {m: r[f"{level}_curve"]["faithfulness"] for m, r in ci["models"].items()}
+        rnd = {}
+        for g in GROUPS:
+            draws = [np.asarray(r[f"{level}_curve"]["random_faithfulness"], float) for m, r in ci["models"].items()
+                     if _group(m) == g]
+            if draws:
+                d = np.concatenate(draws, axis=1)  # [size, draw]
+                with warnings.catch_warnings():  # undefined faithfulness is NaN everywhere: drawn as a gap
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    rnd[g] = (np.nanmean(d, 1), np.nanpercentile(d, 2.5, axis=1), np.nanpercentile(d, 97.5, axis=1))
+        grid = next(iter(ci["models"].values()))[f"{level}_curve"]["grid"]
+        figs[f"faithfulness_{level}"] = viz.faithfulness_curves(
+            grid, per_model, rnd, f"Faithfulness of the top-ranked {level}s ({ci['method']}, {ci['ablation']} "
+                                  f"ablation; MIB grid), beside {ci['n_random']} random circuits per size")
+    for mid in firsts(list(ci["models"])):
+        full = json.loads((run / "circuits" / f"{mid}.json").read_text())
+        keep = set(full["overlap_set"]) | {"embed", "logits"}
+        edges = [e for e in full["edges"] if e["from"] in keep and e["to"] in keep][:60]
+        figs[f"circuit_{mid}"] = viz.circuit_graph(_layout(full["overlap_set"], full["node_scores"]), edges,
+                                                   f"{mid}: its top {len(full['overlap_set'])} nodes and their "
+                                                   "strongest edges")
+
+
+def _analyses(run: Path, an: dict[str, Any], figs: dict[str, Any]) -> None:
+    for mid in firsts(list(an["models"])):
+        s = an["models"][mid]
+        pos_labels = s["position_labels"]
+        heads = _arr(run, f"patch_heads_{mid}")
+        L_labels, H_labels = [f"L{i}" for i in range(heads.shape[0])], [f"H{i}" for i in range(heads.shape[1])]
+        figs[f"patch_heads_{mid}"] = viz.heatmap(heads, L_labels, H_labels, f"{mid}: denoising patching of head "
+                                                 f"outputs ({an['corruption']})", "normalised effect")
+        for what in ("resid_pre", "attn_out", "mlp_out"):
+            figs[f"patch_{what}_{mid}"] = viz.heatmap(_arr(run, f"patch_{what}_{mid}"), L_labels, pos_labels,
+                                                      f"{mid}: denoising patching of {what} per layer x position",
+                                                      "normalised effect")
+        hp = _arr(run, f"patch_heads_by_pos_{mid}")  # [layer, pos, head]
+        figs[f"patch_heads_by_pos_{mid}"] = viz.heatmap(
+            hp.transpose(0, 2, 1).reshape(-1, hp.shape[1]), [f"L{l}H{h}" for l in range(hp.shape[0])
+                                                            for h in range(hp.shape[2])], pos_labels,
+            f"{mid}: head x position patching", "normalised effect")
+        figs[f"dla_heads_{mid}"] = viz.heatmap(_arr(run, f"dla_heads_{mid}"), L_labels, H_labels,
+                                               f"{mid}: direct logit attribution per head", "logit diff")
+        base_ld = s["ablation_baseline"]["logit_diff"]
+        figs[f"ablation_heads_{mid}"] = viz.heatmap(_arr(run, f"ablation_heads_logit_diff_{mid}") - base_ld,
+                                                    L_labels, H_labels, f"{mid}: change in logit diff when each head "
+                                                    f"is {an['ablation']}-ablated", "delta logit diff")
+
+
+def build_figures(run: Path) -> dict[str, Any]:
     """{name: plotly figure} for everything the run has computed so far."""
     run = Path(run)
     figs: dict[str, Any] = {}
-    ev, an, co, ci = _load(run, "evaluate"), _load(run, "analyses"), _load(run, "compare"), _load(run, "circuits")
+    ev, an, co = load_results(run, "evaluate"), load_results(run, "analyses"), load_results(run, "compare")
+    ci, c = load_results(run, "circuits"), load_results(run, "contrasts")
     if ev:
-        traces = [{"name": mid, "x": [c["step"] for c in r["curve"]], "y": [c["val_accuracy"] for c in r["curve"]],
-                   "group": mid.split("-")[0]} for mid, r in ev["models"].items() if mid != "base"]
-        figs["learning_curves"] = viz.curves(traces, "Validation accuracy during training", "step", "accuracy")
-        conds, groups = None, {}
-        for init in ("finetuned", "scratch", "base"):
-            rows = [r for mid, r in ev["models"].items() if mid.split("-")[0] == init]
-            by = [{(c["context"], c["relevant_coherence"], c["congruent"]): c["accuracy"]
-                   for c in r["test"]["by_condition"]} for r in rows]
-            conds = conds or sorted(by[0])
-            vals = np.array([[b.get(k, np.nan) for k in conds] for b in by])
-            err = vals.std(0, ddof=1) * 1.96 / np.sqrt(len(vals)) if len(vals) > 1 else np.zeros(len(conds))
-            groups[init] = (vals.mean(0), err)
-        labels = [f"ctx{c} coh{h} {'cong' if g else 'incong'}" for c, h, g in conds]
-        figs["accuracy_by_condition"] = viz.bars(labels, groups, "Test accuracy per condition (mean over seeds)",
-                                                 "accuracy")
-        splits = [s for s in ("test", "gen") if all(s in r for r in ev["models"].values())]
-        sg = {}
-        for init in ("finetuned", "scratch", "base"):
-            rows = [r for mid, r in ev["models"].items() if mid.split("-")[0] == init]
-            vals = np.array([[r[s]["accuracy"] for s in splits] for r in rows])
-            err = vals.std(0, ddof=1) * 1.96 / np.sqrt(len(vals)) if len(vals) > 1 else np.zeros(len(splits))
-            sg[init] = (vals.mean(0), err)
-        figs["accuracy_by_split"] = viz.bars(splits, sg, "Accuracy on the test and generalisation splits", "accuracy")
-        for kind in ("relevant", "irrelevant"):
-            traces = []
-            for mid, r in ev["models"].items():
-                if not (mid.endswith("-s0") or mid == "base" or mid.endswith(f"-s{_first_seed(ev)}")):
-                    continue
-                for ctx, d in r["psychometric"][kind].items():
-                    traces.append({"name": f"{mid} ctx{ctx}", "x": d["signed_coherence"], "y": d["p_right"],
-                                   "group": mid.split("-")[0]})
-            figs[f"psychometric_{kind}"] = viz.curves(
-                traces, f"Psychometric curves: P(right) vs signed coherence of the {kind} modality",
-                f"signed coherence of the {kind} modality (+ = right)", "P(choice = right)")
-    if an:
-        for mid, s in an["models"].items():
-            L_labels = None
-            pos_labels = s["position_labels"]
-            heads = _arr(run, f"patch_heads_{mid}")
-            L_labels = [f"L{i}" for i in range(heads.shape[0])]
-            H_labels = [f"H{i}" for i in range(heads.shape[1])]
-            figs[f"patch_heads_{mid}"] = viz.heatmap(heads, L_labels, H_labels,
-                                                     f"{mid}: denoising patching of head outputs ({an['corruption']})",
-                                                     "normalised effect")
-            for what in ("resid_pre", "attn_out", "mlp_out"):
-                figs[f"patch_{what}_{mid}"] = viz.heatmap(_arr(run, f"patch_{what}_{mid}"), L_labels, pos_labels,
-                                                          f"{mid}: denoising patching of {what} per layer x position",
-                                                          "normalised effect")
-            hp = _arr(run, f"patch_heads_by_pos_{mid}")  # [layer, pos, head]
-            figs[f"patch_heads_by_pos_{mid}"] = viz.heatmap(
-                hp.transpose(0, 2, 1).reshape(-1, hp.shape[1]), [f"L{l}H{h}" for l in range(hp.shape[0])
-                                                                for h in range(hp.shape[2])], pos_labels,
-                f"{mid}: head x position patching", "normalised effect")
-            figs[f"dla_heads_{mid}"] = viz.heatmap(_arr(run, f"dla_heads_{mid}"), L_labels, H_labels,
-                                                   f"{mid}: direct logit attribution per head", "logit diff")
-            base_ld = s["ablation_baseline"]["logit_diff"]
-            figs[f"ablation_heads_{mid}"] = viz.heatmap(_arr(run, f"ablation_heads_logit_diff_{mid}") - base_ld,
-                                                        L_labels, H_labels,
-                                                        f"{mid}: change in logit diff when each head is "
-                                                        f"{an['ablation']}-ablated", "delta logit diff")
+        _training(ev, figs)
+        _accuracy(ev, figs)
     if co:
-        L = len(next(iter(co["layers"].values()))["cka_resid_answer"]["mean"])
-        for key, title, xs in (
-                ("cka_resid_answer", "CKA with the pretrained base: residual stream at the answer position",
-                 [f"resid_pre L{i}" for i in range(L - 1)] + ["final"]),
-                ("cka_mlp_answer", "CKA with the base: MLP outputs at the answer position", None),
-                ("reversion_layer", "Accuracy retained when one layer is reverted to the base's weights", None),
-                ("reversion_top_down", "Accuracy retained reverting layers top-down (x = lowest reverted layer)", None),
-                ("reversion_bottom_up", "Accuracy retained reverting layers bottom-up (x = highest reverted layer)",
-                 None),
-                ("cmap_resid", "Accuracy retained patching the base's residual stream into the model", None),
-                ("cmap_mlp", "Accuracy retained patching the base's MLP output into the model", None)):
-            series = {k: _band(v[key]) for k, v in co["layers"].items() if key in v}
-            n = len(next(iter(series.values()))[0])
-            x = xs or ([f"L{i}" for i in range(n - 1, -1, -1)] if key == "reversion_top_down" else
-                       [f"L{i}" for i in range(n)])
-            figs[key] = viz.lines_ci(x, series, title + " (mean, 95% CI over seeds)", "layer", "value")
-        series = {k: _band(v["weight_change"]) for k, v in co["layers"].items() if "weight_change" in v}
-        figs["weight_change"] = viz.lines_ci(co["components"], series, "Relative weight change from the base",
-                                             "component", "||W - W_base|| / ||W_base||")
-    if ci:
-        traces = [{"name": mid, "x": r["faithfulness"]["sizes"], "y": r["faithfulness"]["faithfulness"],
-                   "group": mid.split("-")[0]} for mid, r in ci["models"].items()]
-        figs["faithfulness"] = viz.curves(traces, f"Faithfulness vs circuit size ({ci['method']}, "
-                                                  f"{ci['ablation']} ablation)", "nodes kept", "faithfulness")
-        for mid in ci["models"]:
-            full = json.loads((run / "circuits" / f"{mid}.json").read_text())
-            nodes = _layout(full["nodes_80"], full["node_scores"])
-            figs[f"circuit_{mid}"] = viz.circuit_graph(nodes, full["circuit_edges"],
-                                                       f"{mid}: circuit at 80% faithfulness "
-                                                       f"({len(full['nodes_80'])} nodes)")
+        _compare(co, figs)
+    if c:
+        _contrasts(c, figs)
+    if ci and ci.get("models"):
+        _circuits(run, ci, figs)
+    if an and an.get("models"):
+        _analyses(run, an, figs)
     return figs
-
-
-def _first_seed(ev: dict[str, Any]) -> str:
-    seeds = sorted(int(m.split("-s")[1]) for m in ev["models"] if "-s" in m)
-    return str(seeds[0]) if seeds else "0"
 
 
 def _layout(names: list[str], scores: dict[str, float]) -> list[dict[str, Any]]:

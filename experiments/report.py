@@ -1,6 +1,7 @@
-"""The self-contained HTML report of a run: findings as sentences computed from this run's numbers, figures
-(plotly bundle inlined once), tables, and the config, seeds and package versions. Every dynamic string is escaped.
-"""
+"""The self-contained HTML report of a run, organised by the paper's claims: each claim's verdict first (derived by
+the printed rule from this run's contrasts), then its parts with their numbers and nulls, its figures and caveats;
+then the models and the criterion, circuits, the descriptive analyses, which trials each analysis covers, and the
+config and versions. The plotly bundle is inlined once. Every dynamic string is escaped."""
 
 from __future__ import annotations
 
@@ -10,116 +11,17 @@ from typing import Any
 
 import numpy as np
 
-from experiments.figures import _load, build_figures
-from interp.compare import mean_ci
+from experiments.figures import build_figures, firsts, load_results
+from interp.stats import wilson
 from interp.store import atomic_write_text
 from interp.viz import esc, figure_div, plotly_bundle
 
-
-def _ci(values: list[float], fmt: str = "{:.1%}") -> str:
-    """Mean and 95% t-interval over seeds; accuracies (percent format) are clipped to [0, 1]."""
-    v = np.asarray(values, dtype=float)
-    m, lo, hi = mean_ci(v[:, None])
-    if "%" in fmt:
-        lo, hi = np.clip(lo, 0, 1), np.clip(hi, 0, 1)
-    if len(v) < 2:
-        return fmt.format(m[0]) + " (one seed)"
-    return f"{fmt.format(m[0])} (95% CI {fmt.format(lo[0])} to {fmt.format(hi[0])}, {len(v)} seeds)"
-
-
-def _cmp(a: float, b: float, more: str, less: str, tol: float = 1e-9) -> str:
-    return more if a > b + tol else less if a < b - tol else "the same as"
-
-
-def findings(run: Path) -> list[str]:  # noqa: C901
-    ev, an, co, ci = _load(run, "evaluate"), _load(run, "analyses"), _load(run, "compare"), _load(run, "circuits")
-    out: list[str] = []
-    if ev:
-        groups = {init: [r for mid, r in ev["models"].items() if mid.split("-")[0] == init]
-                  for init in ("finetuned", "scratch")}
-        acc = {k: [r["test"]["accuracy"] for r in v] for k, v in groups.items()}
-        steps = {k: [r["steps"] for r in v] for k, v in groups.items()}
-        out.append(f"Test accuracy: fine-tuned {_ci(acc['finetuned'])}; from scratch {_ci(acc['scratch'])}; the "
-                   f"pretrained base before training {ev['models']['base']['test']['accuracy']:.1%} (chance 50%, "
-                   f"Bayes-optimal {ev['bayes_optimal_accuracy']:.1%}).")
-        out.append(f"Training steps used (stopping at the target validation accuracy or the step budget): fine-tuned "
-                   f"{np.mean(steps['finetuned']):.0f} on average (range {min(steps['finetuned'])}-"
-                   f"{max(steps['finetuned'])}), scratch {np.mean(steps['scratch']):.0f} (range "
-                   f"{min(steps['scratch'])}-{max(steps['scratch'])}): the fine-tuned models used "
-                   f"{_cmp(np.mean(steps['finetuned']), np.mean(steps['scratch']), 'more', 'fewer').replace('the same as', 'as many')} "
-                   "steps as the scratch models.")
-        if all("gen" in r for v in groups.values() for r in v):
-            gen = {k: [r["gen"]["accuracy"] for r in v] for k, v in groups.items()}
-            out.append(f"Generalisation split (held-out conditions never seen in training): fine-tuned "
-                       f"{_ci(gen['finetuned'])}, scratch {_ci(gen['scratch'])}, base "
-                       f"{ev['models']['base']['gen']['accuracy']:.1%}.")
-        for init, rows in groups.items():
-            inc = [np.mean([c["accuracy"] for c in r["test"]["by_condition"] if not c["congruent"]]) for r in rows]
-            con = [np.mean([c["accuracy"] for c in r["test"]["by_condition"] if c["congruent"]]) for r in rows]
-            out.append(f"{init}: accuracy on congruent trials {np.mean(con):.1%}, on incongruent trials "
-                       f"{np.mean(inc):.1%} (mean over seeds and coherences).")
-    if co:
-        f = np.array(co["layers"]["finetuned"]["cka_resid_answer"]["mean"], dtype=float)
-        s = np.array(co["layers"]["scratch"]["cka_resid_answer"]["mean"], dtype=float)
-        names = [f"before layer {i}" for i in range(len(f) - 1)] + ["after the last layer"]
-        ok = np.isfinite(f) & np.isfinite(s)
-        if ok.any():
-            k = int(np.argmax(np.where(ok, np.abs(f - s), -np.inf)))
-            idx = np.nonzero(ok)[0]
-            early, late = idx[: len(idx) // 2], idx[len(idx) // 2:]
-            out.append(f"Residual-stream CKA with the base at the answer position, averaged over layers: fine-tuned "
-                       f"{f[ok].mean():.3f}, scratch {s[ok].mean():.3f}. The largest difference is {names[k]} "
-                       f"(fine-tuned {f[k]:.3f}, scratch {s[k]:.3f}).")
-            if len(early) and len(late):
-                out.append(f"For the fine-tuned models this similarity is {_cmp(f[late].mean(), f[early].mean(), 'higher', 'lower')} "
-                           f"in the later half of the network ({f[late].mean():.3f}) than in the earlier half "
-                           f"({f[early].mean():.3f}); for the scratch models {s[late].mean():.3f} vs {s[early].mean():.3f}.")
-            if "ft-vs-scratch" in co["layers"]:
-                fs = np.array(co["layers"]["ft-vs-scratch"]["cka_resid_answer"]["mean"], dtype=float)
-                out.append(f"Fine-tuned vs scratch CKA (same seed) averaged over layers: {np.nanmean(fs[ok]):.3f}.")
-        for init in ("finetuned", "scratch"):
-            r = np.array(co["layers"][init]["reversion_layer"]["mean"])
-            k = int(np.argmin(r))
-            out.append(f"Weight reversion ({init}): reverting one layer to the base's weights keeps {np.mean(r):.1%} "
-                       f"of the accuracy on average; layer {k} matters most (keeps {r[k]:.1%}).")
-            c = np.array(co["layers"][init]["cmap_resid"]["mean"])
-            out.append(f"Cross-model patching ({init}): the base's residual stream patched in at layer l keeps "
-                       f"{', '.join(f'L{i} {v:.0%}' for i, v in enumerate(c))} of the accuracy.")
-        wf = np.array(co["layers"]["finetuned"]["weight_change"]["mean"])
-        ws = np.array(co["layers"]["scratch"]["weight_change"]["mean"])
-        out.append(f"Relative distance of the weights from the base (median over components): fine-tuned "
-                   f"{np.median(wf):.3f}, scratch {np.median(ws):.3f}; the fine-tuned model changed most in "
-                   f"{co['components'][int(np.argmax(wf))]} ({wf.max():.3f}).")
-        out.append(f"Reference: the base itself scores {co['base_reference']['accuracy']:.1%} on these trials.")
-    if an:
-        for mid, s in an["models"].items():
-            out.append(f"{mid}: attribution patching agrees with exact patching (head x position, Spearman) at "
-                       f"{s['atp_rank_correlation']:.2f}; its integrated-gradients variant at "
-                       f"{s['ig_rank_correlation']:.2f}.")
-    if ci:
-        for init in ("finetuned", "scratch"):
-            rows = [r for mid, r in ci["models"].items() if mid.startswith(init)]
-            sizes = [r["size_80"] for r in rows if r["size_80"] is not None]
-            layers = [int(n[3:]) if n.startswith("MLP") else int(n[1:n.index("H")]) for r in rows for n in r["nodes_80"]]
-            n_total = len(rows[0]["ranked"]) if rows else 0
-            if sizes:
-                out.append(f"Circuit ({init}, {ci['method']}, {ci['ablation']} ablation): {np.mean(sizes):.1f} of "
-                           f"{n_total} nodes reach 80% faithfulness on average ({len(sizes)}/{len(rows)} seeds reach "
-                           f"it); its nodes sit at layers {', '.join(f'L{l}: {layers.count(l)}' for l in sorted(set(layers)))}.")
-            else:
-                out.append(f"Circuit ({init}): no circuit size reached 80% faithfulness in any seed.")
-            frac = [len(r["in_base_top"]) / len(r["nodes_80"]) for r in rows if r["nodes_80"]]
-            if init == "finetuned" and frac:
-                out.append(f"Of the fine-tuned circuits' nodes, {np.mean(frac):.0%} are also among the base model's "
-                           f"equally many top-ranked nodes on the same trial pairs.")
-            checks = [r["exact_check"]["rank_correlation"] for r in rows]
-            out.append(f"Exact-patching check of the top of the {init} ranking: Spearman "
-                       f"{', '.join(f'{c:.2f}' for c in checks)} (per seed).")
-        j = [v for v in ci["jaccard_ft_scratch"].values() if v == v]
-        if j:
-            out.append(f"Overlap (Jaccard) between the fine-tuned and scratch circuits of the same seed: "
-                       f"{np.mean(j):.2f} on average (per seed: {', '.join(f'{v:.2f}' for v in j)}).")
-    return out
+STYLE = ("body{font-family:sans-serif;max-width:1150px;margin:24px auto;line-height:1.45}"
+         "table{border-collapse:collapse;margin:10px 0}td,th{border:1px solid #ccc;padding:3px 8px;font-size:.88em;"
+         "vertical-align:top}pre{background:#f5f5f5;padding:10px;overflow-x:auto;font-size:.8em}"
+         ".v{font-weight:bold;padding:2px 8px;border-radius:4px}.supported,.in-favour{background:#d4edda}"
+         ".not-supported,.against{background:#f8d7da}.inconclusive,.undefined{background:#fff3cd}"
+         ".rule{background:#f0f4fa;padding:8px 12px;border-left:4px solid #7a9cc6}")
 
 
 def _table(rows: list[list[Any]], header: list[str]) -> str:
@@ -128,33 +30,186 @@ def _table(rows: list[list[Any]], header: list[str]) -> str:
     return f"<table><thead><tr>{h}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def _badge(text: str) -> str:
+    return f"<span class='v {esc(text.replace(' ', '-'))}'>{esc(text)}</span>"
+
+
+def _num(v: Any, fmt: str = "{:.3f}") -> str:
+    return "undefined" if v is None or (isinstance(v, float) and not np.isfinite(v)) else fmt.format(v)
+
+
+def _models(ev: dict[str, Any]) -> str:
+    rows = []
+    for mid, r in ev["models"].items():
+        t = r.get("training", {})
+        lo, hi = wilson(r["test"]["n_correct"], r["test"]["trials"]["n"])
+        gen = r.get("gen")
+        rows.append([mid, "yes" if mid in ev["eligible"] else ("reference" if mid == "base" else "NO: excluded"),
+                     f"{r['test']['accuracy']:.3f} ({lo:.3f}-{hi:.3f})", _num(r["test"]["incongruent_accuracy"]),
+                     _num(gen["accuracy"]) if gen else "-", _num(gen["incongruent_accuracy"]) if gen else "-",
+                     t.get("steps", "-"), t.get("steps_to_criterion") or "-"])
+    crit = ev["criterion"]
+    parts = [f"<p>Training criterion (validation split, checked every {crit['finetuned']['checked_every']} steps on "
+             f"{crit['finetuned']['n_trials']} trials): accuracy &ge; {crit['finetuned']['accuracy']:.0%} overall and "
+             f"&ge; {crit['finetuned']['incongruent_accuracy']:.0%} on incongruent trials (scratch: "
+             f"{crit['scratch']['accuracy']:.0%} / {crit['scratch']['incongruent_accuracy']:.0%}). Only models that "
+             f"met it are analysed. Chance is {ev['chance']:.0%}; the Bayes-optimal accuracy is "
+             f"{ev['bayes_optimal_accuracy']:.1%}. Test accuracy with the Wilson 95% interval over trials.</p>",
+             _table(rows, ["model", "analysed", "test accuracy", "test incongruent", "held-out numbers",
+                           "held-out incongruent", "steps", "steps to criterion"])]
+    if ev["excluded"]:
+        parts.append("<p><b>Excluded</b> (left out of every mechanistic contrast): " + "; ".join(
+            f"{esc(m)}: {esc(why)}" for m, why in ev["excluded"].items()) + "</p>")
+    else:
+        parts.append("<p>Every model met the criterion.</p>")
+    return "\n".join(parts)
+
+
+def _claim(cl: dict[str, Any], figs: dict[str, Any]) -> str:
+    rows = [[p["says"], p["outcome"], p["detail"], p["contrast"]] for p in cl["parts"]]
+    parts = [f"<h2 id='claim-{esc(cl['key'])}'>Claim {esc(cl['key'])}: {esc(cl['statement'])} "
+             f"{_badge(cl['verdict'])}</h2>", f"<p><b>Tested against:</b> {esc(cl['null'])}.</p>",
+             _table(rows, ["part", "outcome", "numbers (per model; p from a permutation test over model labels)",
+                           "contrast"])]
+    for name in cl["figures"]:
+        if name in figs:
+            parts.append(f"<h4>{esc(name)}</h4>{figure_div(figs[name])}")
+    parts.append("<p><b>Caveats.</b></p><ul>" + "".join(f"<li>{esc(c)}</li>" for c in cl["caveats"]) + "</ul>")
+    return "\n".join(parts)
+
+
+def _circuits(ci: dict[str, Any], figs: dict[str, Any]) -> str:
+    rows = []
+    for mid, r in ci["models"].items():
+        for level in ("node", "edge"):
+            c = r[f"{level}_curve"]
+            rc = np.asarray(c["random_cpr"], float)
+            reached = c["level_reached"]
+            rows.append([mid, level, c["n_items"], _num(c["m_full"], "{:.2f}"), _num(c["m_empty"], "{:.2f}"),
+                         "0 / 1" if c["defined"] else "undefined", _num(c["cpr"]), _num(c["cmd"]),
+                         f"{_num(float(np.mean(rc)) if rc.size and np.isfinite(rc).all() else None)} "
+                         f"({_num(float(np.min(rc)) if rc.size else None)}-{_num(float(np.max(rc)) if rc.size else None)})",
+                         _num(reached.get("cpr_percentile_among_random"), "{:.0%}"),
+                         reached["size"] if reached["size"] is not None else "not reached",
+                         _num(reached.get("random_share_reaching"), "{:.0%}")])
+    lvl = f"{ci['level']:.0%}"
+    out = [f"<h2 id='circuits'>Circuits</h2><p>{esc(ci['method'])} scores; faithfulness f(C) = (m(C) - m(empty)) / "
+           f"(m(full) - m(empty)) with {esc(ci['ablation'])} ablation of everything outside C, on MIB's size grid; "
+           "CPR = area under f, CMD = area under |1 - f| (trapezoid rule). f is undefined when m(full) - m(empty) is "
+           "not above 0.25 logits and 3 standard errors. 'Size at " + lvl + "' is the smallest grid size below the "
+           "full graph reaching it (the full graph reaches 1 by definition and is not counted).</p>",
+           _table(rows, ["model", "level", "items", "m(full)", "m(empty)", "f(empty) / f(full)", "CPR", "CMD",
+                         f"random CPR mean (range, {ci['n_random']} draws)", "CPR beats random", f"size at {lvl}",
+                         "random sets of that size reaching it"])]
+    for name in ("faithfulness_node", "faithfulness_edge") + tuple(f"circuit_{m}" for m in firsts(list(ci["models"]))):
+        if name in figs:
+            out.append(f"<h4>{esc(name)}</h4>{figure_div(figs[name])}")
+    return "\n".join(out)
+
+
+def _analyses(an: dict[str, Any], figs: dict[str, Any]) -> str:
+    rows = [[mid, _num(s["atp_agreement"]["spearman"], "{:.2f}"), _num(s["atp_agreement"]["top_k_recall"], "{:.0%}"),
+             _num(s["ig_agreement"]["spearman"], "{:.2f}"), _num(s["ig_agreement"]["top_k_recall"], "{:.0%}"),
+             s["atp_agreement"]["n_compared"], _num(s["neuron_choice_is_correct"], "{:.1%}")]
+            for mid, s in an["models"].items() if "atp_agreement" in s]
+    out = ["<h2 id='analyses'>Descriptive analyses</h2><p>Attribution patching against exact head x position "
+           "patching, over the positions at or after the first token where clean and corrupted inputs differ "
+           "(earlier ones are zero in both by construction); top-10 recall = share of exact patching's 10 largest "
+           "effects that the estimate also ranks in its top 10. Neuron regressions use the model's own choice and, "
+           "separately, the correct answer: they coincide on the share of trials shown.</p>",
+           _table(rows, ["model", "AtP Spearman", "AtP top-10 recall", "IG Spearman", "IG top-10 recall",
+                         "entries compared", "model choice = correct answer"]),
+           "<p>Per-position maps and attribution patching are computed for the first analysed model of each init "
+           "(the ones drawn below); head patching, DLA, head ablation and neurons for every analysed model.</p>"]
+    for mid in firsts(list(an["models"])):
+        for kind in ("patch_heads", "patch_heads_by_pos", "patch_resid_pre", "patch_attn_out", "patch_mlp_out",
+                     "dla_heads", "ablation_heads"):
+            name = f"{kind}_{mid}"
+            if name in figs:
+                out.append(f"<h4>{esc(name)}</h4>{figure_div(figs[name])}")
+    return "\n".join(out)
+
+
+def _coverage(an: dict[str, Any], co: dict[str, Any], ci: dict[str, Any], ev: dict[str, Any]) -> str:
+    rows = []
+    first = next(iter(ev["models"].values()))
+    rows.append(["evaluation (accuracy, psychometric curves)", "every model and the base",
+                 json.dumps(first["test"]["trials"]) + ("; " + json.dumps(first["gen"]["trials"]) if "gen" in first
+                                                         else "")])
+    if an.get("models"):
+        for what, t in next(iter(an["models"].values()))["trials"].items():
+            rows.append([what.replace("_", " "), "each analysed model", json.dumps(t)])
+    for what, t in co.get("trials", {}).items():
+        rows.append([f"comparison: {what}", "each analysed model and the base", json.dumps(t)])
+    if ci.get("models"):
+        rows.append(["circuits", "each analysed model (the base ranked on the same pairs)",
+                     json.dumps(next(iter(ci["models"].values()))["trials"])])
+    return "<h2 id='trials'>Which trials each analysis covers</h2>" + _table(rows, ["analysis", "models", "trials"])
+
+
+def _all_contrasts(c: dict[str, Any]) -> str:
+    rows = []
+    for k, e in c.items():
+        r = e["result"]
+        if r is None:
+            rows.append([k, e["kind"], e["measure"], "-", "-", "-", e.get("note") or ""])
+        elif e["kind"] == "group":
+            rows.append([k, "group", e["measure"], f"{r['mean_a']:.3f} vs {r['mean_b']:.3f}",
+                         r["direction"], f"{r['p_two_sided']:.3f} (min {2 * r['min_p']:.3f})",
+                         "" if e.get("chance") is None else f"chance {e['chance']:.3f}"])
+        else:
+            rows.append([k, "pair", e["measure"], f"between {r['mean_between']:.3f} vs within {r['mean_within']:.3f}",
+                         "separated" if r["separated"] else "overlap", f"{r['p_value']:.3f} (min {r['min_p']:.3f})",
+                         "" if e.get("chance") is None else f"chance {e['chance']:.3f}"])
+    return ("<h2 id='contrasts'>Every contrast</h2><p>Group contrasts: fine-tuned vs scratch means, two-sided "
+            "permutation p over model labels. Pair contrasts: between-init vs within-init similarity, one-sided "
+            "permutation p.</p>" + _table(rows, ["contrast", "kind", "measure", "values", "groups",
+                                                 "permutation p", "baseline"]))
+
+
 def write_report(run: Path) -> Path:
     run = Path(run)
     meta = json.loads((run / "run.json").read_text())
-    ev = _load(run, "evaluate")
+    ev, an, co = load_results(run, "evaluate"), load_results(run, "analyses"), load_results(run, "compare")
+    ci, c, cl = load_results(run, "circuits"), load_results(run, "contrasts"), load_results(run, "claims")
     figs = build_figures(run)
+    name = meta["config"]["run"]["name"]
+    base = meta.get("base", {})
     parts = ["<!DOCTYPE html><html><head><meta charset='utf-8'>",
-             f"<title>cogcircuits report: {esc(meta['config']['run']['name'])}</title>",
-             "<style>body{font-family:sans-serif;max-width:1100px;margin:24px auto;line-height:1.45}"
-             "table{border-collapse:collapse;margin:10px 0}td,th{border:1px solid #ccc;padding:3px 8px;"
-             "font-size:.9em}pre{background:#f5f5f5;padding:10px;overflow-x:auto;font-size:.8em}"
-             "li{margin:4px 0}</style>",
+             f"<title>cogcircuits report: {esc(name)}</title><style>{STYLE}</style>",
              f"<script>{plotly_bundle()}</script></head><body>",
-             f"<h1>Fine-tuned vs scratch on the context-dependent decision task: {esc(meta['config']['run']['name'])}</h1>",
+             f"<h1>Fine-tuned vs scratch on the context-dependent decision task: {esc(name)}</h1>",
              f"<p>Run created {esc(meta['created'])} on {esc(meta['device'])}; config hash {esc(meta['config_hash'])}; "
-             f"seeds {esc(meta['config']['run']['seeds'])}; base model {esc(meta['config']['model']['base'])}.</p>",
-             "<h2>Findings (computed by this run)</h2><ul>"]
-    parts += [f"<li>{esc(s)}</li>" for s in findings(run)]
-    parts.append("</ul><p>Interactive attention views: <a href='attention.html'>attention.html</a>.</p>")
+             f"seeds {esc(meta['config']['run']['seeds'])}; base {esc(base.get('name'))} (weights sha256 "
+             f"{esc(str(base.get('weights_sha256'))[:16])}...). Interactive attention views: "
+             "<a href='attention.html'>attention.html</a>.</p>"]
+    if cl:
+        rows = [[f"{x['key']}: {x['statement']}", x["verdict"],
+                 ", ".join(f"{sum(p['outcome'] == o for p in x['parts'])} {o}" for o in
+                           ("in favour", "against", "inconclusive", "undefined") if any(p['outcome'] == o
+                                                                                         for p in x['parts']))]
+                for x in cl["claims"]]
+        parts += ["<h2>Verdicts</h2>", _table(rows, ["claim", "verdict", "parts"]),
+                  f"<p class='rule'><b>Rule.</b> {esc(cl['rule'])}</p>"]
     if ev:
-        rows = [[mid, f"{r['test']['accuracy']:.3f}", f"{r['test']['logit_diff']:.2f}",
-                 f"{r['gen']['accuracy']:.3f}" if "gen" in r else "-", r.get("steps", "-")]
-                for mid, r in ev["models"].items()]
-        parts.append("<h2>Models</h2>" + _table(rows, ["model", "test accuracy", "mean logit diff",
-                                                        "generalisation accuracy", "steps"]))
-    parts.append("<h2>Figures</h2>")
-    for name, fig in figs.items():
-        parts.append(f"<h3>{esc(name)}</h3>{figure_div(fig)}")
+        parts += ["<h2 id='models'>Models, training criterion, accuracy</h2>", _models(ev)]
+        for fname in ("learning_curves", "accuracy_by_split", "steps_to_criterion"):
+            if fname in figs:
+                parts.append(f"<h4>{esc(fname)}</h4>{figure_div(figs[fname])}")
+    for x in cl.get("claims", []):
+        parts.append(_claim(x, figs))
+    if ci.get("models"):
+        parts.append(_circuits(ci, figs))
+    if an.get("models"):
+        parts.append(_analyses(an, figs))
+    rest = [n for n in ("reversion_top_down", "weight_change", "accuracy_by_condition",
+                        "psychometric_relevant", "psychometric_irrelevant") if n in figs]
+    if rest:
+        parts.append("<h2>More figures</h2>" + "".join(f"<h4>{esc(n)}</h4>{figure_div(figs[n])}" for n in rest))
+    if c:
+        parts.append(_all_contrasts(c))
+    if ev:
+        parts.append(_coverage(ev=ev, an=an, co=co, ci=ci))
     parts.append("<h2>Config</h2><pre>" + esc(json.dumps(meta["config"], indent=2)) + "</pre>")
     parts.append("<h2>Package versions</h2><pre>" + esc(json.dumps(meta["versions"], indent=2)) + "</pre>")
     parts.append("</body></html>")

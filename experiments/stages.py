@@ -1,5 +1,6 @@
-"""The computations of each `cogcircuits run` stage. Each returns plain results (dicts of numbers and arrays); the
-pipeline decides where they are stored. Models are identified as "finetuned-s{seed}", "scratch-s{seed}", "base".
+"""The computations of each `cogcircuits run` stage, one model (or one model and its reference) at a time. Each
+returns plain results (numbers, arrays, typed results' dicts) and says which trials it covers; the pipeline
+decides where they are stored. Models are identified as "finetuned-s{seed}", "scratch-s{seed}", "base".
 """
 
 from __future__ import annotations
@@ -8,18 +9,30 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from interp.ablation import Ablator
-from interp.atp import attribution_patch, rank_correlation
+from interp.atp import agreement, attribution_patch
 from interp.attribution import direct_logit_attribution
-from interp.circuits import Faithfulness, edge_attribution, exact_node_effects, select, size_for
-from interp.compare import (cross_model_patching, layer_cka, mean_ci, relative_weight_change, representations,
-                            weight_reversion)
-from interp.metrics import accuracy_by_condition, evaluate_batch
+from interp.circuits import edge_attribution, exact_node_effects
+from interp.compare import cross_model_patching, layer_cka, relative_weight_change, representations, weight_reversion
+from interp.faithfulness import CircuitEvaluator, curve
+from interp.metrics import accuracy_by_condition, evaluate_batch, incongruent_accuracy
 from interp.neurons import neuron_selectivity
 from interp.patching import patch_sweep, position_token_labels
-from tasks.cdm import CDMConfig, bayes_optimal_accuracy, generate, make_pairs
+from interp.stats import spearman
+from tasks.cdm import CDMConfig, generate, make_pairs
+
+PATCHED = ("heads", "heads_by_pos", "resid_pre", "attn_out", "mlp_out")
+
+
+def trials(split: str, n: int, seed: int, corruption: str | None = None) -> dict[str, Any]:
+    """What an analysis covers, recorded beside its numbers."""
+    d: dict[str, Any] = {"split": split, "n": n, "seed": seed}
+    if corruption:
+        d["corruption"] = corruption
+        d["pairs"] = ("incongruent trials only (the cue flips the answer only there)" if corruption == "context-flip"
+                      else "all trials")
+    return d
 
 
 def psychometric(batch: Any, per_trial_ld: np.ndarray) -> dict[str, Any]:
@@ -38,48 +51,48 @@ def psychometric(batch: Any, per_trial_ld: np.ndarray) -> dict[str, Any]:
     return out
 
 
+def _split_eval(model: Any, task: CDMConfig, n: int, seed: int, split: str
+                ) -> tuple[Any, np.ndarray, dict[str, Any]]:
+    batch = generate(task, n, seed=seed, tokenizer=model.tokenizer, split=split)
+    ev = evaluate_batch(model, batch)
+    ld = ev["per_trial_logit_diff"]
+    return batch, ld, {"accuracy": ev["accuracy"], "incongruent_accuracy": incongruent_accuracy(batch, ld),
+                       "n_correct": int((ld > 0).sum()), "logit_diff": ev["logit_diff"],
+                       "by_condition": accuracy_by_condition(batch, ld), "trials": trials(split, n, seed)}
+
+
 def evaluate_model(model: Any, task: CDMConfig, n: int, seed: int) -> dict[str, Any]:
-    tok = model.tokenizer
-    test = generate(task, n, seed=seed, tokenizer=tok, split="test")
-    ev = evaluate_batch(model, test)
-    out = {"test": {"accuracy": ev["accuracy"], "logit_diff": ev["logit_diff"],
-                    "by_condition": accuracy_by_condition(test, ev["per_trial_logit_diff"])},
-           "psychometric": psychometric(test, ev["per_trial_logit_diff"])}
+    """Accuracy (overall, incongruent, per condition) on the test split and, when the task has one, on the
+    generalisation split; psychometric curves on the test split."""
+    test, ld, out = _split_eval(model, task, n, seed, "test")
+    result = {"test": out, "psychometric": psychometric(test, ld)}
     if task.has_gen:
-        gen = generate(task, n, seed=seed, tokenizer=tok, split="gen")
-        g = evaluate_batch(model, gen)
-        out["gen"] = {"accuracy": g["accuracy"], "logit_diff": g["logit_diff"],
-                      "by_condition": accuracy_by_condition(gen, g["per_trial_logit_diff"])}
-    return out
-
-
-def bayes_reference(task: CDMConfig) -> float:
-    return bayes_optimal_accuracy(task)
+        result["gen"] = _split_eval(model, task, n, seed, "gen")[2]
+    return result
 
 
 def analyse_model(model: Any, task: CDMConfig, corruption: str, n: int, seed: int, ablation: str,
-                  progress: bool = False) -> dict[str, Any]:
-    """Patching (heads, head x position, residual stream, attention and MLP outputs), attribution patching and
-    its agreement with exact patching, DLA per head, head ablation, neuron selectivity."""
+                  detailed: bool = True, progress: bool = False) -> dict[str, Any]:
+    """Exact patching of head outputs, DLA per head, head ablation and neuron selectivity; `detailed` adds
+    patching per position (head x position, residual stream, attention and MLP outputs) and attribution patching
+    with its agreement with exact patching."""
     tok = model.tokenizer
     clean, bad = make_pairs(task, n, seed=seed, tokenizer=tok, corruption=corruption)
     args = (model, clean.tokens, bad.tokens, clean.answer_ids, clean.wrong_ids)
     labels = position_token_labels(tok, clean.tokens, clean.position_labels)
     res: dict[str, Any] = {"position_labels": labels, "clean_tokens": clean.tokens, "corrupt_tokens": bad.tokens,
                            "answer_ids": clean.answer_ids, "wrong_ids": clean.wrong_ids}
-    for what in ("heads", "heads_by_pos", "resid_pre", "attn_out", "mlp_out"):
-        r = patch_sweep(*args, what=what, position_labels=labels, progress=progress)
-        res[f"patch_{what}"] = r
-    atp = attribution_patch(*args, nodes="heads", method="atp")
-    ig = attribution_patch(*args, nodes="heads", method="ig", steps=8)
-    exact = res["patch_heads_by_pos"].values  # [layer, pos, head]
-    res["atp_heads_by_pos"], res["ig_heads_by_pos"] = atp["values"], ig["values"]
-    res["atp_rank_correlation"] = rank_correlation(atp["values"], exact)
-    res["ig_rank_correlation"] = rank_correlation(ig["values"], exact)
+    for what in PATCHED if detailed else ("heads",):
+        res[f"patch_{what}"] = patch_sweep(*args, what=what, position_labels=labels, progress=progress)
+    if detailed:
+        exact = res["patch_heads_by_pos"]
+        for method, steps in (("atp", 1), ("ig", 8)):
+            est = attribution_patch(*args, nodes="heads", method=method, steps=steps)
+            res[f"{method}_heads_by_pos"] = est["values"]
+            res[f"{method}_agreement"] = agreement(est["values"], exact.values, exact.first_diff, pos_axis=1)
     test = generate(task, n, seed=seed, tokenizer=tok, split="test")
     dla = direct_logit_attribution(model, test.tokens, test.answer_ids, test.wrong_ids)
-    res["dla_heads"] = dla["heads"].mean(0)
-    res["dla_mlp"] = dla["mlp"].mean(0)
+    res["dla_heads"], res["dla_mlp"] = dla["heads"].mean(0), dla["mlp"].mean(0)
     ref = generate(task, n, seed=seed + 1, tokenizer=tok, split="test")
     ab = Ablator(model, test.tokens, test.answer_ids, test.wrong_ids, method=ablation, reference_tokens=ref.tokens)
     each = ab.each_head(progress=progress)
@@ -87,82 +100,93 @@ def analyse_model(model: Any, task: CDMConfig, corruption: str, n: int, seed: in
     res["ablation_baseline"] = ab.baseline
     big = generate(task, max(4 * n, 128), seed=seed + 2, tokenizer=tok, split="test")
     sel = neuron_selectivity(model, big, position="answer", top_k=10)
-    res["neuron_coef"], res["neuron_r2"] = sel["coef"], sel["r2"]
-    res["neuron_top"] = sel["top"]
+    for k in ("coef", "r2", "coef_correct", "r2_correct"):
+        res[f"neuron_{k}"] = sel[k]
+    res["neuron_top"], res["neuron_choice_is_correct"] = sel["top"], sel["choice_is_correct"]
     res["neuron_top_ablation"] = {v: ab.neurons([(l, i) for l, i, _ in sel["top"][v]]) for v in sel["top"]}
-    res["neuron_ablation_baseline"] = ab.baseline
+    res["trials"] = {"patching_and_attribution_patching": trials("test", n, seed, corruption),
+                     "dla_and_ablation": trials("test", n, seed), "ablation_reference": trials("test", n, seed + 1),
+                     "neurons": trials("test", len(big), seed + 2)}
     return res
 
 
-def compare_to_base(models: dict[str, Any], base: Any, task: CDMConfig, n: int, seed: int,
-                    progress: bool = False) -> dict[str, Any]:
-    """Per model: CKA with the base per layer (resid, attn_out, mlp_out at the answer and context positions),
-    weight reversion, relative weight change, cross-model patching; and fine-tuned vs scratch CKA per seed."""
-    from interp.compare import check_same_shape
-
-    for mid, m in models.items():
-        check_same_shape(m, base, f"comparing {mid} with the base (weight reversion, cross-model patching)")
-    tok = base.tokenizer
-    test = generate(task, n, seed=seed, tokenizer=tok, split="test")
+def representations_of(models: dict[str, Any], task: CDMConfig, n: int, seed: int) -> tuple[Any, dict[str, Any]]:
+    """Residual stream, attention and MLP outputs of every model on the same test trials (answer and context
+    positions)."""
+    first = next(iter(models.values()))
+    test = generate(task, n, seed=seed, tokenizer=first.tokenizer, split="test")
     pos = {"answer": test.positions["answer"], "context": test.positions["context"]}
-    base_rep = representations(base, test.tokens, pos)
-    out: dict[str, Any] = {"per_model": {}, "pairs": {}}
-    reps = {}
-    for mid, m in tqdm(models.items(), desc="compare", disable=not progress):
-        reps[mid] = representations(m, test.tokens, pos)
-        out["per_model"][mid] = {
-            "cka": layer_cka(reps[mid], base_rep), "cka_debiased": layer_cka(reps[mid], base_rep, debiased=True),
-            "reversion": weight_reversion(m, base, test.tokens, test.answer_ids, test.wrong_ids),
-            "weight_change": relative_weight_change(m, base),
-            "cmap": cross_model_patching(m, base, test.tokens, test.answer_ids, test.wrong_ids)}
-    for mid in models:
-        if mid.startswith("finetuned-"):
-            twin = mid.replace("finetuned-", "scratch-")
-            if twin in reps:
-                out["pairs"][f"{mid}~{twin}"] = layer_cka(reps[mid], reps[twin])
-    ev = evaluate_batch(base, test)
-    out["base_reference"] = {"accuracy": ev["accuracy"], "logit_diff": ev["logit_diff"]}
+    return test, {mid: representations(m, test.tokens, pos) for mid, m in models.items()}
+
+
+def cka_with(rep: dict[str, Any], ref: dict[str, Any]) -> dict[str, Any]:
+    """Per-layer CKA of one model's representations with a reference's: debiased (the estimator the verdicts
+    use) and the plain biased one."""
+    return {"debiased": layer_cka(rep, ref, debiased=True), "biased": layer_cka(rep, ref)}
+
+
+def reliance(model: Any, reference: Any, batch: Any, cmap: bool = True) -> dict[str, Any]:
+    """Chance-corrected performance kept when each layer (and every layer from the top down) is reverted to the
+    reference's weights, and when the reference's residual stream replaces the model's at each layer."""
+    args = (batch.tokens, batch.answer_ids, batch.wrong_ids)
+    rev = weight_reversion(model, reference, *args, singles=False, bottom_up=False)
+    out = {"reversion_layer": [rev["layer"][f"L{l}"] for l in range(model.cfg.n_layers)],
+           "reversion_top_down": rev["top_down"], "full": rev["full"]}
+    if cmap:
+        out["cmap_resid"] = cross_model_patching(model, reference, *args, sites=("resid",))["resid"]
     return out
 
 
-def summarise_layers(values_by_seed: list[np.ndarray]) -> dict[str, list[float]]:
-    m, lo, hi = mean_ci(np.stack(values_by_seed))
-    return {"mean": m.tolist(), "low": lo.tolist(), "high": hi.tolist(), "n_seeds": len(values_by_seed)}
+def weight_change(model: Any, base: Any) -> dict[str, float]:
+    return relative_weight_change(model, base)
 
 
-def discover(model: Any, base: Any, task: CDMConfig, corruption: str, n: int, seed: int, method: str,
-             ablation: str, progress: bool = False, base_scores: dict[str, float] | None = None) -> dict[str, Any]:
-    """EAP / EAP-IG graph, a faithfulness curve over circuit size (nodes ranked by |score|), the circuit at 80%
-    faithfulness, an exact-patching check of the ranking, and the base's own node ranking on the same pairs."""
+def map_similarity(maps: dict[str, np.ndarray], order: list[str]) -> np.ndarray:
+    """Spearman correlation between every two models' maps (e.g. head patching effects [layer, head])."""
+    n = len(order)
+    sim = np.full((n, n), np.nan)
+    for i in range(n):
+        for j in range(n):
+            if i != j:
+                sim[i, j] = spearman(maps[order[i]], maps[order[j]])
+    return sim
+
+
+def discover(model: Any, task: CDMConfig, corruption: str, n: int, seed: int, method: str, ablation: str,
+             n_random: int, level: float, overlap_fraction: float, progress: bool = False) -> dict[str, Any]:
+    """EAP / EAP-IG graph; MIB faithfulness curves over nodes and over edges beside random circuits; the top
+    `overlap_fraction` of nodes (the set compared across models); and an exact-patching check of the ranking."""
     tok = model.tokenizer
     clean, bad = make_pairs(task, n, seed=seed, tokenizer=tok, corruption=corruption)
     args = (clean.tokens, bad.tokens, clean.answer_ids, clean.wrong_ids)
     g = edge_attribution(model, *args, method=method, steps=8)
     ns = g.node_scores()
     ranked = sorted(ns, key=lambda k: -abs(ns[k]))
-    f = Faithfulness(model, *args, ablation=ablation, seed=seed)
-    curve = f.curve(ranked, progress=progress)
-    k80 = size_for(curve, 0.8)
-    nodes80 = ranked[:k80] if k80 is not None else ranked
+    edges = g.edges()
+    ev = CircuitEvaluator(model, *args, ablation=ablation, seed=seed)
+    node_curve = curve(ev, ranked, "node", n_random=n_random, seed=seed, at_level=level, progress=progress)
+    edge_curve = curve(ev, [(u, v) for u, v, _ in edges], "edge", n_random=n_random, seed=seed + 1,
+                       at_level=level, progress=progress)
     top = ranked[:min(8, len(ranked))]
     exact = exact_node_effects(model, *args, top)
-    bns = base_scores if base_scores is not None else edge_attribution(base, *args, method=method, steps=8).node_scores()
-    base_ranked = sorted(bns, key=lambda k: -abs(bns[k]))
-    k = len(nodes80)
-    circuit_edges = select(g, top_n=max(1, min(3 * k, len(g.edges()))))
-    return {
-        "method": method, "ablation": ablation, "corruption": corruption, "n_pairs": n,
-        "clean_logit_diff": g.clean_logit_diff, "corrupt_logit_diff": g.corrupt_logit_diff,
-        "node_scores": ns, "ranked": ranked, "faithfulness": curve, "size_80": k80, "nodes_80": nodes80,
-        "edges": [{"from": u, "to": v, "score": s} for u, v, s in g.edges()],
-        "circuit_edges": circuit_edges["edges"],
-        "exact_check": {"nodes": top, "eap": [ns[t] for t in top], "exact": [exact[t] for t in top],
-                        "rank_correlation": rank_correlation(np.array([ns[t] for t in top]),
-                                                             np.array([exact[t] for t in top]))},
-        "base_node_scores": bns,
-        "in_base_top": [n for n in nodes80 if n in set(base_ranked[:k])],
-        "clean_tokens": clean.tokens, "corrupt_tokens": bad.tokens,
-    }
+    k = max(1, int(round(overlap_fraction * len(ranked))))
+    return {"method": method, "ablation": ablation, "corruption": corruption, "n_pairs": n,
+            "trials": trials("test", n, seed, corruption),
+            "clean_logit_diff": g.clean_logit_diff, "corrupt_logit_diff": g.corrupt_logit_diff,
+            "node_scores": ns, "ranked": ranked, "node_curve": node_curve.to_dict(),
+            "edge_curve": edge_curve.to_dict(), "overlap_set": ranked[:k], "n_nodes": len(ranked),
+            "edges": [{"from": u, "to": v, "score": s} for u, v, s in edges],
+            "exact_check": {"nodes": top, "eap": [ns[t] for t in top], "exact": [exact[t] for t in top],
+                            "spearman": spearman([ns[t] for t in top], [exact[t] for t in top])},
+            "clean_tokens": clean.tokens, "corrupt_tokens": bad.tokens}
+
+
+def base_ranking(base: Any, task: CDMConfig, corruption: str, n: int, seed: int, method: str) -> list[str]:
+    """The base's own node ranking on the same pairs as the trained models' circuits."""
+    clean, bad = make_pairs(task, n, seed=seed, tokenizer=base.tokenizer, corruption=corruption)
+    ns = edge_attribution(base, clean.tokens, bad.tokens, clean.answer_ids, clean.wrong_ids, method=method,
+                          steps=8).node_scores()
+    return sorted(ns, key=lambda k: -abs(ns[k]))
 
 
 def attention_panels(models: dict[str, Any], task: CDMConfig, corruption: str, heads: list[tuple[int, int]],

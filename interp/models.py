@@ -28,8 +28,21 @@ WEIGHTS = "model.safetensors"
 TOKENIZER_DIR = "tokenizer"
 
 
+SHIPPED_BASES = ("cogbase-6l",)
+
+
 class ModelLoadError(RuntimeError):
     """A model, tokenizer or checkpoint could not be loaded; the message names the file and the problem."""
+
+
+def resolve_base(name_or_path: str | Path) -> str | Path:
+    """A shipped base's name -> its installed folder; anything else is returned unchanged (a local directory, a
+    checkpoint or a hub name)."""
+    if str(name_or_path) in SHIPPED_BASES:
+        from importlib import resources
+
+        return Path(str(resources.files("checkpoints").joinpath(str(name_or_path))))
+    return name_or_path
 
 
 @dataclass(frozen=True)
@@ -249,14 +262,17 @@ def load_checkpoint(path: str | Path, device: str = "cpu"):  # noqa: ANN201
 
 
 def load_model(path_or_name: str | Path, device: str = "cpu"):  # noqa: ANN201
-    """Any model this project uses: a project checkpoint, a local HF GPT-2 directory, or a hub name.
-    Returns (model, tokenizer, info) where info says what was loaded."""
+    """Any model this project uses: a shipped base by name, a project checkpoint, a local HF GPT-2 directory, or a
+    hub name. Returns (model, tokenizer, info) where info says what was loaded (never an absolute path)."""
+    name = str(path_or_name)
+    path_or_name = resolve_base(path_or_name)
     if is_checkpoint(path_or_name):
         model, tok, meta = load_checkpoint(path_or_name, device)
-        return model, tok, {"kind": "checkpoint", "path": str(path_or_name), **meta}
+        return model, tok, {"kind": "checkpoint", "name": Path(name).name, **meta}
     hf, tok = load_hf_gpt2(path_or_name)
     model = hf_to_hooked(hf, tok, device)
-    info: dict[str, Any] = {"kind": "hf", "source": str(path_or_name)}
+    info: dict[str, Any] = {"kind": "hf", "name": name if name in SHIPPED_BASES or not _looks_local(name)
+                            else Path(name).name}
     if _looks_local(path_or_name):
         weights = Path(path_or_name) / "model.safetensors"
         if weights.exists():
@@ -265,9 +281,11 @@ def load_model(path_or_name: str | Path, device: str = "cpu"):  # noqa: ANN201
 
 
 def base_arch_and_tokenizer(base: str | Path) -> tuple[Arch, Any]:
-    """Architecture and tokenizer of a base (checkpoint, local HF directory or hub name) without its weights."""
+    """Architecture and tokenizer of a base (shipped name, checkpoint, local HF directory or hub name) without its
+    weights."""
     from transformers import AutoConfig
 
+    base = resolve_base(base)
     if is_checkpoint(base):
         meta = read_checkpoint_meta(base)
         return Arch.from_dict(meta["arch"]), load_tokenizer(Path(base) / TOKENIZER_DIR)
@@ -286,6 +304,17 @@ def arch_of(model: Any) -> Arch:
     c = model.cfg
     return Arch(n_layers=c.n_layers, d_model=c.d_model, n_heads=c.n_heads, d_mlp=c.d_mlp, d_vocab=c.d_vocab,
                 n_ctx=c.n_ctx, act_fn=c.act_fn, eps=c.eps)
+
+
+def state_sha256(model: Any) -> str:
+    """A hash of a model's weights (every state-dict tensor, in name order, as float32 bytes)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for k, v in sorted(model.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return h.hexdigest()
 
 
 def copy_model(model: Any):  # noqa: ANN201

@@ -94,6 +94,13 @@ def prepare_out_dir(out: Path, overwrite: bool = False, resume: bool = False) ->
     return out
 
 
+def portable(value: str, root: Path) -> str:
+    """A path as outputs record it: an absolute path becomes relative to `root` (the output folder), so no output
+    holds an absolute path of the machine that made it; names and relative paths are kept as given."""
+    s = str(value)
+    return os.path.relpath(s, start=os.path.abspath(root)) if os.path.isabs(s) else s
+
+
 def file_sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

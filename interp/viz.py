@@ -19,7 +19,9 @@ import numpy as np
 
 from interp.store import atomic_write_bytes, atomic_write_csv, atomic_write_text
 
-PALETTE = {"finetuned": "#1f77b4", "scratch": "#d62728", "base": "#7f7f7f", "ft-vs-scratch": "#2ca02c"}
+PALETTE = {"finetuned": "#1f77b4", "scratch": "#d62728", "base": "#7f7f7f", "ft-vs-scratch": "#2ca02c",
+           "between": "#2ca02c", "within finetuned": "#1f77b4", "within scratch": "#d62728",
+           "scratch to the base": "#ff9896"}
 
 
 def esc(s: Any) -> str:
@@ -69,7 +71,7 @@ def curves(traces: list[dict[str, Any]], title: str, x_title: str, y_title: str)
     fig = go.Figure()
     for t in traces:
         fig.add_trace(go.Scatter(x=list(t["x"]), y=list(t["y"]), mode="lines+markers", name=esc(t["name"]),
-                                 line={"color": PALETTE.get(t.get("group", ""), None)}))
+                                 line={"color": PALETTE.get(t.get("group", ""), None), "dash": t.get("dash", "solid")}))
     fig.update_layout(title=_title(title), xaxis_title=esc(x_title), yaxis_title=esc(y_title), height=380)
     return fig
 
@@ -84,6 +86,88 @@ def bars(categories: Sequence[str], groups: dict[str, tuple[np.ndarray, np.ndarr
                              error_y={"type": "data", "array": list(err)},
                              marker_color=PALETTE.get(name.split(" ")[0], None)))
     fig.update_layout(title=_title(title), yaxis_title=esc(y_title), barmode="group", height=400)
+    return fig
+
+
+GROUP_COLORS = PALETTE
+
+
+def profiles(x: Sequence[Any], per_model: dict[str, Sequence[float]], title: str, x_title: str, y_title: str,
+             hline: float | None = None, group: dict[str, str] | None = None, bands: bool = True) -> Any:
+    """One thin line per model and, per group (`group[name]`, default the name before "-s"), the mean over its
+    models with the project's 95% interval over seeds (`interp.stats.mean_ci`) as a band (`bands=False` for
+    lines that are not independent, e.g. pairs of models sharing a model)."""
+    from interp.stats import mean_ci
+
+    go = _go()
+    fig = go.Figure()
+    xs = [esc(v) for v in x]
+    groups: dict[str, list[Sequence[float]]] = {}
+    for name, ys in per_model.items():
+        g = (group or {}).get(name, name.split("-s")[0])
+        groups.setdefault(g, []).append(ys)
+        fig.add_trace(go.Scatter(x=xs, y=list(ys), mode="lines", name=esc(name), opacity=0.45,
+                                 line={"width": 1, "color": GROUP_COLORS.get(g)}, legendgroup=esc(g)))
+    for g, rows in groups.items():
+        m, lo, hi = mean_ci(np.asarray(rows, dtype=float))
+        color = GROUP_COLORS.get(g)
+        if len(rows) > 1 and bands:
+            fig.add_trace(go.Scatter(x=xs + xs[::-1], y=list(hi) + list(lo)[::-1], fill="toself", opacity=0.18,
+                                     line={"width": 0, "color": color}, showlegend=False, hoverinfo="skip"))
+        fig.add_trace(go.Scatter(x=xs, y=list(m), mode="lines+markers", name=esc(f"{g} mean ({len(rows)})"),
+                                 line={"width": 3, "color": color}, legendgroup=esc(g)))
+    if hline is not None:
+        fig.add_hline(y=hline, line_dash="dot", line_color="#555")
+    fig.update_layout(title=_title(title), xaxis_title=esc(x_title), yaxis_title=esc(y_title), height=400)
+    return fig
+
+
+def strips(measures: Sequence[str], points: dict[str, list[tuple[str, float, str]]], title: str, y_title: str,
+           chance: dict[str, float | None] | None = None) -> Any:
+    """Points per measure, one per (label, value, series), side by side by series (e.g. "within finetuned",
+    "within scratch", "between", or "finetuned" / "scratch"), with the measure's chance level as a black dash."""
+    go = _go()
+    fig = go.Figure()
+    series = list(dict.fromkeys(r for pts in points.values() for _, _, r in pts))
+    for k, rel in enumerate(series):
+        xs, ys, text = [], [], []
+        for i, m in enumerate(measures):
+            for label, v, r in points.get(m, []):
+                if r == rel:
+                    xs.append(i + (k - (len(series) - 1) / 2) * 0.22)
+                    ys.append(v)
+                    text.append(esc(label))
+        fig.add_trace(go.Scatter(x=xs, y=ys, mode="markers", name=esc(rel), text=text, hoverinfo="text+y",
+                                 marker={"size": 9, "color": PALETTE.get(rel), "opacity": 0.8}))
+    for i, m in enumerate(measures):
+        c = (chance or {}).get(m)
+        if c is not None:
+            fig.add_trace(go.Scatter(x=[i - 0.4, i + 0.4], y=[c, c], mode="lines", name="chance",
+                                     showlegend=i == 0, line={"color": "black", "dash": "dash"}))
+    fig.update_layout(title=_title(title), yaxis_title=esc(y_title), height=420,
+                      xaxis={"tickmode": "array", "tickvals": list(range(len(measures))),
+                             "ticktext": [esc(m) for m in measures]})
+    return fig
+
+
+def faithfulness_curves(grid: Sequence[float], per_model: dict[str, Sequence[float]],
+                        random_by_group: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]], title: str) -> Any:
+    """Faithfulness against circuit size (fraction of items, log axis): one line per model and, per group, the
+    random circuits' mean (dashed) with the 2.5-97.5 percentile band of all random draws."""
+    go = _go()
+    fig = go.Figure()
+    xs = list(grid)
+    for g, (m, lo, hi) in random_by_group.items():
+        color = GROUP_COLORS.get(g)
+        fig.add_trace(go.Scatter(x=xs + xs[::-1], y=list(hi) + list(lo)[::-1], fill="toself", opacity=0.12,
+                                 line={"width": 0, "color": color}, showlegend=False, hoverinfo="skip"))
+        fig.add_trace(go.Scatter(x=xs, y=list(m), mode="lines", name=esc(f"random circuits ({g})"),
+                                 line={"dash": "dash", "color": color}))
+    for name, ys in per_model.items():
+        fig.add_trace(go.Scatter(x=xs, y=list(ys), mode="lines+markers", name=esc(name),
+                                 line={"color": GROUP_COLORS.get(name.split("-s")[0])}))
+    fig.update_layout(title=_title(title), xaxis={"type": "log", "title": "fraction of the graph kept"},
+                      yaxis_title="faithfulness f(C)", height=420)
     return fig
 
 
@@ -142,14 +226,26 @@ def chromium_available() -> bool:
     return any(shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome", "chrome"))
 
 
+PLOTLY_JS = "plotly.min.js"
+
+
+def write_plotly_js(folder: Path) -> Path:
+    """One plotly.min.js per folder, shared by every figure page in it (pages load it from disk: offline)."""
+    path = Path(folder) / PLOTLY_JS
+    if not path.exists():
+        atomic_write_text(path, plotly_bundle())
+    return path
+
+
 def export_figure(fig: Any, stem: Path, formats: Sequence[str]) -> list[Path]:
-    """Write `stem`.html (self-contained), .png, .svg as asked. PNG/SVG need a Chromium: without one they are
+    """Write `stem`.html (interactive, loading the folder's shared plotly.min.js), .png, .svg as asked. PNG/SVG need a Chromium: without one they are
     skipped and a clear error is raised after the others are written."""
     written, missing = [], []
     for fmt in formats:
         path = stem.with_suffix(f".{fmt}")
         if fmt == "html":
-            atomic_write_text(path, fig.to_html(full_html=True, include_plotlyjs=True))
+            write_plotly_js(stem.parent)
+            atomic_write_text(path, fig.to_html(full_html=True, include_plotlyjs="directory"))
         elif fmt == "csv":
             atomic_write_csv(path, figure_rows(fig))
         elif fmt in ("png", "svg"):

@@ -73,6 +73,7 @@ CONFIG_CASES = [
     ("bool for int", "[train]\nsteps = true\n", "expected an integer"),
     ("negative lr", "[train]\nlr = -1.0\n", "train.lr must be > 0"),
     ("target accuracy", "[train]\ntarget_accuracy = 1.5\n", "target_accuracy"),
+    ("incongruent target", "[train]\ntarget_incongruent = 0\n", "target_incongruent"),
     ("warmup beyond steps", "[train]\nsteps = 5\nwarmup = 50\n", "warmup"),
     ("coherence over 100", T + "[task]\ncoherences = [5, 150]\n", "outside 1..100"),
     ("coherence zero", T + "[task]\ncoherences = [0]\n", "outside 1..100"),
@@ -199,6 +200,24 @@ def test_run_config_contradiction(capsys, tmp_path):
 def test_run_duplicate_seeds(capsys, tmp_path):
     run_bad(capsys, ["run", cfg(tmp_path, "[run]\nseeds = [1, 1]\n"), "--out", str(tmp_path / "r")], "duplicates",
             out=tmp_path / "r")
+
+
+RUN_CASES = [
+    ("circuit level", "[run]\ncircuit_level = 1.2\n", "circuit_level"),
+    ("no random circuits", "[run]\ncircuit_random = 0\n", "circuit_random"),
+    ("too few reliance trials", "[run]\nn_reliance = 2\n", "n_reliance"),
+    ("unknown base name", "[model]\nbase = \"./no/such/base\"\n", "does not exist"),
+]
+
+
+@pytest.mark.parametrize("name,text,match", RUN_CASES, ids=[c[0] for c in RUN_CASES])
+def test_bad_run_configs(capsys, tmp_path, name, text, match):
+    run_bad(capsys, ["run", cfg(tmp_path, text), "--out", str(tmp_path / "r")], match, out=tmp_path / "r")
+
+
+def test_debug_after_the_subcommand(tmp_path):
+    with pytest.raises(Exception, match="does not exist"):
+        main(["eval", str(tmp_path / "nowhere"), "--debug"])
 
 
 def test_unknown_option(capsys, tmp_path):

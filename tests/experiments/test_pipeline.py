@@ -22,9 +22,12 @@ EVIL = "<script>window.__pwned=1</script>"
 
 def tiny_config(tmp: Path, base: Path) -> Path:
     p = tmp / "tiny.toml"
-    train = "steps = 16\neval_every = 8\neval_size = 32\nbatch_size = 16\nwarmup = 2\n"
-    p.write_text(f'[run]\nname = "tiny {EVIL}"\nseeds = [0, 1]\nn_eval = 48\nn_compare = 48\nn_pairs = 6\nattention_heads = 2\n'
-                 f'formats = ["html", "csv"]\n[model]\nbase = "{base}"\n[finetune]\n{train}[scratch]\n{train}'
+    # a criterion tiny models can meet in 16 steps: the test is about the plumbing, not the science
+    train = ("steps = 16\neval_every = 8\neval_size = 32\nbatch_size = 16\nwarmup = 2\ntarget_accuracy = 0.3\n"
+             "target_incongruent = 0.01\n")
+    p.write_text(f'[run]\nname = "tiny {EVIL}"\nseeds = [0, 1]\nn_eval = 48\nn_compare = 48\nn_reliance = 32\n'
+                 f'n_pairs = 6\nattention_heads = 2\ncircuit_random = 3\nformats = ["html", "csv"]\n'
+                 f'[model]\nbase = "{base}"\n[finetune]\n{train}[scratch]\n{train}'
                  '[task]\nheldout_number_range = [70, 99]\n')
     return p
 
@@ -45,44 +48,97 @@ def run_dir(tmp_path_factory, tiny_base):
     return tmp / "run"
 
 
-def test_every_promised_file(run_dir):
+def test_every_promised_file(run_dir, tiny_base):
     for f in ("run.json", "report.html", "attention.html", "results/evaluate.json", "results/analyses.json",
-              "results/compare.json", "results/circuits.json", "figures/index.json",
-              "arrays/accuracy_by_condition.csv"):
+              "results/compare.json", "results/circuits.json", "results/contrasts.json", "results/claims.json",
+              "figures/index.json", "figures/plotly.min.js", "arrays/accuracy_by_condition.csv"):
         assert (run_dir / f).is_file(), f
     for mid in ("finetuned-s0", "finetuned-s1", "scratch-s0", "scratch-s1"):
         assert (run_dir / "models" / mid / "checkpoint.json").is_file()
         assert (run_dir / "circuits" / f"{mid}.json").is_file()
     idx = json.loads((run_dir / "figures" / "index.json").read_text())
     for name in ("learning_curves", "psychometric_relevant", "psychometric_irrelevant", "accuracy_by_condition",
-                 "accuracy_by_split", "patch_heads_finetuned-s0", "patch_resid_pre_scratch-s0", "dla_heads_base",
-                 "ablation_heads_finetuned-s0", "cka_resid_answer", "reversion_layer", "cmap_resid", "faithfulness",
-                 "circuit_finetuned-s0"):
+                 "accuracy_by_split", "steps_to_criterion", "patch_heads_finetuned-s0", "patch_resid_pre_scratch-s0",
+                 "dla_heads_finetuned-s0", "ablation_heads_finetuned-s0", "cka_base", "cmap", "reversion",
+                 "cka_between", "pair_contrasts", "faithfulness_node", "faithfulness_edge", "circuit_finetuned-s0"):
         assert name in idx["figures"], name
-        assert (run_dir / "figures" / f"{name}.html").stat().st_size > 100_000  # plotly inlined
+        page = (run_dir / "figures" / f"{name}.html").read_text()
+        assert 'src="plotly.min.js"' in page and len(page) < 200_000  # one shared bundle, not one each
         assert (run_dir / "figures" / f"{name}.csv").stat().st_size > 0
     with np.load(run_dir / "arrays" / "patch_heads_finetuned-s0.npz") as z:
         assert z["values"].shape == (2, 4) and z["clean_tokens"].shape == (6, 12)
     meta = json.loads((run_dir / "run.json").read_text())
     assert meta["versions"]["torch"] and meta["config"]["run"]["seeds"] == [0, 1]
+    assert meta["base"]["name"] == tiny_base.name and len(meta["base"]["weights_sha256"]) == 64
     ev = json.loads((run_dir / "results" / "evaluate.json").read_text())
     assert set(ev["models"]) == {"finetuned-s0", "finetuned-s1", "scratch-s0", "scratch-s1", "base"}
     assert all("gen" in r for r in ev["models"].values())
+    assert ev["eligible"] == ["finetuned-s0", "finetuned-s1", "scratch-s0", "scratch-s1"]
 
 
-def test_report_sentences_come_from_the_numbers(run_dir):
-    from experiments.report import findings
+def test_circuits_and_contrasts_carry_their_baselines(run_dir):
+    ci = json.loads((run_dir / "results" / "circuits.json").read_text())
+    for mid, r in ci["models"].items():
+        for level in ("node", "edge"):
+            c = r[f"{level}_curve"]
+            assert len(c["random_faithfulness"]) == len(c["grid"]) and all(len(x) == 3 for x in c["random_faithfulness"])
+            assert len(c["random_cpr"]) == 3 and "cmd" in c and "m_empty" in c and "m_full" in c
+            if c["defined"]:
+                assert (c["f_empty"], c["f_full"]) == (0.0, 1.0)
+                assert c["faithfulness"][-1] == pytest.approx(1.0, abs=1e-4)
+                assert c["sizes"][0] == 0 and c["faithfulness"][0] == pytest.approx(0.0, abs=1e-4)
+            else:
+                assert all(np.isnan(c["faithfulness"]))
+    con = json.loads((run_dir / "results" / "contrasts.json").read_text())
+    for key in ("circuit_overlap", "patching_map_similarity", "ablation_map_similarity", "cka_between_models"):
+        assert con[key]["kind"] == "pair" and len(con[key]["pairs"]) == 6
+        if con[key]["result"] is not None:
+            r = con[key]["result"]
+            assert len(r["within_a"]) == len(r["within_b"]) == 1 and len(r["between"]) == 4
+    assert con["circuit_overlap"]["chance"] > 0
+    for key in ("cka_base_mean", "cmap_mean", "gen_accuracy", "steps_to_criterion"):
+        assert con[key]["kind"] == "group" and set(con[key]["per_model"]) == {"finetuned-s0", "finetuned-s1",
+                                                                             "scratch-s0", "scratch-s1"}
+
+
+def test_verdicts_are_the_rule_applied_to_the_stored_results(run_dir, tmp_path):
+    from experiments.claims import judge
+    from experiments.pipeline import RunContext, load_run_config
+    from experiments.steps import claims as claims_step
+    from experiments.report import write_report
 
     ev = json.loads((run_dir / "results" / "evaluate.json").read_text())
-    text = " ".join(findings(run_dir))
-    acc = np.mean([ev["models"][m]["test"]["accuracy"] for m in ("finetuned-s0", "finetuned-s1")])
-    assert f"{acc:.1%}" in text
-    # the same report from altered numbers reads differently
-    alt = run_dir.parent / "alt"
+    con = json.loads((run_dir / "results" / "contrasts.json").read_text())
+    stored = json.loads((run_dir / "results" / "claims.json").read_text())
+    assert json.loads(json.dumps([c.to_dict() for c in judge(ev, con)])) == stored["claims"]
+    html = (run_dir / "report.html").read_text()
+    assert html.index("Verdicts") < html.index("Models, training criterion")  # the answer comes first
+    for c in stored["claims"]:
+        assert c["verdict"] in html
+    assert "SUPPORTED when every part is in favour" in html
+    # a model that missed the criterion leaves every contrast and the report says so
+    alt = tmp_path / "alt"
     shutil.copytree(run_dir, alt)
-    ev["models"]["finetuned-s0"]["test"]["accuracy"] = 0.123
+    ev["eligible"].remove("scratch-s1")
+    ev["excluded"]["scratch-s1"] = "missed the criterion (edited for this test)"
     (alt / "results" / "evaluate.json").write_text(json.dumps(ev))
-    assert " ".join(findings(alt)) != text
+    ctx = RunContext(load_run_config(None), alt, progress=False, log=lambda s: None)
+    claims_step(ctx)
+    write_report(alt)
+    con2 = json.loads((alt / "results" / "contrasts.json").read_text())
+    assert "scratch-s1" not in con2["cka_base_mean"]["per_model"] and con2["circuit_overlap"]["result"] is None
+    assert "edited for this test" in (alt / "report.html").read_text()
+
+
+def test_no_output_holds_an_absolute_path_of_this_machine(run_dir, tiny_base):
+    leaks = []
+    for f in run_dir.rglob("*"):
+        if f.is_file() and f.suffix in (".json", ".csv", ".html", ".txt", ".toml"):
+            text = f.read_text(errors="ignore")
+            for needle in (str(run_dir.parent), str(REPO), str(tiny_base)):
+                if needle in text:
+                    leaks.append((str(f.relative_to(run_dir)), needle))
+    assert not leaks, leaks[:5]
 
 
 def test_rerun_skips_finished_stages(run_dir, tiny_base):
@@ -90,7 +146,7 @@ def test_rerun_skips_finished_stages(run_dir, tiny_base):
     p = cli("run", str(cfg), "--out", str(run_dir), "--quiet")
     out, err = p.communicate(timeout=300)
     assert p.returncode == 0, err
-    assert out.count("already done: skipped") == 8
+    assert out.count("already done: skipped") == 9
 
 
 def test_killed_run_resumes_to_the_same_numbers(run_dir, tiny_base, tmp_path):
@@ -98,7 +154,7 @@ def test_killed_run_resumes_to_the_same_numbers(run_dir, tiny_base, tmp_path):
     out = tmp_path / "killed"
     p = cli("run", str(cfg), "--out", str(out), "--quiet")
     deadline = time.time() + 300
-    while time.time() < deadline and not (out / "stages" / "analyses.json").exists():
+    while time.time() < deadline and not (out / "stages" / "analyses.json").exists():  # killed after a step
         time.sleep(0.05)
     p.send_signal(signal.SIGKILL)
     p.wait()
@@ -107,7 +163,7 @@ def test_killed_run_resumes_to_the_same_numbers(run_dir, tiny_base, tmp_path):
     stdout, err = r.communicate(timeout=600)
     assert r.returncode == 0, err
     assert "[train] already done" in stdout
-    for name in ("evaluate", "analyses", "compare", "circuits"):
+    for name in ("evaluate", "analyses", "compare", "circuits", "contrasts", "claims"):
         a = json.loads((run_dir / "results" / f"{name}.json").read_text())
         b = json.loads((out / "results" / f"{name}.json").read_text())
         assert a == b, name
@@ -153,6 +209,10 @@ def test_pages_render_offline_in_chromium(run_dir, tmp_path):
         page.on("request", lambda r: requests.append(r.url))
         page.goto((run_dir / "report.html").as_uri())
         page.wait_for_function("document.querySelectorAll('.main-svg').length > 10", timeout=30_000)
+        fig_page = b.new_page()
+        fig_page.on("request", lambda r: requests.append(r.url))
+        fig_page.goto((run_dir / "figures" / "cka_base.html").as_uri())
+        fig_page.wait_for_function("document.querySelectorAll('.main-svg').length > 0", timeout=30_000)
         n_plots = page.locator(".plot-container").count()
         pwned = page.evaluate("window.__pwned")
         shot = page.screenshot()

@@ -1,0 +1,173 @@
+"""The paper's three claims, each judged from this run's contrasts by a rule that the report prints.
+
+Each claim has parts; each part reads one contrast (`experiments.contrasts`) and has an outcome:
+  in favour     the groups are separated in the claimed direction (every fine-tuned model beyond every scratch
+                model; for similarities, every between-group pair below every within-group pair)
+  against       the opposite: separated the other way, or (similarities) between-group pairs no less similar than
+                within-group pairs on average
+  inconclusive  the groups overlap
+  undefined     too few models met the criterion (fewer than two per group)
+A claim is SUPPORTED when every part is in favour, NOT SUPPORTED when any part is against, and INCONCLUSIVE
+otherwise. "Separated" is the strongest statement a permutation test over model labels allows with this many
+seeds: its p-value is printed beside it (with 3 seeds per group the smallest one-sided p is 0.05 for a group
+contrast and 0.1 for a pair contrast).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+OUTCOMES = ("in favour", "against", "inconclusive", "undefined")
+RULE = ("SUPPORTED when every part is in favour; NOT SUPPORTED when any part is against; INCONCLUSIVE otherwise. "
+        "A part is in favour when the groups are separated in the claimed direction (every fine-tuned model beyond "
+        "every scratch model; for similarities, every fine-tuned-vs-scratch pair below every pair of the same "
+        "init), against when they are separated the other way (for similarities: when fine-tuned-vs-scratch pairs "
+        "are on average at least as similar as pairs of the same init), inconclusive when they overlap, and "
+        "undefined with fewer than two models per group that met the criterion.")
+
+
+@dataclass(frozen=True)
+class Part:
+    contrast: str  # key in contrasts.json
+    says: str  # what the part asserts, in words
+    expected: str  # "finetuned>scratch", "finetuned<scratch", "between<within", "above chance"
+    outcome: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class Claim:
+    key: str
+    statement: str
+    verdict: str
+    parts: tuple[Part, ...]
+    figures: tuple[str, ...]
+    null: str
+    caveats: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _fmt(v: float) -> str:
+    return f"{v:.3f}"
+
+
+def judge_group(entry: dict[str, Any] | None, expected: str) -> tuple[str, str]:
+    if entry is None or entry["result"] is None:
+        return "undefined", (entry or {}).get("note") or "not computed in this run"
+    r = entry["result"]
+    want = "a>b" if expected == "finetuned>scratch" else "a<b"
+    p = r["p_greater"] if want == "a>b" else r["p_less"]
+    detail = (f"fine-tuned {', '.join(map(_fmt, r['a']))} (mean {_fmt(r['mean_a'])}) vs scratch "
+              f"{', '.join(map(_fmt, r['b']))} (mean {_fmt(r['mean_b'])}); permutation p = {p:.3f} "
+              f"(smallest possible {r['min_p']:.3f})")
+    if r["direction"] == want:
+        return "in favour", detail
+    if r["separated"]:
+        return "against", detail
+    return "inconclusive", detail
+
+
+def judge_pair(entry: dict[str, Any] | None) -> tuple[str, str]:
+    if entry is None or entry["result"] is None:
+        return "undefined", (entry or {}).get("note") or "not computed in this run"
+    r = entry["result"]
+    chance = f"; chance level {_fmt(r['chance'])}" if r.get("chance") is not None else ""
+    detail = (f"between fine-tuned and scratch {_fmt(r['mean_between'])} (range {_fmt(min(r['between']))} to "
+              f"{_fmt(max(r['between']))}) vs within an init {_fmt(r['mean_within'])} (range "
+              f"{_fmt(min(r['within_a'] + r['within_b']))} to {_fmt(max(r['within_a'] + r['within_b']))}){chance}; "
+              f"permutation p = {r['p_value']:.3f} (smallest possible {r['min_p']:.3f})")
+    if r["separated"]:
+        return "in favour", detail
+    if r["mean_between"] >= r["mean_within"] - 1e-12:
+        return "against", detail
+    return "inconclusive", detail
+
+
+def judge_above_chance(ev: dict[str, Any], split: str = "gen") -> tuple[str, str]:
+    """Every fine-tuned model's accuracy on `split` above chance: its Wilson 95% interval (over trials) lies above
+    0.5. Against when every fine-tuned model's interval reaches down to chance or below."""
+    from interp.stats import wilson
+
+    rows = [(m, ev["models"][m][split]) for m in ev["eligible"] if m.startswith("finetuned") and split in
+            ev["models"][m]]
+    if not rows:
+        return "undefined", "no fine-tuned model met the criterion (or the task has no generalisation split)"
+    ivs = [(m, wilson(r["n_correct"], r["trials"]["n"])) for m, r in rows]
+    detail = "; ".join(f"{m} {ev['models'][m][split]['accuracy']:.3f} (95% {lo:.3f} to {hi:.3f})" for m, (lo, hi) in ivs)
+    if all(lo > 0.5 for _, (lo, _) in ivs):
+        return "in favour", detail
+    if all(lo <= 0.5 for _, (lo, _) in ivs):
+        return "against", detail
+    return "inconclusive", detail
+
+
+def verdict(parts: list[Part]) -> str:
+    outcomes = [p.outcome for p in parts]
+    if outcomes and all(o == "in favour" for o in outcomes):
+        return "supported"
+    if any(o == "against" for o in outcomes):
+        return "not supported"
+    return "inconclusive"
+
+
+def _part(contrasts: dict[str, Any], key: str, says: str, expected: str) -> Part:
+    entry = contrasts.get(key)
+    outcome, detail = judge_pair(entry) if expected == "between<within" else judge_group(entry, expected)
+    return Part(contrast=key, says=says, expected=expected, outcome=outcome, detail=detail)
+
+
+def caveats(ev: dict[str, Any]) -> tuple[str, ...]:
+    b = ev.get("base", {})
+    return (f"Model scale and base: the models have the base's shape ({b.get('n_layers', '?')} layers, d_model "
+            f"{b.get('d_model', '?')}); the base is {b.get('name', '?')} (see its model card for what it was pretrained "
+            "on). The paper used GPT-2 (12 layers, d_model 768, pretrained on WebText); conclusions may not transfer "
+            "across scale.",
+            "The unit of replication is the trained model: with k seeds per group a permutation test over model "
+            "labels cannot give p below 1 / C(2k, k).")
+
+
+def judge(ev: dict[str, Any], contrasts: dict[str, Any]) -> list[Claim]:
+    """The three claims, judged from the run's evaluation and contrasts."""
+    a_parts = [
+        _part(contrasts, "cka_base_mean", "the fine-tuned models' representations are more similar to the base's "
+              "than the scratch models' are (CKA, mean over layers)", "finetuned>scratch"),
+        _part(contrasts, "cmap_mean", "the fine-tuned models keep more of their accuracy than the scratch models "
+              "when the base's residual stream replaces theirs (mean over layers)", "finetuned>scratch"),
+        _part(contrasts, "cka_base_late_minus_early", "that excess similarity is larger in the later half of the "
+              "layers than in the earlier half (later minus earlier CKA, compared with scratch)", "finetuned>scratch"),
+        _part(contrasts, "cmap_late_minus_early", "the base's representations are more usable in the later half "
+              "than in the earlier half (later minus earlier kept accuracy, compared with scratch)",
+              "finetuned>scratch")]
+    b_parts = [
+        _part(contrasts, "circuit_overlap", "fine-tuned and scratch circuits overlap less than circuits of the same "
+              "init (Jaccard of the top nodes)", "between<within"),
+        _part(contrasts, "patching_map_similarity", "their head patching maps agree less than maps of the same init",
+              "between<within"),
+        _part(contrasts, "ablation_map_similarity", "their head ablation maps agree less than maps of the same init",
+              "between<within"),
+        _part(contrasts, "cka_between_models", "their representations are less similar to each other than "
+              "representations of the same init (CKA)", "between<within")]
+    c_out, c_detail = judge_above_chance(ev)
+    c_parts = [
+        _part(contrasts, "gen_accuracy", "the fine-tuned models are more accurate than the scratch models on "
+              "numbers never seen in training", "finetuned>scratch"),
+        Part(contrast="gen_accuracy", says="every fine-tuned model is above chance on those numbers",
+             expected="above chance", outcome=c_out, detail=c_detail)]
+    seeds = "the spread between seeds of the same init (permutation over model labels)"
+    return [
+        Claim("A", "The fine-tuned model relies on the pretrained model's representations, more in later layers.",
+              verdict(a_parts), tuple(a_parts), ("cka_base", "cmap", "reversion"),
+              f"the scratch models (same architecture, never pretrained) and {seeds}",
+              caveats(ev) + ("CKA and cross-model patching measure reliance on the base's representations; weight "
+                         "reversion (shown, not part of the verdict) measures reliance on its weights.",)),
+        Claim("B", "The scratch model builds different, task-specific mechanisms.", verdict(b_parts),
+              tuple(b_parts), ("pair_contrasts", "cka_between"),
+              f"{seeds}; circuit overlap beside the overlap of random node sets of the same size",
+              caveats(ev) + ("'Different' is what the parts test; 'task-specific' is not measured separately.",)),
+        Claim("C", "Generic representations carry to numbers never seen in fine-tuning.", verdict(c_parts),
+              tuple(c_parts), ("accuracy_by_split",), f"chance (50%) and {seeds}",
+              caveats(ev) + ("Only models that met the training criterion count; the held-out numbers never appear in "
+                         "their training, validation or test trials.",))]

@@ -1,0 +1,140 @@
+"""Every fine-tuned vs scratch contrast of a run, each beside its within-group null (see `interp.stats`).
+
+Built from the stored results only (no model is loaded), over the models that met the training criterion.
+Group contrasts compare one number per model; pair contrasts compare the similarity of two models between the
+groups with the similarity within them. Each entry records its measure, its per-model (or per-pair) values and
+the statistics; the claims of the report cite entries by key.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from interp.stats import expected_jaccard, group_contrast, jaccard, pair_contrast, spearman
+
+GROUPS = ("finetuned", "scratch")
+
+
+def group_of(mid: str) -> str:
+    return mid.split("-s")[0]
+
+
+def halves(profile: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Earlier and later halves of a per-layer profile (the middle point of an odd count is in neither)."""
+    p = np.asarray(profile, dtype=float)
+    h = len(p) // 2
+    return p[:h], p[len(p) - h:]
+
+
+def finite_mean(values: Any) -> float:
+    """Mean of the finite values (NaN, quietly, when there are none: e.g. every retained share undefined)."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    return float(v.mean()) if v.size else float("nan")
+
+
+def late_minus_early(profile: Any) -> float:
+    early, late = halves(profile)
+    return finite_mean(late) - finite_mean(early)
+
+
+def _group_entry(key: str, measure: str, per_model: dict[str, float], chance: float | None = None) -> dict[str, Any]:
+    ft = [v for m, v in per_model.items() if group_of(m) == "finetuned"]
+    sc = [v for m, v in per_model.items() if group_of(m) == "scratch"]
+    enough = len([v for v in ft if np.isfinite(v)]) >= 2 and len([v for v in sc if np.isfinite(v)]) >= 2
+    res = group_contrast(ft, sc) if enough else None
+    return {"key": key, "kind": "group", "measure": measure, "per_model": per_model, "chance": chance,
+            "result": res.to_dict() if res else None,
+            "note": None if res else (f"undefined: needs a defined value for at least two models per group "
+                                      f"(defined for {_n_finite(ft)} fine-tuned and {_n_finite(sc)} scratch models that "
+                                      "met the criterion)")}
+
+
+def _n_finite(values: list[float]) -> int:
+    return int(np.isfinite(np.asarray(values, dtype=float)).sum())
+
+
+def _pair_entry(key: str, measure: str, models: list[str], sim: Callable[[str, str], float],
+                chance: float | None = None) -> dict[str, Any]:
+    n = len(models)
+    S = np.full((n, n), np.nan)
+    pairs = []
+    for i, j in itertools.combinations(range(n), 2):
+        S[i, j] = S[j, i] = v = sim(models[i], models[j])
+        rel = "within" if group_of(models[i]) == group_of(models[j]) else "between"
+        pairs.append({"a": models[i], "b": models[j], "value": v, "relation": rel})
+    res = pair_contrast(S, [group_of(m) for m in models], chance=chance)
+    return {"key": key, "kind": "pair", "measure": measure, "pairs": pairs, "chance": chance,
+            "result": res.to_dict() if res else None,
+            "note": None if res else "undefined: needs at least two models per group that met the criterion"}
+
+
+def build(ev: dict[str, Any], co: dict[str, Any], ci: dict[str, Any], maps: dict[str, dict[str, np.ndarray]]
+          ) -> dict[str, dict[str, Any]]:
+    """All contrasts: `ev`, `co`, `ci` are the evaluate / compare / circuits results; `maps[name][model]` the
+    per-model head maps (patching effect, ablation effect)."""
+    models = [m for m in ev["eligible"] if group_of(m) in GROUPS]
+    out: dict[str, dict[str, Any]] = {}
+
+    def add(entry: dict[str, Any]) -> None:
+        out[entry["key"]] = entry
+
+    r = ev["models"]
+    add(_group_entry("steps_to_criterion", "training steps to the criterion",
+                     {m: float(r[m]["training"]["steps_to_criterion"]) for m in models}))
+    add(_group_entry("test_accuracy", "test accuracy", {m: r[m]["test"]["accuracy"] for m in models}, 0.5))
+    if all("gen" in r[m] for m in models):
+        add(_group_entry("gen_accuracy", "accuracy on the generalisation split (held-out numbers)",
+                         {m: r[m]["gen"]["accuracy"] for m in models}, 0.5))
+    if co:
+        pm = co["per_model"]
+        cka = {m: pm[m]["cka_base"]["debiased"]["resid"]["answer"] for m in models}
+        cmap = {m: [x["accuracy_retained"] for x in pm[m]["reliance_base"]["cmap_resid"]] for m in models}
+        rev_start = {m: [x["accuracy_retained"] for x in pm[m]["reliance_init" if group_of(m) == "scratch"
+                                                                 else "reliance_base"]["reversion_layer"]]
+                     for m in models}
+        for name, prof, what in (("cka_base", cka, "debiased CKA with the base, residual stream at the answer"),
+                                 ("cmap", cmap, "chance-corrected accuracy kept with the base's residual stream "
+                                                "patched in"),
+                                 ("reversion_start", rev_start, "chance-corrected accuracy kept reverting the layer "
+                                                                "to the model's own starting weights (base / init)")):
+            add(_group_entry(f"{name}_mean", f"{what}: mean over layers",
+                             {m: finite_mean(v) for m, v in prof.items()}))
+            add(_group_entry(f"{name}_late_minus_early", f"{what}: later-half minus earlier-half mean",
+                             {m: late_minus_early(v) for m, v in prof.items()}))
+            n_layers = len(next(iter(prof.values()))) if prof else 0
+            for l in range(n_layers):
+                add(_group_entry(f"{name}_layer{l}", f"{what}: point {l}", {m: float(v[l]) for m, v in prof.items()}))
+        pair_cka = {(p["a"], p["b"]): p["cka"] for p in co.get("pairs", [])}
+
+        def cka_between(a: str, b: str) -> float:
+            v = pair_cka.get((a, b), pair_cka.get((b, a)))
+            return finite_mean(v) if v is not None else float("nan")
+
+        add(_pair_entry("cka_between_models", "debiased CKA between two models (residual stream at the answer, "
+                                              "mean over layers)", models, cka_between))
+    if ci:
+        cm = ci["models"]
+        k, n_nodes = len(next(iter(cm.values()))["overlap_set"]) if cm else 0, ci.get("n_nodes", 0)
+        sets = {m: cm[m]["overlap_set"] for m in models if m in cm}
+        if sets and n_nodes:
+            add(_pair_entry("circuit_overlap", f"Jaccard overlap of the top {k} of {n_nodes} circuit nodes",
+                            [m for m in models if m in sets], lambda a, b: jaccard(sets[a], sets[b]),
+                            chance=expected_jaccard(k, k, n_nodes)))
+            base_top = set(ci["base_ranked"][:k])
+            add(_group_entry("share_in_base_top", f"share of the top {k} circuit nodes among the base's top {k} on "
+                                                  "the same pairs", {m: len(set(s) & base_top) / k
+                                                                     for m, s in sets.items()}, chance=k / n_nodes))
+        add(_group_entry("cpr_node", "CPR (area under node faithfulness)",
+                         {m: cm[m]["node_curve"]["cpr"] for m in models if m in cm}))
+    for name, what in (("patching_map", "Spearman correlation of the head patching maps"),
+                       ("ablation_map", "Spearman correlation of the head ablation maps")):
+        mm = maps.get(name, {})
+        if mm:
+            ms = [m for m in models if m in mm]
+            add(_pair_entry(f"{name}_similarity", what, ms, lambda a, b, mm=mm: spearman(mm[a], mm[b])))
+    return out

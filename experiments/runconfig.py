@@ -1,0 +1,81 @@
+"""The config of `cogcircuits run`: its [run] section and the loader (no config file = the packaged default.toml)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from experiments.config import ConfigError, load_sections
+from experiments.train import ModelConfig, TrainConfig
+from tasks.cdm import CORRUPTIONS, CDMConfig
+
+FORMATS = ("html", "png", "svg", "csv")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """n_eval: test / generalisation trials per model; n_pairs: clean/corrupted pairs for patching, attribution,
+    ablation and circuits; n_compare: trials for CKA (at least d_model is advised); n_reliance: trials for weight
+    reversion and cross-model patching; circuit_random: random circuits per size; overlap_fraction: circuits
+    compared for overlap are each model's top nodes at this fraction of all nodes."""
+
+    name: str = "default"
+    seeds: tuple[int, ...] = (0, 1, 2)
+    n_eval: int = 500
+    n_pairs: int = 32
+    n_compare: int = 256
+    n_reliance: int = 128
+    corruption: str = "context-flip"
+    circuit_method: str = "eap-ig"
+    ablation: str = "mean"
+    circuit_ablation: str = "corrupted"
+    circuit_random: int = 20
+    circuit_level: float = 0.8
+    overlap_fraction: float = 0.2
+    device: str = "auto"
+    attention_heads: int = 3
+    formats: tuple[str, ...] = ("html", "png", "csv")
+
+    def __post_init__(self) -> None:  # noqa: C901
+        if not self.seeds:
+            raise ValueError("run.seeds must list at least one seed")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"run.seeds has duplicates: {list(self.seeds)}")
+        if self.corruption not in CORRUPTIONS:
+            raise ValueError(f"run.corruption must be one of {', '.join(CORRUPTIONS)}")
+        if self.corruption == "irrelevant-flip":
+            raise ValueError("run.corruption 'irrelevant-flip' leaves the answer unchanged: patching needs a "
+                             "corruption that changes it (context-flip or relevant-flip)")
+        if self.circuit_method not in ("eap", "eap-ig"):
+            raise ValueError("run.circuit_method must be eap or eap-ig")
+        if self.ablation not in ("zero", "mean", "resample"):
+            raise ValueError("run.ablation must be zero, mean or resample")
+        if self.circuit_ablation not in ("corrupted", "mean", "resample"):
+            raise ValueError("run.circuit_ablation must be corrupted, mean or resample")
+        if self.n_eval < 16 or self.n_pairs < 4 or self.n_compare < 16 or self.n_reliance < 16:
+            raise ValueError("run.n_eval, run.n_compare and run.n_reliance must be >= 16 and run.n_pairs >= 4")
+        if self.circuit_random < 1:
+            raise ValueError("run.circuit_random must be >= 1")
+        if not 0 < self.circuit_level < 1 or not 0 < self.overlap_fraction < 1:
+            raise ValueError("run.circuit_level and run.overlap_fraction must lie strictly between 0 and 1")
+        bad = set(self.formats) - set(FORMATS)
+        if bad:
+            raise ValueError(f"run.formats: unknown format(s) {sorted(bad)} (choose {', '.join(FORMATS)})")
+
+
+SCHEMA = {"run": RunConfig, "task": CDMConfig, "model": ModelConfig, "finetune": TrainConfig, "scratch": TrainConfig}
+
+
+def default_config_path() -> Path:
+    """The packaged experiments/configs/default.toml (present in any install, editable or not)."""
+    return Path(str(resources.files("experiments").joinpath("configs", "default.toml")))
+
+
+def load_run_config(path: str | Path | None, overrides: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """{section: frozen dataclass} from a run config; no path means the packaged default.toml."""
+    cfg = load_sections(default_config_path() if path is None else path, SCHEMA, overrides=overrides)
+    if cfg["model"].init != "pretrained":
+        raise ConfigError("[model] init is not used by `run` (it trains both): remove it or set it to 'pretrained'")
+    return cfg

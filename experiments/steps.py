@@ -1,0 +1,219 @@
+"""The steps of `cogcircuits run`, in order. Each takes the run's context, computes with `experiments.stages`
+and stores its results; `Run` marks each finished step so that a rerun resumes after the last one."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from experiments import contrasts, stages
+from experiments.config import to_dict
+from experiments.pipeline import RunContext
+from experiments.train import ModelConfig, TrainConfig, criterion_of, train
+from interp.store import atomic_write_csv, atomic_write_json, atomic_write_text
+from tasks.cdm import bayes_optimal_accuracy, generate
+
+SEEDS = {"evaluate": 1000, "analyses": 2000, "compare": 3000, "reliance": 3001, "circuits": 4000}
+
+
+def train_models(ctx: RunContext) -> None:
+    for mid in ctx.model_ids():
+        init, seed = mid.split("-s")
+        tcfg = ctx.cfg["finetune" if init == "finetuned" else "scratch"]
+        tcfg = TrainConfig(**{**to_dict(tcfg), "seed": int(seed), "device": ctx.device})
+        mcfg = ModelConfig(init="pretrained" if init == "finetuned" else "scratch", base=ctx.cfg["model"].base)
+        out = ctx.out / "models" / mid
+        if (out / "checkpoint.json").exists():
+            continue
+        ctx.log(f"  training {mid}")
+        train({"task": ctx.task, "model": mcfg, "train": tcfg}, out, resume=out.exists(), progress=ctx.progress)
+
+
+def evaluate(ctx: RunContext) -> None:
+    """Every model on the test and generalisation splits; which models met the criterion (the analysed ones)."""
+    res: dict[str, Any] = {"bayes_optimal_accuracy": bayes_optimal_accuracy(ctx.task), "chance": 0.5,
+                           "criterion": {i: criterion_of(ctx.cfg[s]) for i, s in (("finetuned", "finetune"),
+                                                                                   ("scratch", "scratch"))},
+                           "models": {}, "eligible": [], "excluded": {}}
+    for mid in ctx.model_ids() + ["base"]:
+        r = stages.evaluate_model(ctx.model(mid), ctx.task, ctx.rc.n_eval, seed=SEEDS["evaluate"])
+        if mid != "base":
+            meta = json.loads((ctx.out / "models" / mid / "checkpoint.json").read_text())
+            m = meta["metrics"]
+            r["training"] = {k: m.get(k) for k in ("steps", "met_criterion", "steps_to_criterion")}
+            r["curve"] = meta["curve"]
+            if m.get("met_criterion"):
+                res["eligible"].append(mid)
+            else:
+                last = meta["curve"][-1] if meta["curve"] else {}
+                res["excluded"][mid] = (f"missed the criterion within {m['steps']} steps (last validation accuracy "
+                                        f"{last.get('val_accuracy', float('nan')):.3f}, incongruent "
+                                        f"{last.get('val_incongruent_accuracy', float('nan')):.3f})")
+        res["models"][mid] = r
+    b = ctx.model("base").cfg
+    res["base"] = {"name": json.loads((ctx.out / "run.json").read_text())["base"]["name"], "n_layers": b.n_layers,
+                   "d_model": b.d_model, "n_heads": b.n_heads}
+    ctx.save_json("evaluate", res)
+    rows = [{"model": mid, "split": split, **row} for mid, r in res["models"].items()
+            for split in ("test", "gen") if split in r for row in r[split]["by_condition"]]
+    atomic_write_csv(ctx.out / "arrays" / "accuracy_by_condition.csv", rows)
+
+
+def analyses(ctx: RunContext) -> None:
+    """Every analysed model: head patching, DLA, head ablation, neurons (what the contrasts compare); the first
+    model of each init also gets the per-position maps and attribution patching (what the report draws)."""
+    from experiments.figures import firsts
+
+    summary = {}
+    ids = ctx.eligible()
+    for mid in ids:
+        detailed = mid in firsts(ids)
+        ctx.log(f"  analysing {mid}{' (with per-position maps)' if detailed else ''}")
+        r = stages.analyse_model(ctx.model(mid), ctx.task, ctx.rc.corruption, ctx.rc.n_pairs, seed=SEEDS["analyses"],
+                                 ablation=ctx.rc.ablation, detailed=detailed, progress=ctx.progress)
+        inputs = {k: r[k] for k in ("clean_tokens", "corrupt_tokens", "answer_ids", "wrong_ids")}
+        for what in stages.PATCHED:
+            if f"patch_{what}" in r:
+                pr = r[f"patch_{what}"]
+                ctx.save_arrays(f"patch_{what}_{mid}", {"values": pr.values, "raw": pr.raw, **inputs}, pr.rows())
+        for key in ("atp_heads_by_pos", "ig_heads_by_pos", "dla_heads", "dla_mlp", "ablation_heads_accuracy",
+                    "ablation_heads_logit_diff", "neuron_coef", "neuron_r2", "neuron_coef_correct", "neuron_r2_correct"):
+            if key in r:
+                ctx.save_arrays(f"{key}_{mid}", {"values": np.asarray(r[key])})
+        pr = r["patch_heads"]
+        summary[mid] = {"position_labels": r["position_labels"], "clean_logit_diff": pr.clean_logit_diff,
+                        "corrupt_logit_diff": pr.corrupt_logit_diff, "first_diff": pr.first_diff, "detailed": detailed,
+                        "ablation_baseline": r["ablation_baseline"], "neuron_top": r["neuron_top"],
+                        "neuron_top_ablation": r["neuron_top_ablation"],
+                        "neuron_choice_is_correct": r["neuron_choice_is_correct"], "trials": r["trials"],
+                        **{k: r[k] for k in ("atp_agreement", "ig_agreement") if k in r}}
+    ctx.save_json("analyses", {"corruption": ctx.rc.corruption, "n_pairs": ctx.rc.n_pairs,
+                               "ablation": ctx.rc.ablation, "models": summary})
+
+
+def _listify(d: Any) -> Any:
+    if isinstance(d, dict):
+        return {k: _listify(v) for k, v in d.items()}
+    return d.tolist() if isinstance(d, np.ndarray) else d
+
+
+def compare(ctx: RunContext) -> None:
+    """CKA with the base and between models, reliance on the base (and on the scratch models' own
+    initialisations), and weight change."""
+    from interp.compare import check_same_shape, layer_cka
+    from interp.models import base_arch_and_tokenizer, build_scratch, state_sha256
+
+    ids = ctx.eligible()
+    base = ctx.model("base")
+    models = {mid: ctx.model(mid) for mid in ids}
+    for mid, m in models.items():
+        check_same_shape(m, base, f"comparing {mid} with the base")
+    _, reps = stages.representations_of({**models, "base": base}, ctx.task, ctx.rc.n_compare, SEEDS["compare"])
+    rel = generate(ctx.task, ctx.rc.n_reliance, seed=SEEDS["reliance"], tokenizer=base.tokenizer, split="test")
+    arch, tok = base_arch_and_tokenizer(ctx.cfg["model"].base)
+    per_model: dict[str, Any] = {}
+    for mid, m in models.items():
+        ctx.log(f"  comparing {mid} with the base")
+        p = {"cka_base": _listify(stages.cka_with(reps[mid], reps["base"])),
+             "reliance_base": stages.reliance(m, base, rel), "weight_change": stages.weight_change(m, base)}
+        if mid.startswith("scratch"):
+            meta = json.loads((ctx.out / "models" / mid / "checkpoint.json").read_text())
+            init = build_scratch(arch, tok, int(meta["seed"]), ctx.device)
+            if meta.get("init_state_sha256") and state_sha256(init) != meta["init_state_sha256"]:
+                raise RuntimeError(f"{mid}: rebuilding its initialisation did not give the weights it was trained from")
+            p["reliance_init"] = stages.reliance(m, init, rel, cmap=False)
+        per_model[mid] = p
+    pairs = []
+    for i, a in enumerate(ids):
+        for b in ids[i + 1:]:
+            sub = lambda r: {"resid": {"answer": r["resid"]["answer"]}}  # noqa: E731
+            pairs.append({"a": a, "b": b, "cka": layer_cka(sub(reps[a]), sub(reps[b]), debiased=True)["resid"]
+                          ["answer"].tolist()})
+    ctx.save_json("compare", {"per_model": per_model, "pairs": pairs,
+                              "components": list(next(iter(per_model.values()))["weight_change"]) if per_model else [],
+                              "trials": {"cka": stages.trials("test", ctx.rc.n_compare, SEEDS["compare"]),
+                                         "reliance": stages.trials("test", ctx.rc.n_reliance, SEEDS["reliance"])}})
+
+
+def circuits(ctx: RunContext) -> None:
+    out: dict[str, Any] = {"models": {}, "method": ctx.rc.circuit_method, "ablation": ctx.rc.circuit_ablation,
+                           "level": ctx.rc.circuit_level, "n_random": ctx.rc.circuit_random}
+    for mid in ctx.eligible():
+        ctx.log(f"  discovering the circuit of {mid}")
+        r = stages.discover(ctx.model(mid), ctx.task, ctx.rc.corruption, ctx.rc.n_pairs, SEEDS["circuits"],
+                            ctx.rc.circuit_method, ctx.rc.circuit_ablation, ctx.rc.circuit_random,
+                            ctx.rc.circuit_level, ctx.rc.overlap_fraction, progress=False)
+        ctx.save_arrays(f"circuit_inputs_{mid}", {"clean_tokens": r.pop("clean_tokens"),
+                                                  "corrupt_tokens": r.pop("corrupt_tokens")})
+        atomic_write_json(ctx.out / "circuits" / f"{mid}.json", r)
+        out["models"][mid] = {k: r[k] for k in ("node_curve", "edge_curve", "overlap_set", "exact_check", "ranked",
+                                                "node_scores", "trials", "clean_logit_diff", "corrupt_logit_diff")}
+        out["n_nodes"] = r["n_nodes"]
+    out["base_ranked"] = stages.base_ranking(ctx.model("base"), ctx.task, ctx.rc.corruption, ctx.rc.n_pairs,
+                                             SEEDS["circuits"], ctx.rc.circuit_method)
+    ctx.save_json("circuits", out)
+
+
+def head_maps(ctx: RunContext) -> dict[str, dict[str, np.ndarray]]:
+    """Per-model head maps compared between models: patching effect and ablation effect, both [layer, head]."""
+    an = ctx.load("analyses")
+    maps: dict[str, dict[str, np.ndarray]] = {"patching_map": {}, "ablation_map": {}}
+    for mid, s in an.get("models", {}).items():
+        with np.load(ctx.out / "arrays" / f"patch_heads_{mid}.npz") as z:
+            maps["patching_map"][mid] = z["values"]
+        with np.load(ctx.out / "arrays" / f"ablation_heads_logit_diff_{mid}.npz") as z:
+            maps["ablation_map"][mid] = z["values"] - s["ablation_baseline"]["logit_diff"]
+    return maps
+
+
+def claims(ctx: RunContext) -> None:
+    from experiments.claims import RULE, judge
+
+    ev = ctx.load("evaluate")
+    c = contrasts.build(ev, ctx.load("compare"), ctx.load("circuits"), head_maps(ctx))
+    ctx.save_json("contrasts", c)
+    ctx.save_json("claims", {"rule": RULE, "claims": [cl.to_dict() for cl in judge(ev, c)]})
+
+
+def figures(ctx: RunContext) -> None:
+    from experiments.figures import build_figures, export_run
+
+    export_run(ctx.out, build_figures(ctx.out), ctx.rc.formats, strict=False)
+
+
+def attention(ctx: RunContext) -> None:
+    from interp.viz import attention_page
+
+    ids = ctx.eligible()
+    firsts = [next((m for m in ids if m.startswith(g)), None) for g in ("finetuned", "scratch")]
+    shown = [m for m in firsts if m] + ["base"]
+    if len(shown) == 1:
+        atomic_write_text(ctx.out / "attention.html", attention_page([], "No model met the criterion: no attention "
+                                                                          "views"))
+        return
+    lead = shown[0]
+    with np.load(ctx.out / "arrays" / f"patch_heads_{lead}.npz") as z:
+        vals = z["values"]
+    order = np.argsort(-np.abs(np.nan_to_num(vals)).ravel())[: ctx.rc.attention_heads]
+    heads = [(int(i // vals.shape[1]), int(i % vals.shape[1])) for i in order]
+    panels = stages.attention_panels({m: ctx.model(m) for m in shown}, ctx.task, ctx.rc.corruption, heads,
+                                     seed=SEEDS["analyses"])
+    atomic_write_text(ctx.out / "attention.html", attention_page(
+        panels, f"Attention of the top {len(heads)} heads of {lead} by denoising patching effect ({ctx.rc.corruption});"
+                " the base does not do the task"))
+    ctx.save_json("attention", {"heads": heads, "chosen_by": f"|denoising patching effect| of {lead}",
+                                "models": shown})
+
+
+def report(ctx: RunContext) -> None:
+    from experiments.report import write_report
+
+    write_report(ctx.out)
+
+
+STEPS: list[tuple[str, Callable[[RunContext], None]]] = [
+    ("train", train_models), ("evaluate", evaluate), ("analyses", analyses), ("compare", compare),
+    ("circuits", circuits), ("claims", claims), ("figures", figures), ("attention", attention), ("report", report)]

@@ -1,0 +1,52 @@
+"""`run` without a config is the packaged default.toml; the default rates are the validation sweep's choice; the
+shipped base resolves by name from the installed package."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import zipfile
+
+from experiments.runconfig import default_config_path, load_run_config
+from experiments.train import ModelConfig
+from interp.models import resolve_base
+from tests.conftest import REPO
+
+
+def test_no_config_means_the_packaged_default():
+    assert default_config_path().samefile(REPO / "experiments" / "configs" / "default.toml")
+    assert load_run_config(None) == load_run_config(REPO / "experiments" / "configs" / "default.toml")
+
+
+def test_default_rates_come_from_the_recorded_sweep():
+    cfg = load_run_config(None)
+    sweep = json.loads((REPO / "experiments" / "configs" / "lr_sweep.json").read_text())
+    assert sweep["chosen"] == {"pretrained": cfg["finetune"].lr, "scratch": cfg["scratch"].lr}
+    assert {r["batch_size"] for r in sweep["rows"] if r["init"] == "pretrained"} == {cfg["finetune"].batch_size}
+    assert {r["batch_size"] for r in sweep["rows"] if r["init"] == "scratch"} == {cfg["scratch"].batch_size}
+    for init in ("pretrained", "scratch"):  # the rule, re-applied to the recorded rows
+        ok = {}
+        for r in sweep["rows"]:
+            if r["init"] == init:
+                ok.setdefault(r["lr"], []).append(r)
+        best = min((sum(x["steps"] for x in rs) / len(rs), lr) for lr, rs in ok.items()
+                   if all(x["met_criterion"] for x in rs))
+        assert sweep["chosen"][init] == best[1]
+    assert sweep["criterion"] == {"accuracy": cfg["finetune"].target_accuracy,
+                                  "incongruent_accuracy": cfg["finetune"].target_incongruent, "split": "val"}
+
+
+def test_the_shipped_base_resolves_by_name():
+    assert ModelConfig().base == "cogbase-6l"
+    assert (resolve_base("cogbase-6l") / "model.safetensors").is_file()
+    assert resolve_base("./somewhere") == "./somewhere"
+
+
+def test_a_wheel_carries_the_base_and_the_configs(tmp_path):
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                    str(tmp_path), str(REPO)], check=True)
+    names = zipfile.ZipFile(next(tmp_path.glob("cogcircuits-*.whl"))).namelist()
+    for want in ("checkpoints/cogbase-6l/model.safetensors", "checkpoints/cogbase-6l/tokenizer.json",
+                 "experiments/configs/default.toml", "experiments/configs/lr_sweep.json"):
+        assert want in names, want
