@@ -94,14 +94,14 @@ def main() -> None:
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     from interp.models import Arch, build_hf_gpt2, load_tokenizer, save_hf_dir
-    from tasks.cdm import CDMConfig
+    from tasks.cdm import CDMConfig, seq_len
 
     repo = Path(__file__).resolve().parents[1]
     tok = load_tokenizer(repo / "checkpoints" / "cogbase-6l")
     with tempfile.TemporaryDirectory() as d:
         base = Path(d) / "base"
         save_hf_dir(build_hf_gpt2(Arch(4, 256, 8, 1024, len(tok), 64), tok, 0), tok, base)
-        seq = CDMConfig().seq_len
+        seq = seq_len(CDMConfig(), tok)
         t_bare = bare(a.steps, len(tok), 64, seq)
         t_ours = ours(a.steps, base, Path(d))
     tokens = 64 * seq

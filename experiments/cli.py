@@ -50,6 +50,10 @@ def cmd_train(args: argparse.Namespace) -> None:
                            "steps": ("train", "steps"), "device": ("train", "device")})
     if args.bf16:
         ov.setdefault("train", {})["bf16"] = True
+    if args.steps is not None:  # a --steps shorter than the warmup shortens the warmup to match
+        warmup = load_config(args.config, {k: v for k, v in ov.items() if k != "train"})["train"].warmup
+        if warmup > args.steps:
+            ov["train"]["warmup"] = args.steps
     cfg = load_config(args.config, ov)
     m = train(cfg, Path(args.out), resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
     print(f"trained {cfg['model'].init} model for {m['steps']} steps in {m['wall_s']:.1f} s: "

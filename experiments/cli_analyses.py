@@ -69,8 +69,14 @@ def cmd_patch(args: argparse.Namespace) -> None:
         "labels": r.labels, "clean_logit_diff": r.clean_logit_diff, "corrupt_logit_diff": r.corrupt_logit_diff,
         "clean_tokens": clean.tokens, "corrupt_tokens": bad.tokens}))
     print(f"patched {args.what} ({args.direction}, {args.corruption}, {args.n} pairs): clean logit diff "
-          f"{r.clean_logit_diff:.3f}, corrupted {r.corrupt_logit_diff:.3f}; largest effects "
-          f"({'share of the clean run restored' if args.direction == 'denoise' else 'share of the clean run removed'}):")
+          f"{r.clean_logit_diff:.3f}, corrupted {r.corrupt_logit_diff:.3f}")
+    if not r.defined:
+        print(f"normalised effects are undefined: clean and corrupted differ by only "
+              f"{abs(r.clean_logit_diff - r.corrupt_logit_diff):.3f} logits (below 0.25; does the model do the task?); "
+              f"the raw logit differences are written")
+        print(f"wrote {out}")
+        return
+    print(f"largest effects ({'share of the clean run restored' if args.direction == 'denoise' else 'share of the clean run removed'}):")
     for idx, eff in r.top(5):
         print("  " + ", ".join(f"{a}={r.labels[a][k] if a in r.labels else k}" for a, k in zip(r.axes, idx))
               + f": {eff:+.3f}")

@@ -190,14 +190,16 @@ def _analyses(run: Path, an: dict[str, Any], figs: dict[str, Any]) -> None:
         figs[f"patch_heads_{mid}"] = viz.heatmap(heads, L_labels, H_labels, f"{mid}: denoising patching of head "
                                                  f"outputs ({an['corruption']})", "normalised effect")
         for what in ("resid_pre", "attn_out", "mlp_out"):
-            figs[f"patch_{what}_{mid}"] = viz.heatmap(_arr(run, f"patch_{what}_{mid}"), L_labels, pos_labels,
-                                                      f"{mid}: denoising patching of {what} per layer x position",
-                                                      "normalised effect")
-        hp = _arr(run, f"patch_heads_by_pos_{mid}")  # [layer, pos, head]
-        figs[f"patch_heads_by_pos_{mid}"] = viz.heatmap(
-            hp.transpose(0, 2, 1).reshape(-1, hp.shape[1]), [f"L{l}H{h}" for l in range(hp.shape[0])
-                                                            for h in range(hp.shape[2])], pos_labels,
-            f"{mid}: head x position patching", "normalised effect")
+            if (run / "arrays" / f"patch_{what}_{mid}.npz").exists():  # per-position maps (run.detailed_maps)
+                figs[f"patch_{what}_{mid}"] = viz.heatmap(_arr(run, f"patch_{what}_{mid}"), L_labels, pos_labels,
+                                                          f"{mid}: denoising patching of {what} per layer x position",
+                                                          "normalised effect")
+        if (run / "arrays" / f"patch_heads_by_pos_{mid}.npz").exists():
+            hp = _arr(run, f"patch_heads_by_pos_{mid}")  # [layer, pos, head]
+            figs[f"patch_heads_by_pos_{mid}"] = viz.heatmap(
+                hp.transpose(0, 2, 1).reshape(-1, hp.shape[1]), [f"L{l}H{h}" for l in range(hp.shape[0])
+                                                                for h in range(hp.shape[2])], pos_labels,
+                f"{mid}: head x position patching", "normalised effect")
         figs[f"dla_heads_{mid}"] = viz.heatmap(_arr(run, f"dla_heads_{mid}"), L_labels, H_labels,
                                                f"{mid}: direct logit attribution per head", "logit diff")
         base_ld = s["ablation_baseline"]["logit_diff"]

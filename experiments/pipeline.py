@@ -56,7 +56,8 @@ class RunContext:
         self._models: dict[str, Any] = {}
 
     def model_ids(self) -> list[str]:
-        return [f"{init}-s{s}" for init in ("finetuned", "scratch") for s in self.rc.seeds]
+        scratch = self.rc.scratch_seeds if self.rc.scratch_seeds is not None else self.rc.seeds
+        return [f"finetuned-s{s}" for s in self.rc.seeds] + [f"scratch-s{s}" for s in scratch]
 
     def eligible(self) -> list[str]:
         """The models that met the training criterion (the only ones analysed)."""
@@ -130,11 +131,13 @@ class Run:
 
 def base_provenance(base: str) -> dict[str, Any]:
     """The base as outputs record it: its name (a shipped base, a hub name, or a folder's name) and weights hash."""
-    from interp.models import SHIPPED_BASES, base_arch_and_tokenizer, resolve_base
+    from interp.bases import NAMED, describe
+    from interp.models import base_arch_and_tokenizer, resolve_base
     from interp.store import file_sha256
 
     base_arch_and_tokenizer(base)  # a clear error now if the base cannot be read
     path = Path(resolve_base(base))
     weights = path / "model.safetensors"
-    return {"name": base if base in SHIPPED_BASES or not path.exists() else path.name,
-            "weights_sha256": file_sha256(weights) if weights.exists() else None}
+    return {"name": base if base in NAMED or not path.exists() else path.name,
+            "weights_sha256": file_sha256(weights) if weights.exists() else None,
+            **({"source": describe(base)} if base in NAMED else {})}

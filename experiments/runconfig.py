@@ -19,10 +19,14 @@ class RunConfig:
     """n_eval: test / generalisation trials per model; n_pairs: clean/corrupted pairs for patching, attribution,
     ablation and circuits; n_compare: trials for CKA (at least d_model is advised); n_reliance: trials for weight
     reversion and cross-model patching; circuit_random: random circuits per size; overlap_fraction: circuits
-    compared for overlap are each model's top nodes at this fraction of all nodes."""
+    compared for overlap are each model's top nodes at this fraction of all nodes. scratch_seeds: the scratch
+    models' seeds when they differ from the fine-tuned ones (e.g. one scratch twin of a large base on a CPU).
+    detailed_maps: per-position patching maps and attribution patching for the first model of each init (costly
+    on deep models: 30 layers x positions x heads)."""
 
     name: str = "default"
     seeds: tuple[int, ...] = (0, 1, 2)
+    scratch_seeds: tuple[int, ...] | None = None
     n_eval: int = 500
     n_pairs: int = 32
     n_compare: int = 256
@@ -36,13 +40,18 @@ class RunConfig:
     overlap_fraction: float = 0.2
     device: str = "auto"
     attention_heads: int = 3
+    detailed_maps: bool = True
     formats: tuple[str, ...] = ("html", "png", "csv")
 
     def __post_init__(self) -> None:  # noqa: C901
         if not self.seeds:
             raise ValueError("run.seeds must list at least one seed")
-        if len(set(self.seeds)) != len(self.seeds):
-            raise ValueError(f"run.seeds has duplicates: {list(self.seeds)}")
+        for name in ("seeds", "scratch_seeds"):
+            v = getattr(self, name)
+            if v is not None and len(set(v)) != len(v):
+                raise ValueError(f"run.{name} has duplicates: {list(v)}")
+        if self.scratch_seeds is not None and not self.scratch_seeds:
+            raise ValueError("run.scratch_seeds must list at least one seed (or be left out)")
         if self.corruption not in CORRUPTIONS:
             raise ValueError(f"run.corruption must be one of {', '.join(CORRUPTIONS)}")
         if self.corruption == "irrelevant-flip":

@@ -70,7 +70,7 @@ def analyses(ctx: RunContext) -> None:
     summary = {}
     ids = ctx.eligible()
     for mid in ids:
-        detailed = mid in firsts(ids)
+        detailed = ctx.rc.detailed_maps and mid in firsts(ids)
         ctx.log(f"  analysing {mid}{' (with per-position maps)' if detailed else ''}")
         r = stages.analyse_model(ctx.model(mid), ctx.task, ctx.rc.corruption, ctx.rc.n_pairs, seed=SEEDS["analyses"],
                                  ablation=ctx.rc.ablation, detailed=detailed, progress=ctx.progress)

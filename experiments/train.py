@@ -26,7 +26,7 @@ from interp.metrics import (accuracy_by_condition, as_ids, as_tokens, evaluate_b
                             last_logits, logit_diff_from_logits)
 from interp.models import base_arch_and_tokenizer, build_scratch, load_model, save_checkpoint, state_sha256
 from interp.store import atomic_write_csv, atomic_write_json, portable, prepare_out_dir, versions
-from tasks.cdm import CDMConfig, generate, vocab
+from tasks.cdm import CDMConfig, generate, seq_len
 
 DEFAULT_BASE = "cogbase-6l"  # the shipped base, by name (interp.models.resolve_base)
 
@@ -169,9 +169,9 @@ def _train(cfg: dict[str, Any], out: Path, resume: bool, overwrite: bool, progre
     t0 = time.time()
     model, tok, info = init_model(mcfg, tcfg.seed, device)
     init_hash = state_sha256(model)
-    vocab(task, tok)  # every task symbol a single token, or a clear error before anything is written
-    if task.seq_len > model.cfg.n_ctx:
-        raise ValueError(f"task sequences have {task.seq_len} tokens but the model's context is {model.cfg.n_ctx}")
+    n_tok = seq_len(task, tok)  # aligned token layout and single-token answers, or a clear error before writing
+    if n_tok > model.cfg.n_ctx:
+        raise ValueError(f"task sequences have {n_tok} tokens but the model's context is {model.cfg.n_ctx}")
     out = prepare_out_dir(out, overwrite=overwrite, resume=resume)
     model.train()
     opt = _optimizer(model, tcfg)

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from jaxtyping import Float
 
-from interp.metrics import as_ids, as_tokens, last_logits, logit_diff_from_logits
+from interp.metrics import MIN_GAP, as_ids, as_tokens, last_logits, logit_diff_from_logits
 from interp.stats import spearman, top_k_recall
 
 NODE_HOOKS = {"heads": "attn.hook_z", "resid_pre": "hook_resid_pre", "attn_out": "hook_attn_out",
@@ -48,7 +48,8 @@ def gradients_at(model: Any, tokens: torch.Tensor, a: torch.Tensor, w: torch.Ten
 
 
 def attribution_patch(model: Any, clean_tokens: Any, corrupt_tokens: Any, answer: Any, wrong: Any,
-                      nodes: str = "heads", method: str = "atp", steps: int = 8) -> dict[str, Any]:
+                      nodes: str = "heads", method: str = "atp", steps: int = 8, min_gap: float = MIN_GAP
+                      ) -> dict[str, Any]:
     """Estimated normalised denoising effect of every node. Returns {"values": array, "axes": ...}.
 
     heads -> [layer, pos, head]; resid_pre / attn_out / mlp_out -> [layer, pos]."""
@@ -79,8 +80,8 @@ def attribution_patch(model: Any, clean_tokens: Any, corrupt_tokens: Any, answer
         contrib = ((ccache[n] - acts[n]) * grads[n]).sum(0)  # grads are of the MEAN metric: sum over trials
         per_layer.append(contrib.sum(-1))
     values: Float[torch.Tensor, "layer ..."] = torch.stack(per_layer)
-    denom = clean_ld - corrupt_ld
-    out = (values / denom).cpu().numpy() if abs(denom) > 1e-9 else np.full(values.shape, np.nan)
+    gap = clean_ld - corrupt_ld  # NaN ("undefined") when the runs are too close, as for exact patching
+    out = values.cpu().numpy() / gap if abs(gap) >= max(min_gap, 1e-9) else np.full(tuple(values.shape), np.nan)
     axes = ("layer", "pos", "head") if nodes == "heads" else ("layer", "pos")
     return {"values": out, "axes": axes, "method": method, "steps": steps if method == "ig" else 1,
             "clean_logit_diff": clean_ld, "corrupt_logit_diff": corrupt_ld}

@@ -26,16 +26,23 @@ def _setup(model: Any, tokens: Any, answer: Any, wrong: Any) -> tuple[Any, torch
     with torch.no_grad():
         _, cache = model.run_with_cache(t)
     direction = (model.W_U[:, a] - model.W_U[:, w]).T * model.ln_final.w  # [batch, d_model]
-    const = (model.W_U[:, a] - model.W_U[:, w]).T @ model.ln_final.b + model.b_U[a] - model.b_U[w]
+    const = model.b_U[a] - model.b_U[w]
+    if hasattr(model.ln_final, "b"):  # LayerNorm has a bias; RMSNorm has none
+        const = const + (model.W_U[:, a] - model.W_U[:, w]).T @ model.ln_final.b
     return cache, direction, const, t
 
 
-def _project(x: Float[torch.Tensor, "batch ... d_model"], scale: Float[torch.Tensor, "batch 1"],
+def _centre(model: Any, x: torch.Tensor) -> torch.Tensor:
+    """What the final normalisation does to a component before its scale: LayerNorm centres, RMSNorm does not."""
+    rms = str(model.cfg.normalization_type).startswith("RMS")
+    return x if rms else x - x.mean(-1, keepdim=True)
+
+
+def _project(model: Any, x: Float[torch.Tensor, "batch ... d_model"], scale: Float[torch.Tensor, "batch 1"],
              direction: Float[torch.Tensor, "batch d_model"]) -> Float[torch.Tensor, "batch ..."]:
-    """Contribution of a residual-stream component at the last position through the final LN."""
-    centred = x - x.mean(-1, keepdim=True)
+    """Contribution of a residual-stream component at the last position through the final normalisation."""
     shape = (x.shape[0],) + (1,) * (x.dim() - 2) + (1,)
-    return (centred / scale.view(shape) * direction.view(x.shape[0], *([1] * (x.dim() - 2)), -1)).sum(-1)
+    return (_centre(model, x) / scale.view(shape) * direction.view(x.shape[0], *([1] * (x.dim() - 2)), -1)).sum(-1)
 
 
 @torch.no_grad()
@@ -50,10 +57,9 @@ def direct_logit_attribution(model: Any, tokens: Any, answer: Any, wrong: Any,
         if not 0 <= l < L:
             raise ValueError(f"neuron layer {l} out of range: the model has layers 0..{L - 1}")
     scale = cache["ln_final.hook_scale"][:, -1]  # [batch, 1]
-    proj = lambda x: _project(x, scale, direction)  # noqa: E731
-    out: dict[str, Any] = {
-        "embed": proj(cache["hook_embed"][:, -1]), "pos_embed": proj(cache["hook_pos_embed"][:, -1]),
-    }
+    proj = lambda x: _project(model, x, scale, direction)  # noqa: E731
+    pos = cache["hook_pos_embed"][:, -1] if "hook_pos_embed" in cache else torch.zeros_like(cache["hook_embed"][:, -1])
+    out: dict[str, Any] = {"embed": proj(cache["hook_embed"][:, -1]), "pos_embed": proj(pos)}  # rotary: no pos_embed
     heads, attn_bias, mlp = [], [], []
     for l in range(L):
         z = cache[f"blocks.{l}.attn.hook_z"][:, -1]  # [batch, head, d_head]
@@ -66,8 +72,9 @@ def direct_logit_attribution(model: Any, tokens: Any, answer: Any, wrong: Any,
     out["neurons"], out["mlp_bias"] = {}, {}
     for l in neuron_layers:
         post = cache[f"blocks.{l}.mlp.hook_post"][:, -1]  # [batch, neuron]
-        per_neuron = post[:, :, None] * model.blocks[l].mlp.W_out[None]  # [batch, neuron, d_model]
-        out["neurons"][l] = proj(per_neuron)
+        # by linearity, without a [batch, neuron, d_model] tensor: post_i * (normalised W_out[i] . direction)
+        w_dir = torch.einsum("nd,bd->bn", _centre(model, model.blocks[l].mlp.W_out), direction)
+        out["neurons"][l] = post * w_dir / scale
         out["mlp_bias"][l] = proj(model.blocks[l].mlp.b_out.expand(post.shape[0], -1))
     final = cache[f"blocks.{L - 1}.hook_resid_post"][:, -1]
     logits_diff = proj(final) + const

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from interp.atp import gradients_at
-from interp.metrics import as_ids, as_tokens, last_logits, logit_diff_from_logits
+from interp.metrics import MIN_GAP, as_ids, as_tokens, last_logits, logit_diff_from_logits, normalise
 
 def node_names(n_layers: int, n_heads: int) -> tuple[list[str], list[str]]:
     up = ["embed"] + [n for l in range(n_layers) for n in [f"L{l}H{h}" for h in range(n_heads)] + [f"MLP{l}"]]
@@ -122,15 +122,19 @@ class EdgeHooks:
             sl = idx if isinstance(idx, slice) else slice(idx, idx + 1)
             delta[:, sl] = v - ablated[sl].reshape(v.shape[1], k, -1).transpose(0, 1)
 
+        learned_positions = self.model.cfg.positional_embedding_type == "standard"
+
         def embed(act: torch.Tensor, hook: Any) -> torch.Tensor:
             self._embed = act
+            if not learned_positions:  # rotary: the token embedding is the whole input node
+                write(0, act)
             return act
 
         def pos_embed(act: torch.Tensor, hook: Any) -> torch.Tensor:
             write(0, self._embed + act)
             return act
 
-        hooks += [("hook_embed", embed), ("hook_pos_embed", pos_embed)]
+        hooks += [("hook_embed", embed)] + ([("hook_pos_embed", pos_embed)] if learned_positions else [])
         for l in range(L):
             first = 1 + l * (H + 1)  # up index of head (l, 0); MLP l follows its heads
             heads_in, mlp_col = slice(l * (H + 1), l * (H + 1) + H), l * (H + 1) + H
@@ -213,7 +217,8 @@ def head_results(model: Any, layer: int, z: torch.Tensor) -> torch.Tensor:
 
 def _outputs(model: Any, cache: Any) -> torch.Tensor:
     """[batch, pos, up, d_model] upstream outputs in `node_names` order."""
-    parts = [(cache["hook_embed"] + cache["hook_pos_embed"])[:, :, None]]
+    embed = cache["hook_embed"] + (cache["hook_pos_embed"] if "hook_pos_embed" in cache else 0)  # rotary: none
+    parts = [embed[:, :, None]]
     for l in range(model.cfg.n_layers):
         parts.append(head_results(model, l, cache[f"blocks.{l}.attn.hook_z"]))
         parts.append(cache[f"blocks.{l}.hook_mlp_out"][:, :, None])
@@ -283,7 +288,7 @@ def select(graph: Graph, top_n: int | None = None, threshold: float | None = Non
 
 
 def exact_node_effects(model: Any, clean_tokens: Any, corrupt_tokens: Any, answer: Any, wrong: Any,
-                       nodes: list[str]) -> dict[str, float]:
+                       nodes: list[str], min_gap: float = MIN_GAP) -> dict[str, float]:
     """Exact denoising effect (normalised) of patching each node's clean output into the corrupted run."""
     dev = model.cfg.device
     clean, corrupt = as_tokens(clean_tokens, dev), as_tokens(corrupt_tokens, dev)
@@ -306,5 +311,5 @@ def exact_node_effects(model: Any, clean_tokens: Any, corrupt_tokens: Any, answe
                     act[:, :, h] = s[:, :, h]
                     return act
             ld = float(logit_diff_from_logits(last_logits(model, corrupt, [(name, hook)]), a, w).mean())
-            out[node] = (ld - k_ld) / (c_ld - k_ld) if abs(c_ld - k_ld) > 1e-9 else float("nan")
+            out[node] = float(normalise(ld, c_ld, k_ld, min_gap))
     return out

@@ -118,17 +118,23 @@ def components(n_layers: int) -> list[str]:
     return ["embed"] + [f"L{l}.{c}" for l in range(n_layers) for c in ("attn", "mlp")] + ["unembed"]
 
 
-def component_params(name: str) -> list[str]:
+def _is_weight(key: str) -> bool:
+    return not key.endswith(("IGNORE", "mask", "rotary_sin", "rotary_cos"))
+
+
+def component_params(model: Any, name: str) -> list[str]:
+    """The state-dict entries of one component, for any architecture: "embed" (token and, when learned, position
+    embeddings), "L{l}.attn" (its normalisation and attention), "L{l}.mlp" (its normalisation and MLP, gated or
+    not), "unembed" (final normalisation and unembedding)."""
     if name == "embed":
-        return ["embed.W_E", "pos_embed.W_pos"]
-    if name == "unembed":
-        return ["ln_final.w", "ln_final.b", "unembed.W_U", "unembed.b_U"]
-    layer, kind = name[1:].split(".")
-    if kind == "attn":
-        return [f"blocks.{layer}.ln1.{p}" for p in ("w", "b")] + \
-            [f"blocks.{layer}.attn.{p}" for p in ("W_Q", "W_K", "W_V", "W_O", "b_Q", "b_K", "b_V", "b_O")]
-    return [f"blocks.{layer}.ln2.{p}" for p in ("w", "b")] + \
-        [f"blocks.{layer}.mlp.{p}" for p in ("W_in", "b_in", "W_out", "b_out")]
+        prefixes: tuple[str, ...] = ("embed.", "pos_embed.")
+    elif name == "unembed":
+        prefixes = ("ln_final.", "unembed.")
+    else:
+        layer, kind = name[1:].split(".")
+        prefixes = (f"blocks.{layer}.ln1.", f"blocks.{layer}.attn.") if kind == "attn" else \
+            (f"blocks.{layer}.ln2.", f"blocks.{layer}.mlp.")
+    return [k for k in model.state_dict() if k.startswith(prefixes) and _is_weight(k)]
 
 
 def check_same_shape(a: Any, b: Any, what: str = "this comparison") -> None:
@@ -145,7 +151,7 @@ def relative_weight_change(model: Any, base: Any) -> dict[str, float]:
     sm, sb = model.state_dict(), base.state_dict()
     out = {}
     for comp in components(model.cfg.n_layers):
-        names = component_params(comp)
+        names = component_params(model, comp)
         diff = torch.sqrt(sum(((sm[n] - sb[n]).double() ** 2).sum() for n in names))
         norm = torch.sqrt(sum((sb[n].double() ** 2).sum() for n in names))
         out[comp] = float(diff / norm) if norm > 0 else float("inf")
@@ -192,7 +198,7 @@ def weight_reversion(model: Any, base: Any, tokens: Any, answer: Any, wrong: Any
         state = work.state_dict()
         with torch.no_grad():
             for c in comps:
-                for n in component_params(c):
+                for n in component_params(model, c):
                     state[n].copy_(sb[n])
         return retained(_perf(work, t, a, w), full)
 

@@ -1,9 +1,15 @@
-"""A partial forward pass of a GPT-2-architecture HookedTransformer that starts at layer L and position p.
+"""A partial forward pass of a HookedTransformer (GPT-2 or Llama architecture) that starts at layer L and position p.
 
 Exact patching only needs to recompute what a patch can change: layers >= L (the earlier ones are read from the
 target run's cache) and positions >= p (causal attention: earlier positions, and their keys and values, are
 unchanged, so they are read from the cache too). Only the logit difference at the final position is needed, so
 the unembedding is applied to two columns, not the vocabulary.
+
+Architectures: normalisation (LayerNorm or RMSNorm) and the MLP (GELU, or gated SiLU) are the model's own modules;
+attention is written here: learned positions (GPT-2) or rotary positions applied with the offset of the first
+recomputed position (Llama), keys and values per query head (grouped-query attention ungrouped, see interp.arch).
+Patched q / k / v are the pre-rotary values TransformerLens hooks as `hook_q` / `hook_k` / `hook_v`; the cached keys of
+earlier positions are the post-rotary ones (`hook_rot_k`).
 
 Axes: batch (trials, possibly several patched variants stacked), pos (positions p..end), kpos (all key
 positions 0..end), head, d_head, d_model.
@@ -28,6 +34,8 @@ def _attention(attn: Any, x_ln: Float[torch.Tensor, "batch pos d_model"], k_prev
     v = torch.einsum("bpd,hde->bphe", x_ln, attn.W_V) + attn.b_V
     if patch is not None:
         q, k, v = patch("q", q, start), patch("k", k, start), patch("v", v, start)
+    if attn.cfg.positional_embedding_type == "rotary":
+        q, k = attn.apply_rotary(q, start), attn.apply_rotary(k, start)
     k_all = torch.cat([k_prev, k], dim=1)
     v_all = torch.cat([v_prev, v], dim=1)
     scores = torch.einsum("bqhe,bkhe->bhqk", q, k_all) / attn.attn_scale
@@ -53,8 +61,8 @@ def run_from(model: Any, layer: int, start: int, resid: Float[torch.Tensor, "bat
              cached: dict[str, torch.Tensor] | None = None) -> Float[torch.Tensor, " batch"]:
     """Logit difference at the last position after running blocks layer.. on `resid` (positions start..end).
 
-    kv_prefix[l] holds the cached keys and values of positions < start at layer l (shape [batch, start, head,
-    d_head]). `patch` is applied inside block `patch_layer` (default: `layer`)."""
+    kv_prefix[l] holds the cached keys (post-rotary when rotary) and values of positions < start at layer l (shape
+    [batch, start, head, d_head]). `patch` is applied inside block `patch_layer` (default: `layer`)."""
     patch_layer = layer if patch_layer is None else patch_layer
     x = resid
     if patch is not None and patch_layer == layer:

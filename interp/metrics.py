@@ -56,13 +56,18 @@ def logit_diff(model: Any, tokens: ArrayLike, answer: ArrayLike, wrong: ArrayLik
     return torch.cat(out)
 
 
-def normalised(value: Float[torch.Tensor, "..."], clean: float, corrupt: float) -> Float[torch.Tensor, "..."]:
-    """0 = the corrupted run's mean logit difference, 1 = the clean run's."""
+MIN_GAP = 0.25  # logits: below this clean - corrupted gap a normalised effect means nothing
+
+
+def normalise(values: Any, clean: float, corrupt: float, min_gap: float = MIN_GAP) -> np.ndarray:
+    """(values - corrupt) / (clean - corrupt): 0 = the corrupted run's mean logit difference, 1 = the clean run's.
+    NaN everywhere ("undefined") when |clean - corrupt| is below `min_gap` logits, e.g. a model that does not do the
+    task, or a corruption that leaves the answer unchanged."""
+    v = np.asarray(values, dtype=float)
     denom = clean - corrupt
-    if abs(denom) < 1e-6:
-        raise ValueError("clean and corrupted runs have the same logit difference: the normalised metric is "
-                         "undefined (is the corruption one that leaves the answer unchanged?)")
-    return (value - corrupt) / denom
+    if not abs(denom) >= max(min_gap, 1e-9):
+        return np.full_like(v, np.nan)
+    return (v - corrupt) / denom
 
 
 def evaluate_batch(model: Any, batch: Any, batch_size: int = 256) -> dict[str, Any]:

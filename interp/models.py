@@ -1,8 +1,9 @@
 """The one adapter between this project and TransformerLens / Hugging Face models.
 
-Every construction and loading of a model happens here: GPT-2-architecture `HookedTransformer`s built from an
-`Arch` (from scratch, GPT-2 initialisation), converted from a Hugging Face GPT-2 (a local directory, fully offline,
-or a hub name when the user asks for one), and the project's own checkpoints (safetensors + JSON, never pickle).
+Every construction and loading of a model happens here: `HookedTransformer`s of a GPT-2 or Llama `Arch`
+(`interp.arch`) built from scratch, converted from a Hugging Face model (a named base from `interp.bases`, a local
+directory, fully offline, or a hub name when the user asks for one), and the project's own checkpoints
+(safetensors + JSON, never pickle).
 
 Weight processing: NONE. `fold_ln`, `center_writing_weights`, `center_unembed` and `fold_value_biases` are all
 off for every model (pretrained, fine-tuned and scratch alike). Weights stay in the parametrisation they were
@@ -21,6 +22,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from interp import bases
+from interp.arch import Arch, UnsupportedArchitecture
 from interp.store import atomic_write_json, file_sha256
 
 CHECKPOINT_JSON = "checkpoint.json"
@@ -28,80 +31,19 @@ WEIGHTS = "model.safetensors"
 TOKENIZER_DIR = "tokenizer"
 
 
-SHIPPED_BASES = ("cogbase-6l",)
-
-
 class ModelLoadError(RuntimeError):
     """A model, tokenizer or checkpoint could not be loaded; the message names the file and the problem."""
 
 
 def resolve_base(name_or_path: str | Path) -> str | Path:
-    """A shipped base's name -> its installed folder; anything else is returned unchanged (a local directory, a
-    checkpoint or a hub name)."""
-    if str(name_or_path) in SHIPPED_BASES:
-        from importlib import resources
-
-        return Path(str(resources.files("checkpoints").joinpath(str(name_or_path))))
-    return name_or_path
-
-
-@dataclass(frozen=True)
-class Arch:
-    """A GPT-2-architecture transformer: learned positions, pre-LN blocks, GELU MLP."""
-
-    n_layers: int = 2
-    d_model: int = 128
-    n_heads: int = 4
-    d_mlp: int = 512
-    d_vocab: int = 50257
-    n_ctx: int = 64
-    act_fn: str = "gelu_new"
-    eps: float = 1e-5
-
-    def __post_init__(self) -> None:
-        for f in ("n_layers", "d_model", "n_heads", "d_mlp", "d_vocab", "n_ctx"):
-            if not isinstance(getattr(self, f), int) or getattr(self, f) < 1:
-                raise ValueError(f"arch.{f} must be a positive integer, got {getattr(self, f)!r}")
-        if self.d_model % self.n_heads:
-            raise ValueError(f"arch.d_model ({self.d_model}) must be divisible by arch.n_heads ({self.n_heads})")
-
-    @property
-    def d_head(self) -> int:
-        return self.d_model // self.n_heads
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Arch:
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown arch key(s): {', '.join(sorted(unknown))}")
-        return cls(**d)
-
-    @classmethod
-    def from_hf_config(cls, cfg: Any) -> Arch:
-        if getattr(cfg, "model_type", None) != "gpt2":
-            raise ModelLoadError(f"only GPT-2 architecture models are supported, got model_type={cfg.model_type!r}")
-        return cls(n_layers=cfg.n_layer, d_model=cfg.n_embd, n_heads=cfg.n_head, d_mlp=cfg.n_inner or 4 * cfg.n_embd,
-                   d_vocab=cfg.vocab_size, n_ctx=cfg.n_positions, act_fn=cfg.activation_function,
-                   eps=cfg.layer_norm_epsilon)
-
-    def to_hf_config(self, bos_token_id: int, eos_token_id: int) -> Any:
-        from transformers import GPT2Config
-
-        return GPT2Config(vocab_size=self.d_vocab, n_positions=self.n_ctx, n_embd=self.d_model, n_layer=self.n_layers,
-                          n_head=self.n_heads, n_inner=self.d_mlp, activation_function=self.act_fn,
-                          layer_norm_epsilon=self.eps, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
-                          bos_token_id=bos_token_id, eos_token_id=eos_token_id, tie_word_embeddings=True)
+    """A named base (shipped, or SmolLM2 from its PyPI wheel) -> its local directory; anything else unchanged."""
+    return bases.resolve(name_or_path)
 
 
 def _tl_config(arch: Arch, device: str, seed: int | None = None):  # noqa: ANN202
     from transformer_lens import HookedTransformerConfig
 
-    return HookedTransformerConfig(
-        n_layers=arch.n_layers, d_model=arch.d_model, d_head=arch.d_head, n_heads=arch.n_heads, d_mlp=arch.d_mlp,
-        d_vocab=arch.d_vocab, n_ctx=arch.n_ctx, act_fn=arch.act_fn, eps=arch.eps, normalization_type="LN",
-        positional_embedding_type="standard", original_architecture="GPT2LMHeadModel", init_mode="gpt2",
-        default_prepend_bos=True, device=device, seed=seed)
+    return HookedTransformerConfig(**arch.tl_kwargs(), device=device, seed=seed)
 
 
 def _hooked(arch: Arch, tokenizer: Any, device: str, seed: int | None, init: bool):  # noqa: ANN202
@@ -116,7 +58,9 @@ def _hooked(arch: Arch, tokenizer: Any, device: str, seed: int | None, init: boo
 
 
 def build_scratch(arch: Arch, tokenizer: Any, seed: int, device: str = "cpu"):  # noqa: ANN201
-    """A randomly initialised GPT-2-architecture HookedTransformer (GPT-2's initialisation, seeded)."""
+    """A randomly initialised HookedTransformer of `arch`, seeded: every weight matrix drawn from N(0, s) and biases
+    zero, with s = 0.8 / sqrt(d_model) for GPT-2 (TransformerLens's GPT-2 initialisation) and the base's own
+    `initializer_range` (0.02 for SmolLM2: HF's Llama initialisation) for Llama; normalisation weights 1."""
     return _hooked(arch, tokenizer, device, seed, init=True)
 
 
@@ -153,17 +97,17 @@ def _looks_local(name: str | Path) -> bool:
     return os.path.sep in s or s.startswith(".") or Path(s).exists()
 
 
-def load_hf_gpt2(path_or_name: str | Path) -> tuple[Any, Any]:
-    """A transformers GPT-2 and its tokenizer from a local directory (offline) or a hub name."""
-    from transformers import GPT2LMHeadModel
+def load_hf(path_or_name: str | Path) -> tuple[Any, Any]:
+    """A transformers causal LM (GPT-2 or Llama architecture) and its tokenizer, from a local directory (offline)
+    or a hub name. Weights must be safetensors: pickled weights are refused."""
+    from transformers import AutoConfig, AutoModelForCausalLM
 
     if _looks_local(path_or_name):
         p = Path(path_or_name)
         if not p.is_dir():
             raise ModelLoadError(f"base model directory {p} does not exist")
-        for need in ("config.json",):
-            if not (p / need).exists():
-                raise ModelLoadError(f"{p} is not a Hugging Face model directory: {need} missing")
+        if not (p / "config.json").exists():
+            raise ModelLoadError(f"{p} is not a Hugging Face model directory: config.json missing")
         has_st = (p / "model.safetensors").exists() or (p / "model.safetensors.index.json").exists()
         if not has_st and (p / "pytorch_model.bin").exists():
             raise ModelLoadError(f"{p} holds only pickled weights (pytorch_model.bin); convert them to safetensors")
@@ -171,20 +115,29 @@ def load_hf_gpt2(path_or_name: str | Path) -> tuple[Any, Any]:
             raise ModelLoadError(f"{p} holds no weights (model.safetensors missing)")
     _quiet_transformers()
     try:
-        hf = GPT2LMHeadModel.from_pretrained(str(path_or_name), use_safetensors=True)
+        Arch.from_hf_config(AutoConfig.from_pretrained(str(path_or_name)))  # refuses other architectures by name
+        hf = AutoModelForCausalLM.from_pretrained(str(path_or_name), use_safetensors=True, dtype=torch.float32)
+    except UnsupportedArchitecture as e:
+        raise ModelLoadError(f"{path_or_name}: {e}") from None
     except Exception as e:
-        raise ModelLoadError(f"cannot load GPT-2 weights from {path_or_name}: {e}") from None
+        raise ModelLoadError(f"cannot load weights from {path_or_name}: {e}") from None
     hf.eval()
     return hf, load_tokenizer(path_or_name)
 
 
+load_hf_gpt2 = load_hf  # the earlier name
+
+
 def hf_to_hooked(hf_model: Any, tokenizer: Any, device: str = "cpu"):  # noqa: ANN201
-    """Convert a transformers GPT-2 to a HookedTransformer through TransformerLens's GPT-2 weight conversion."""
-    from transformer_lens.pretrained.weight_conversions import convert_gpt2_weights
+    """Convert a transformers GPT-2 or Llama to a HookedTransformer through TransformerLens's weight conversion
+    (no weight processing). The conversion unties tied embeddings: W_U starts as a copy of W_E^T and trains on
+    its own."""
+    from transformer_lens.pretrained.weight_conversions import convert_gpt2_weights, convert_llama_weights
 
     arch = Arch.from_hf_config(hf_model.config)
     model = _hooked(arch, tokenizer, device, None, init=False)
-    state = convert_gpt2_weights(hf_model, model.cfg)
+    convert = convert_gpt2_weights if arch.family == "gpt2" else convert_llama_weights
+    state = convert(hf_model, model.cfg)
     state["unembed.b_U"] = torch.zeros(arch.d_vocab)
     model.load_and_process_state_dict({k: v.detach().clone() for k, v in state.items()}, fold_ln=False,
                                       center_writing_weights=False, center_unembed=False,
@@ -269,9 +222,9 @@ def load_model(path_or_name: str | Path, device: str = "cpu"):  # noqa: ANN201
     if is_checkpoint(path_or_name):
         model, tok, meta = load_checkpoint(path_or_name, device)
         return model, tok, {"kind": "checkpoint", "name": Path(name).name, **meta}
-    hf, tok = load_hf_gpt2(path_or_name)
+    hf, tok = load_hf(path_or_name)
     model = hf_to_hooked(hf, tok, device)
-    info: dict[str, Any] = {"kind": "hf", "name": name if name in SHIPPED_BASES or not _looks_local(name)
+    info: dict[str, Any] = {"kind": "hf", "name": name if name in bases.NAMED or not _looks_local(name)
                             else Path(name).name}
     if _looks_local(path_or_name):
         weights = Path(path_or_name) / "model.safetensors"
@@ -301,9 +254,7 @@ def base_arch_and_tokenizer(base: str | Path) -> tuple[Arch, Any]:
 
 
 def arch_of(model: Any) -> Arch:
-    c = model.cfg
-    return Arch(n_layers=c.n_layers, d_model=c.d_model, n_heads=c.n_heads, d_mlp=c.d_mlp, d_vocab=c.d_vocab,
-                n_ctx=c.n_ctx, act_fn=c.act_fn, eps=c.eps)
+    return Arch.from_tl_config(model.cfg)
 
 
 def state_sha256(model: Any) -> str:
@@ -315,6 +266,29 @@ def state_sha256(model: Any) -> str:
         h.update(k.encode())
         h.update(v.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
     return h.hexdigest()
+
+
+def with_a_key_value_head_per_query_head(model: Any):  # noqa: ANN201
+    """The same function as a grouped-query-attention model, but with each query head's key and value weights
+    copied out (n_key_value_heads = n_heads). TransformerLens's own k / v patching functions iterate over
+    key/value heads; on this copy they iterate over query heads, as this project's analyses do (a reference for
+    tests and for comparing with TransformerLens)."""
+    from dataclasses import replace
+
+    arch = arch_of(model)
+    if arch.n_key_value_heads is None:
+        return copy_model(model)
+    rep = arch.n_heads // arch.n_key_value_heads
+    state = {}
+    for k, v in model.state_dict().items():
+        name = k.rsplit(".", 1)[-1]
+        if name in ("_W_K", "_W_V", "_b_K", "_b_V"):
+            k, v = k.replace(f".{name}", f".{name[1:]}"), torch.repeat_interleave(v, rep, dim=0)
+        state[k] = v
+    clone = _hooked(replace(arch, n_key_value_heads=None), model.tokenizer, str(model.cfg.device), None, init=False)
+    clone.load_state_dict(state, strict=False)
+    clone.eval()
+    return clone
 
 
 def copy_model(model: Any):  # noqa: ANN201

@@ -22,8 +22,9 @@ import torch
 from jaxtyping import Float
 from tqdm.auto import tqdm
 
+from interp.arch import UnsupportedArchitecture
 from interp.forward import run_from
-from interp.metrics import as_ids, as_tokens, logit_diff_from_logits
+from interp.metrics import MIN_GAP, as_ids, as_tokens, logit_diff_from_logits, normalise
 
 # what: (activation, index axes); mirrors transformer_lens.patching's variants
 VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -43,6 +44,7 @@ VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 HOOK = {"resid_pre": "hook_resid_pre", "attn_out": "hook_attn_out", "mlp_out": "hook_mlp_out",
         "z": "attn.hook_z", "q": "attn.hook_q", "k": "attn.hook_k", "v": "attn.hook_v", "pattern": "attn.hook_pattern"}
+SUPPORTED = ("GPT2LMHeadModel", "LlamaForCausalLM")
 
 
 @dataclass
@@ -59,6 +61,11 @@ class PatchResult:
     corrupt_logit_diff: float
     labels: dict[str, list[str]] = field(default_factory=dict)
     first_diff: int = 0
+
+    @property
+    def defined(self) -> bool:
+        """False when clean and corrupted runs are too close for normalised values (they are then NaN)."""
+        return bool(np.isfinite(self.values).any())
 
     @property
     def effect(self) -> np.ndarray:
@@ -95,7 +102,13 @@ class _Run:
                  answer: torch.Tensor, wrong: torch.Tensor) -> None:
         self.model = model
         self.answer, self.wrong = answer, wrong
-        names = lambda n: any(n.endswith(h) for h in HOOK.values())  # noqa: E731
+        c = model.cfg
+        if c.original_architecture not in SUPPORTED or (c.n_key_value_heads and not c.ungroup_grouped_query_attention):
+            raise UnsupportedArchitecture(f"exact patching supports GPT-2 and Llama models (grouped keys ungrouped), "
+                                          f"not {c.original_architecture}")
+        self.rotary = c.positional_embedding_type == "rotary"
+        hooks = list(HOOK.values()) + (["attn.hook_rot_k"] if self.rotary else [])
+        names = lambda n: any(n.endswith(h) for h in hooks)  # noqa: E731
         with torch.no_grad():
             t_logits, self.t = model.run_with_cache(target_tokens, names_filter=names)
             s_logits, self.s = model.run_with_cache(source_tokens, names_filter=names)
@@ -106,7 +119,7 @@ class _Run:
         self.n_pos = target_tokens.shape[1]
 
     def act(self, cache: Any, kind: str, layer: int) -> torch.Tensor:
-        return cache[f"blocks.{layer}.{HOOK[kind]}"]
+        return cache[f"blocks.{layer}.{HOOK.get(kind, 'attn.hook_' + kind)}"]
 
     @torch.no_grad()
     def run(self, layer: int, start: int, patches: list[Any], kind: str | None = None
@@ -115,7 +128,8 @@ class _Run:
         k = len(patches)
         rep = lambda x: x.repeat(k, *([1] * (x.dim() - 1)))  # noqa: E731
         resid = rep(self.act(self.t, "resid_pre", layer)[:, start:])
-        kv = [(rep(self.act(self.t, "k", l)[:, :start]), rep(self.act(self.t, "v", l)[:, :start]))
+        key = "rot_k" if self.rotary else "k"
+        kv = [(rep(self.act(self.t, key, l)[:, :start]), rep(self.act(self.t, "v", l)[:, :start]))
               if l >= layer else (None, None) for l in range(self.model.cfg.n_layers)]
         b = self.answer.shape[0]
 
@@ -164,11 +178,12 @@ def _setter(kind: str, src: torch.Tensor, head: int | None = None, pos: int | No
 
 def patch_sweep(model: Any, clean_tokens: Any, corrupt_tokens: Any, answer: Any, wrong: Any, what: str,
                 direction: str = "denoise", variants_per_forward: int | None = None, position_labels: list[str] | None = None,
-                progress: bool = False) -> PatchResult:
+                progress: bool = False, min_gap: float = MIN_GAP) -> PatchResult:
     """Exact patching of `what` (a key of VARIANTS) over every index; see the module docstring.
 
     variants_per_forward: patched variants stacked along the batch of one forward (default: 4 on CPU, measured
-    fastest for the shipped 6-layer base, 16 on GPU)."""
+    fastest for the shipped 6-layer base, 16 on GPU). Normalised values are NaN ("undefined") when the clean and
+    corrupted mean logit differences are less than `min_gap` apart; `raw` is always there."""
     if what not in VARIANTS:
         raise ValueError(f"unknown patching target {what!r} (choose from {', '.join(VARIANTS)})")
     if direction not in ("denoise", "noise"):
@@ -207,8 +222,7 @@ def patch_sweep(model: Any, clean_tokens: Any, corrupt_tokens: Any, answer: Any,
         for (idx, _), v in zip(chunk, ld.mean(1).tolist()):
             raw[idx] = v
     clean_v, corrupt_v = (base_source, base_target) if direction == "denoise" else (base_target, base_source)
-    denom = clean_v - corrupt_v
-    values = (raw - corrupt_v) / denom if abs(denom) > 1e-9 else np.full_like(raw, np.nan)
+    values = normalise(raw, clean_v, corrupt_v, min_gap)
     labels = {"layer": [f"L{i}" for i in range(L)], "head": [f"H{i}" for i in range(H)]}
     if position_labels is not None:
         labels["pos"] = labels["dest_pos"] = list(position_labels)

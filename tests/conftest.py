@@ -41,6 +41,28 @@ def tokenizer():
     return load_tokenizer(shipped_tokenizer_dir())
 
 
+def build_digit_tokenizer():
+    """A small byte-level BPE tokenizer that splits numbers into single digits, as SmolLM2's does (" 37" is
+    "Ġ", "3", "7"), with the task's words as single tokens and a BOS token."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True),
+                                                 pre_tokenizers.ByteLevel(add_prefix_space=False)])
+    tok.decoder = decoders.ByteLevel()
+    words = " context motion color left right answer . the a of and is in"
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<bos>", "<eos>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator([words] * 50 + [" 0 1 2 3 4 5 6 7 8 9"] * 5, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", pad_token="<eos>")
+
+
+@pytest.fixture(scope="session")
+def digit_tokenizer():
+    return build_digit_tokenizer()
+
+
 def make_tiny_base(path: Path, tokenizer, n_layers=2, d_model=64, n_heads=4, seed=0) -> Path:
     from interp.models import Arch, build_hf_gpt2, save_hf_dir
 
@@ -53,6 +75,39 @@ def make_tiny_base(path: Path, tokenizer, n_layers=2, d_model=64, n_heads=4, see
 @pytest.fixture(scope="session")
 def tiny_base(tmp_path_factory, tokenizer) -> Path:
     return make_tiny_base(tmp_path_factory.mktemp("tiny_base"), tokenizer)
+
+
+def make_tiny_llama_base(path: Path, tokenizer, seed=0) -> Path:
+    """A tiny random Llama-architecture HF directory (grouped-query attention: 4 query heads share 2 key/value heads;
+    rotary, RMSNorm, gated SiLU MLP, tied embeddings), like SmolLM2 in miniature."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64, rms_norm_eps=1e-5,
+                      rope_theta=10000.0, tie_word_embeddings=True, initializer_range=0.1,
+                      bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    model = LlamaForCausalLM(cfg)
+    path.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(path), safe_serialization=True)
+    tokenizer.save_pretrained(str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_base(tmp_path_factory, digit_tokenizer) -> Path:
+    return make_tiny_llama_base(tmp_path_factory.mktemp("tiny_llama"), digit_tokenizer)
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_trained(tmp_path_factory, tiny_llama_base) -> Path:
+    """The tiny Llama fine-tuned briefly on the task (numbers are three tokens each with this tokenizer)."""
+    from experiments.train import train
+
+    out = tmp_path_factory.mktemp("tiny_llama_trained") / "ckpt"
+    train(tiny_train_config(tiny_llama_base, "pretrained", steps=60, lr=3e-3), out, progress=False)
+    return out
 
 
 def tiny_train_config(base: Path, init: str, steps: int = 40, seed: int = 0, **train):

@@ -84,7 +84,8 @@ CONFIG_CASES = [
     ("cue position", T + "[task]\ncue_position = \"middle\"\n", "cue_position"),
     ("invalid TOML", "[train\nsteps = 2\n", "not valid TOML"),
     ("bad init", T + "[model]\ninit = \"random\"\n", "model.init"),
-    ("symbol not a single token", T + "[task]\ncue_word = \" qqzzxxyy\"\n", "not a single token"),
+    ("answer not a single token", T + "[task]\nanswer_words = [\" left\", \" qqzzxxyy\"]\n", "not a single token"),
+    ("misaligned modality words", T + "[task]\nmodality_words = [\" motion\", \" qqzzxxyy\"]\n", "same number of tokens"),
 ]
 
 

@@ -230,3 +230,27 @@ def test_pages_render_offline_in_chromium(run_dir, tmp_path):
     for png in (shot, att_shot):
         img = np.asarray(Image.open(io.BytesIO(png)).convert("L"))
         assert img.std() > 5  # not a blank page
+
+
+def test_a_llama_run_with_one_scratch_twin(tmp_path, tiny_llama_base):
+    """The whole run on a tiny Llama (rotary, RMSNorm, gated MLP, grouped-query attention, three-token numbers)
+    with one scratch model: contrasts that need two models per group are undefined, and the claims say so."""
+    train = ("steps = 12\neval_every = 6\neval_size = 32\nbatch_size = 16\nwarmup = 2\ntarget_accuracy = 0.3\n"
+             "target_incongruent = 0.01\n")
+    cfg = tmp_path / "llama.toml"
+    cfg.write_text(f'[run]\nname = "llama"\nseeds = [0, 1]\nscratch_seeds = [0]\nn_eval = 32\nn_compare = 32\n'
+                   f'n_reliance = 32\nn_pairs = 4\ncircuit_random = 2\nattention_heads = 1\ndetailed_maps = false\n'
+                   f'formats = ["html"]\n[model]\nbase = "{tiny_llama_base}"\n[finetune]\n{train}[scratch]\n{train}'
+                   '[task]\nheldout_number_range = [70, 99]\n')
+    p = cli("run", str(cfg), "--out", str(tmp_path / "run"), "--quiet")
+    out, err = p.communicate(timeout=600)
+    assert p.returncode == 0, err
+    ev = json.loads((tmp_path / "run" / "results" / "evaluate.json").read_text())
+    assert set(ev["models"]) == {"finetuned-s0", "finetuned-s1", "scratch-s0", "base"}
+    con = json.loads((tmp_path / "run" / "results" / "contrasts.json").read_text())
+    assert con["cka_base_mean"]["result"] is None and "undefined" in con["cka_base_mean"]["note"]
+    claims = json.loads((tmp_path / "run" / "results" / "claims.json").read_text())["claims"]
+    assert all(c["verdict"] in ("inconclusive", "not supported") for c in claims)
+    assert any(p["outcome"] == "undefined" for c in claims for p in c["parts"])
+    html = (tmp_path / "run" / "report.html").read_text()
+    assert "patch_heads_finetuned-s0" in html and "patch_heads_by_pos_finetuned-s0" not in html

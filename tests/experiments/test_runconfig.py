@@ -4,6 +4,7 @@ shipped base resolves by name from the installed package."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -44,8 +45,13 @@ def test_the_shipped_base_resolves_by_name():
 
 
 def test_a_wheel_carries_the_base_and_the_configs(tmp_path):
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
-                    str(tmp_path), str(REPO)], check=True)
+    had_build = (REPO / "build").exists()
+    try:
+        subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                        str(tmp_path), str(REPO)], check=True)
+    finally:
+        if not had_build:  # setuptools builds in the source tree: leave it as it was
+            shutil.rmtree(REPO / "build", ignore_errors=True)
     names = zipfile.ZipFile(next(tmp_path.glob("cogcircuits-*.whl"))).namelist()
     for want in ("checkpoints/cogbase-6l/model.safetensors", "checkpoints/cogbase-6l/tokenizer.json",
                  "experiments/configs/default.toml", "experiments/configs/lr_sweep.json"):

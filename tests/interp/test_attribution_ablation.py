@@ -12,9 +12,10 @@ from interp.neurons import VARIABLES, design_matrix, neuron_selectivity
 from tasks.cdm import CDMConfig, generate
 
 
-@pytest.fixture(scope="module")
-def setup(tiny_trained):
-    model, tok, _ = load_model(tiny_trained)
+@pytest.fixture(scope="module", params=["gpt2", "llama"])
+def setup(request):
+    model, tok, _ = load_model(request.getfixturevalue("tiny_trained" if request.param == "gpt2"
+                                                       else "tiny_llama_trained"))
     batch = generate(CDMConfig(), 48, seed=2, tokenizer=tok, split="test")
     return model, batch
 

@@ -14,9 +14,10 @@ from interp.models import copy_model, load_model
 from tasks.cdm import CDMConfig, make_pairs
 
 
-@pytest.fixture(scope="module")
-def setup(tiny_trained):
-    model, tok, _ = load_model(tiny_trained)
+@pytest.fixture(scope="module", params=["gpt2", "llama"])
+def setup(request):
+    model, tok, _ = load_model(request.getfixturevalue("tiny_trained" if request.param == "gpt2"
+                                                       else "tiny_llama_trained"))
     clean, bad = make_pairs(CDMConfig(), 16, seed=3, tokenizer=tok, corruption="relevant-flip")
     return model, clean, bad
 

@@ -22,6 +22,43 @@ def test_local_hf_directory_matches_transformers(tiny_base):
     assert (ref - got).abs().max() < 1e-4
 
 
+def test_llama_directory_matches_transformers(tiny_llama_base):
+    """Rotary, RMSNorm, gated MLP and grouped-query attention converted through TransformerLens's Llama conversion."""
+    hf, tok = load_hf_gpt2(tiny_llama_base)
+    model, _, info = load_model(tiny_llama_base)
+    assert model.cfg.n_key_value_heads == 2 and model.cfg.ungroup_grouped_query_attention
+    x = torch.randint(0, len(tok), (3, 12))
+    with torch.no_grad():
+        ref = torch.log_softmax(hf(x).logits, -1)
+        got = torch.log_softmax(model(x), -1)
+    assert (ref - got).abs().max() < 1e-4
+
+
+def test_llama_scratch_twin_and_checkpoint_round_trip(tiny_llama_base, tmp_path):
+    from interp.models import arch_of, base_arch_and_tokenizer
+
+    base, tok, _ = load_model(tiny_llama_base)
+    arch, _ = base_arch_and_tokenizer(tiny_llama_base)
+    assert arch == arch_of(base) and arch.family == "llama" and arch.initializer_range == 0.1
+    twin = build_scratch(arch, tok, 4)
+    assert {k: v.shape for k, v in twin.state_dict().items()} == {k: v.shape for k, v in base.state_dict().items()}
+    w = twin.blocks[0].attn.W_Q.detach()
+    assert abs(float(w.std()) - 0.1) < 0.01 and float(twin.blocks[0].ln1.w.detach().min()) == 1.0  # Llama init
+    save_checkpoint(twin, tmp_path / "ck", {}, tok)
+    again, _, _ = load_checkpoint(tmp_path / "ck")
+    x = torch.randint(0, len(tok), (2, 10))
+    assert torch.equal(twin(x), again(x))
+
+
+def test_other_architectures_are_refused_by_name(tmp_path, tokenizer):
+    from transformers import BertConfig, BertForMaskedLM
+
+    BertForMaskedLM(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                               intermediate_size=32)).save_pretrained(str(tmp_path / "bert"))
+    with pytest.raises(ModelLoadError, match="model_type 'bert' is not supported.*GPT-2 and Llama"):
+        load_model(tmp_path / "bert")
+
+
 def test_scratch_model_shares_the_base_architecture_and_is_seeded(tiny_base, tokenizer):
     base, tok, _ = load_model(tiny_base)
     arch = Arch(n_layers=2, d_model=64, n_heads=4, d_mlp=256, d_vocab=len(tok), n_ctx=32)

@@ -14,20 +14,28 @@ VARIANTS = {
 }
 
 
+def span(batch, name: str) -> list[int]:
+    """The positions of one symbol (several when the tokenizer splits it), from the position labels."""
+    return [i for i, lab in enumerate(batch.position_labels) if lab == name or lab.startswith(name + " (")]
+
+
+def read(tokenizer, batch, i: int, name: str) -> str:
+    return tokenizer.decode([int(batch.tokens[i, p]) for p in span(batch, name)])
+
+
 def rederive(config: CDMConfig, batch, tokenizer) -> np.ndarray:
     """Answer side per trial recomputed from the rendered text and the metadata, independently of the generator:
     the context word is read back from the tokens; the relevant modality's side with the larger clean number wins;
     noise-free trials must also show that comparison in the rendered numbers."""
-    words = [tokenizer.decode([int(t)]) for t in batch.tokens[0]]
-    assert words[batch.positions["answer"]] == config.query_word
+    assert read(tokenizer, batch, 0, "answer") == config.query_word
     out = np.empty(len(batch), dtype=np.int64)
     mods = list(config.modality_words)
     for i in range(len(batch)):
-        ctx_word = tokenizer.decode([int(batch.tokens[i, batch.positions["context"]])])
+        ctx_word = read(tokenizer, batch, i, "context")
         rel = mods.index(ctx_word)
         name = ctx_word.strip()
-        shown = [[int(tokenizer.decode([int(batch.tokens[i, batch.positions[f"{name}.{side}{s}"]])]))
-                  for s in range(config.n_samples)] for side in ("left", "right")]
+        shown = [[int(read(tokenizer, batch, i, f"{name}.{side}{s}")) for s in range(config.n_samples)]
+                 for side in ("left", "right")]
         assert shown == [list(batch.meta["numbers"][i, rel, :, 0]), list(batch.meta["numbers"][i, rel, :, 1])]
         clean = batch.meta["clean_numbers"][i, rel]
         out[i] = int(clean[1] > clean[0])
@@ -48,7 +56,7 @@ def test_answers_rederived_on_10000_trials(name, tokenizer):
     assert np.array_equal(batch.wrong_ids, answers[1 - side])
     assert 0.45 < batch.meta["congruent"].mean() < 0.55
     assert 0.45 < batch.meta["context"].mean() < 0.55
-    assert batch.tokens.shape == (10_000, config.seq_len)
+    assert batch.tokens.shape == (10_000, 1 + 3 + 2 * (1 + 2 * config.n_samples) + 2)  # every symbol one token here
 
 
 def test_deterministic_under_seed(tokenizer):
@@ -106,9 +114,26 @@ def test_pairs_align_and_flip(corruption, tokenizer):
     assert np.array_equal(rederive(config, bad, tokenizer), bad.labels)
 
 
-def test_symbol_not_single_token_is_named(tokenizer):
-    with pytest.raises(TaskError, match="zyxwvut"):
-        generate(CDMConfig(cue_word=" zyxwvutqq"), 4, seed=0, tokenizer=tokenizer)
+def test_answer_word_not_single_token_is_named(tokenizer):
+    with pytest.raises(TaskError, match="answer word ' zyxwvutqq' is not a single token"):
+        generate(CDMConfig(answer_words=(" left", " zyxwvutqq")), 4, seed=0, tokenizer=tokenizer)
+
+
+def test_symbols_that_break_the_alignment_are_named(tokenizer):
+    with pytest.raises(TaskError, match="modality words do not all encode to the same number of tokens"):
+        generate(CDMConfig(modality_words=(" motion", " zyxwvutqq")), 4, seed=0, tokenizer=tokenizer)
+
+
+def test_a_multi_token_cue_word_keeps_trials_aligned(tokenizer):
+    """A cue word of several tokens is allowed: every trial has the same layout, labels say which token is which."""
+    config = CDMConfig(cue_word=" zyxwvutqq")
+    n = len(tokenizer.encode(" zyxwvutqq", add_special_tokens=False))
+    assert n > 1
+    clean, bad = make_pairs(config, 16, seed=0, tokenizer=tokenizer, corruption="context-flip")
+    assert clean.tokens.shape == bad.tokens.shape == (16, 12 + n - 1)
+    assert clean.position_labels[1:1 + n] == [f"cue ({i + 1}/{n})" for i in range(n)]
+    assert clean.positions["context"] == n + 1 and clean.positions["answer"] == clean.tokens.shape[1] - 1
+    assert np.array_equal(rederive(config, clean, tokenizer), clean.labels)
 
 
 @pytest.mark.parametrize("kwargs,match", [
@@ -158,3 +183,21 @@ def test_trial_hash_is_uniformish():
     rng = np.random.default_rng(0)
     u = trial_hash(rng.integers(0, 4000, (20000, 12)))
     assert 0.48 < u.mean() < 0.52 and u.min() >= 0 and u.max() < 1
+
+
+@pytest.mark.parametrize("name", ["default", "noisy-3"])
+def test_digit_splitting_tokenizer(name, digit_tokenizer):
+    """Numbers of several tokens (" 37" -> " ", "3", "7"): every trial has the same layout, clean and corrupted
+    trials align, positions are labelled per token, and the answers re-derive from the rendered text."""
+    config = VARIANTS[name]
+    assert digit_tokenizer.convert_ids_to_tokens(digit_tokenizer.encode(" 37", add_special_tokens=False)) == \
+        ["Ġ", "3", "7"]
+    b = generate(config, 2000, seed=3, tokenizer=digit_tokenizer, split="train")
+    assert np.array_equal(rederive(config, b, digit_tokenizer), b.labels)
+    assert "motion.left0 (3/3)" in b.position_labels and b.positions["motion.left0"] == \
+        b.position_labels.index("motion.left0 (3/3)")
+    for corruption in ("context-flip", "relevant-flip"):
+        clean, bad = make_pairs(config, 200, seed=1, tokenizer=digit_tokenizer, corruption=corruption)
+        assert clean.tokens.shape == bad.tokens.shape and clean.position_labels == bad.position_labels
+        assert np.array_equal(rederive(config, bad, digit_tokenizer), bad.labels)
+        assert (clean.labels != bad.labels).all()

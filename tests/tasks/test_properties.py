@@ -36,7 +36,7 @@ def test_any_valid_config(config, seed, tokenizer):
     assert b.meta["numbers"].min() >= lo and b.meta["numbers"].max() <= hi
     for corruption in ("context-flip", "relevant-flip", "irrelevant-flip"):
         c, d = make_pairs(config, 16, seed=seed, tokenizer=tokenizer, corruption=corruption)
-        assert c.tokens.shape == d.tokens.shape == (16, config.seq_len)
+        assert c.tokens.shape == d.tokens.shape == (16, int(config.prepend_bos) + 3 + 2 * (1 + 2 * config.n_samples) + 2)
         assert (c.labels == d.labels).all() == (corruption == "irrelevant-flip")
     val = generate(config, 64, seed=seed, tokenizer=tokenizer, split="val")
     assert not ({bytes(r) for r in b.tokens} & {bytes(r) for r in val.tokens})
