@@ -63,11 +63,11 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    from experiments.train import evaluate_checkpoint, load_config
+    from experiments.train import evaluate_checkpoint, load_config, pick_device
 
     task = load_config(args.config)["task"] if args.config else None
     r = evaluate_checkpoint(args.checkpoint, task=task, n=args.n, seed=args.seed, split=args.split,
-                            device=args.device)
+                            device=pick_device(args.device))
     print(f"{args.checkpoint} [{args.split}, n={args.n}]: accuracy {r['accuracy']:.4f}, "
           f"mean logit diff {r['logit_diff']:.3f}")
     print(f"{'context':>8} {'coh':>4} {'congruent':>9} {'n':>5} {'accuracy':>8}")
@@ -146,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--split", default="test", choices=["train", "val", "test", "gen"])
     ev.add_argument("--n", type=int, default=1000)
     ev.add_argument("--seed", type=int, default=0)
-    ev.add_argument("--device", default="cpu")
+    ev.add_argument("--device", default="auto", help="auto (default), cpu, cuda, mps")
     ev.add_argument("--json", action="store_true", help="also print the result as JSON")
     ev.set_defaults(func=cmd_eval)
 
@@ -168,9 +168,10 @@ def build_parser() -> argparse.ArgumentParser:
     bc.add_argument("--quiet", action="store_true")
     bc.set_defaults(func=cmd_base_card)
 
-    from experiments import cli_analyses
+    from experiments import cli_analyses, cli_attention
 
     cli_analyses.register(sub)
+    cli_attention.register(sub)
     _debug_anywhere(ap)
     return ap
 
@@ -186,8 +187,12 @@ def _debug_anywhere(parser: argparse.ArgumentParser) -> None:
                 _debug_anywhere(sp)
 
 
+CUBLAS_DETERMINISTIC = ":4096:8"  # the cuBLAS workspace setting deterministic matmuls need (CUDA >= 10.2)
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_DETERMINISTIC)  # before CUDA starts (deterministic cuBLAS)
     parser = build_parser()
     args = parser.parse_args(argv)
     import torch

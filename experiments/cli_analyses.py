@@ -13,8 +13,11 @@ from typing import Any
 
 import numpy as np
 
+from experiments import command_figures
 
-def _task(args: argparse.Namespace, info: dict[str, Any]) -> Any:
+
+def task_for(args: argparse.Namespace, info: dict[str, Any]) -> Any:
+    """The task of --config, else the one the checkpoint was trained on (else the default task)."""
     from experiments.config import build
     from experiments.train import load_config
     from tasks.cdm import CDMConfig
@@ -25,10 +28,12 @@ def _task(args: argparse.Namespace, info: dict[str, Any]) -> Any:
     return build(CDMConfig, raw, f"{info.get('path', 'model')} task config") if raw else CDMConfig()
 
 
-def _load(path: str, device: str) -> tuple[Any, dict[str, Any]]:
+def load(path: str, device: str) -> tuple[Any, dict[str, Any]]:
+    """A model on `device` ("auto": CUDA, else MPS, else CPU) and what was loaded."""
+    from experiments.train import pick_device
     from interp.models import load_model
 
-    model, _, info = load_model(path, device)
+    model, _, info = load_model(path, pick_device(device))
     return model, info
 
 
@@ -42,10 +47,25 @@ def _provenance(args: argparse.Namespace, info: dict[str, Any], task: Any, extra
             "versions": versions(), **extra}
 
 
+def _check(args: argparse.Namespace) -> None:
+    """Before any computation: refuse an existing output folder (without --overwrite) and figure formats that are
+    unknown or cannot be written here. Nothing is created yet, so a later bad input leaves nothing behind."""
+    from interp.store import prepare_out_dir
+
+    out = Path(args.out)
+    if out.exists() and (not out.is_dir() or not args.overwrite):
+        prepare_out_dir(out)  # raises, touching nothing, unless `out` is an empty folder (then it is left as is)
+    command_figures.check_formats(args.figures)
+
+
 def _out(args: argparse.Namespace) -> Path:
     from interp.store import prepare_out_dir
 
     return prepare_out_dir(Path(args.out), overwrite=args.overwrite)
+
+
+def _figures(args: argparse.Namespace, out: Path, figs: dict[str, Any]) -> None:
+    print(f"figures: {len(command_figures.write(out, figs, args.figures))} files under {out / 'figures'}")
 
 
 def cmd_patch(args: argparse.Namespace) -> None:
@@ -53,8 +73,9 @@ def cmd_patch(args: argparse.Namespace) -> None:
     from interp.store import atomic_write_csv, atomic_write_json, atomic_write_npz
     from tasks.cdm import make_pairs
 
-    model, info = _load(args.checkpoint, args.device)
-    task = _task(args, info)
+    _check(args)
+    model, info = load(args.checkpoint, args.device)
+    task = task_for(args, info)
     clean, bad = make_pairs(task, args.n, seed=args.seed, tokenizer=model.tokenizer, corruption=args.corruption)
     labels = position_token_labels(model.tokenizer, clean.tokens, clean.position_labels)
     r = patch_sweep(model, clean.tokens, bad.tokens, clean.answer_ids, clean.wrong_ids, args.what, args.direction,
@@ -68,6 +89,7 @@ def cmd_patch(args: argparse.Namespace) -> None:
         "what": args.what, "direction": args.direction, "corruption": args.corruption, "axes": list(r.axes),
         "labels": r.labels, "clean_logit_diff": r.clean_logit_diff, "corrupt_logit_diff": r.corrupt_logit_diff,
         "clean_tokens": clean.tokens, "corrupt_tokens": bad.tokens}))
+    _figures(args, out, command_figures.patch(r, info.get("name"), args.corruption, args.n))
     print(f"patched {args.what} ({args.direction}, {args.corruption}, {args.n} pairs): clean logit diff "
           f"{r.clean_logit_diff:.3f}, corrupted {r.corrupt_logit_diff:.3f}")
     if not r.defined:
@@ -88,8 +110,9 @@ def cmd_attribute(args: argparse.Namespace) -> None:
     from interp.store import atomic_write_csv, atomic_write_json, atomic_write_npz
     from tasks.cdm import generate
 
-    model, info = _load(args.checkpoint, args.device)
-    task = _task(args, info)
+    _check(args)
+    model, info = load(args.checkpoint, args.device)
+    task = task_for(args, info)
     b = generate(task, args.n, seed=args.seed, tokenizer=model.tokenizer, split="test")
     d = direct_logit_attribution(model, b.tokens, b.answer_ids, b.wrong_ids, neuron_layers=tuple(args.neuron_layers))
     lens = logit_lens(model, b.tokens, b.answer_ids, b.wrong_ids)
@@ -110,6 +133,7 @@ def cmd_attribute(args: argparse.Namespace) -> None:
     atomic_write_csv(out / "attribution.csv", rows)
     atomic_write_json(out / "attribution.json", _provenance(args, info, task, {"tokens": b.tokens,
                                                                               "neuron_layers": args.neuron_layers}))
+    _figures(args, out, command_figures.attribution(d, lens, info.get("name")))
     print(f"direct logit attribution on {args.n} trials: mean logit diff {d['logit_diff'].mean():.3f} = sum of parts "
           f"{d['total'].mean():.3f}")
     print("logit lens (mean logit diff read before each layer, then the output): "
@@ -124,8 +148,9 @@ def cmd_ablate(args: argparse.Namespace) -> None:
     from interp.store import atomic_write_csv, atomic_write_json, atomic_write_npz
     from tasks.cdm import generate
 
-    model, info = _load(args.checkpoint, args.device)
-    task = _task(args, info)
+    _check(args)
+    model, info = load(args.checkpoint, args.device)
+    task = task_for(args, info)
     b = generate(task, args.n, seed=args.seed, tokenizer=model.tokenizer, split="test")
     ref = generate(task, args.n, seed=args.seed + 1, tokenizer=model.tokenizer, split="test")
     ab = Ablator(model, b.tokens, b.answer_ids, b.wrong_ids, args.method, ref.tokens, args.seed)
@@ -145,6 +170,7 @@ def cmd_ablate(args: argparse.Namespace) -> None:
         {"layer": l, "head": h, "accuracy": float(each["accuracy"][l, h]), "logit_diff": float(each["logit_diff"][l, h])}
         for l in range(each["accuracy"].shape[0]) for h in range(each["accuracy"].shape[1])])
     atomic_write_json(out / "ablation.json", _provenance(args, info, task, extra))
+    _figures(args, out, command_figures.ablation(each, ab.baseline, args.method, info.get("name"), args.n))
     print(f"{args.method} ablation on {args.n} trials: baseline accuracy {ab.baseline['accuracy']:.3f}, logit diff "
           f"{ab.baseline['logit_diff']:.3f}")
     d = each["logit_diff"] - ab.baseline["logit_diff"]
@@ -163,8 +189,9 @@ def cmd_neurons(args: argparse.Namespace) -> None:
     from interp.store import atomic_write_csv, atomic_write_json, atomic_write_npz
     from tasks.cdm import generate
 
-    model, info = _load(args.checkpoint, args.device)
-    task = _task(args, info)
+    _check(args)
+    model, info = load(args.checkpoint, args.device)
+    task = task_for(args, info)
     b = generate(task, args.n, seed=args.seed, tokenizer=model.tokenizer, split="test")
     sel = neuron_selectivity(model, b, position=args.position, layers=tuple(args.layers) if args.layers else None,
                              top_k=args.top_k)
@@ -178,6 +205,7 @@ def cmd_neurons(args: argparse.Namespace) -> None:
     atomic_write_json(out / "neurons.json", _provenance(args, info, task, {
         "position": args.position, "top": sel["top"], "ablating_top": effects, "baseline": ab.baseline,
         "tokens": b.tokens}))
+    _figures(args, out, command_figures.neurons(sel, info.get("name"), args.n))
     print(f"neuron selectivity at '{args.position}' on {args.n} trials (standardised betas):")
     for v in VARIABLES:
         t = sel["top"][v][:3]
@@ -193,14 +221,14 @@ def cmd_compare(args: argparse.Namespace) -> None:
     from interp.store import atomic_write_json, portable
     from interp.stats import mean_ci
 
-    base, binfo = _load(args.base, args.device)
+    _check(args)
+    base, binfo = load(args.base, args.device)
     models = {}
     for kind, paths in (("finetuned", args.finetuned), ("scratch", args.scratch or [])):
         for i, p in enumerate(paths):
-            models[f"{kind}-s{i}"] = _load(p, args.device)[0]
+            models[f"{kind}-s{i}"] = load(p, args.device)[0]
             check_same_shape(models[f"{kind}-s{i}"], base, f"comparing {p} with the base")
-    task = _task(args, {})
-    out = _out(args)
+    task = task_for(args, {})
     _, reps = stages.representations_of({**models, "base": base}, task, args.n, args.seed)
     from tasks.cdm import generate
 
@@ -216,11 +244,13 @@ def cmd_compare(args: argparse.Namespace) -> None:
             rev = mean_ci(np.array([[x["accuracy_retained"] for x in p["reliance_base"]["reversion_layer"]]
                                     for p in per]))
             summary[kind] = {"cka_resid_answer": [v.tolist() for v in cka], "reversion_layer": [v.tolist() for v in rev]}
+    out = _out(args)
     atomic_write_json(out / "compare.json", _provenance(args, binfo, task, {
         "finetuned": [portable(p, out) for p in args.finetuned], "scratch": [portable(p, out) for p in args.scratch or []],
         "base": portable(args.base, out), "summary": summary, "per_model": per_model,
         "trials": {"cka": {"split": "test", "n": args.n, "seed": args.seed},
                    "reliance": {"split": "test", "n": args.n, "seed": args.seed + 1}}}))
+    _figures(args, out, command_figures.compare(per_model))
     for kind, s in summary.items():
         print(f"{kind}: debiased CKA with the base per layer (mean over models) "
               + " ".join(f"{v:.2f}" for v in s["cka_resid_answer"][0]))
@@ -231,27 +261,23 @@ def cmd_compare(args: argparse.Namespace) -> None:
 
 def cmd_discover(args: argparse.Namespace) -> None:
     from experiments import stages
-    from experiments.figures import _layout
     from interp.store import atomic_write_json
-    from interp.viz import circuit_graph, export_figure
 
-    model, info = _load(args.checkpoint, args.device)
-    task = _task(args, info)
-    out = _out(args)
+    _check(args)
+    model, info = load(args.checkpoint, args.device)
+    task = task_for(args, info)
     r = stages.discover(model, task, args.corruption, args.n, args.seed, args.method, args.ablation,
                         n_random=args.random, level=args.level, overlap_fraction=args.fraction, progress=True)
     if args.base:
-        base_ranked = stages.base_ranking(_load(args.base, args.device)[0], task, args.corruption, args.n, args.seed,
+        base_ranked = stages.base_ranking(load(args.base, args.device)[0], task, args.corruption, args.n, args.seed,
                                           args.method)
         k = len(r["overlap_set"])
         r["base_top"] = base_ranked[:k]
         r["share_in_base_top"] = {"value": len(set(r["overlap_set"]) & set(base_ranked[:k])) / k,
                                   "chance": k / r["n_nodes"]}
+    out = _out(args)
     atomic_write_json(out / "circuit.json", _provenance(args, info, task, r))
-    keep = set(r["overlap_set"]) | {"embed", "logits"}
-    edges = [e for e in r["edges"] if e["from"] in keep and e["to"] in keep][:60]
-    export_figure(circuit_graph(_layout(r["overlap_set"], r["node_scores"]), edges, f"circuit ({args.method})"),
-                  out / "circuit", ["html", "csv"])
+    _figures(args, out, command_figures.circuit(r, info.get("name")))
     for level in ("node", "edge"):
         c = r[f"{level}_curve"]
         reached = c["level_reached"]
@@ -300,14 +326,19 @@ def register(sub: Any) -> None:
     from interp.patching import VARIANTS
     from tasks.cdm import CORRUPTIONS
 
+    def figures(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--figures", nargs="+", default=["html"], choices=list(command_figures.FORMATS),
+                       help="figure formats under OUT/figures (default html; png/svg need a Chromium)")
+
     def common(p: argparse.ArgumentParser, n: int = 64) -> None:
         p.add_argument("checkpoint", help="checkpoint directory or local HF GPT-2 directory")
         p.add_argument("--config", help="task config (default: the checkpoint's own)")
         p.add_argument("--n", type=int, default=n, help="trials (or trial pairs)")
         p.add_argument("--seed", type=int, default=0)
-        p.add_argument("--device", default="cpu")
+        p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, mps")
         p.add_argument("--out", required=True)
         p.add_argument("--overwrite", action="store_true")
+        figures(p)
 
     p = sub.add_parser("patch", help="exact activation patching")
     common(p)
@@ -342,9 +373,10 @@ def register(sub: Any) -> None:
     p.add_argument("--config")
     p.add_argument("--n", type=int, default=256)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, mps")
     p.add_argument("--out", required=True)
     p.add_argument("--overwrite", action="store_true")
+    figures(p)
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("discover", help="circuit discovery (EAP / EAP-IG) with faithfulness")

@@ -132,12 +132,14 @@ class Run:
 def base_provenance(base: str) -> dict[str, Any]:
     """The base as outputs record it: its name (a shipped base, a hub name, or a folder's name) and weights hash."""
     from interp.bases import NAMED, describe
-    from interp.models import base_arch_and_tokenizer, resolve_base
+    from interp.models import base_arch_and_tokenizer, hub_revision, resolve_base
     from interp.store import file_sha256
 
     base_arch_and_tokenizer(base)  # a clear error now if the base cannot be read
     path = Path(resolve_base(base))
     weights = path / "model.safetensors"
-    return {"name": base if base in NAMED or not path.exists() else path.name,
+    hub = base not in NAMED and not path.exists()
+    return {"name": base if base in NAMED or hub else path.name,
             "weights_sha256": file_sha256(weights) if weights.exists() else None,
-            **({"source": describe(base)} if base in NAMED else {})}
+            **({"source": describe(base)} if base in NAMED else {}),
+            **({"hub_revision": hub_revision(base)} if hub else {})}

@@ -199,7 +199,7 @@ def attention_panels(models: dict[str, Any], task: CDMConfig, corruption: str, h
         tok = m.tokenizer
         for label, batch in (("clean", clean), ("corrupted", bad)):
             with torch.no_grad():
-                _, cache = m.run_with_cache(torch.tensor(batch.tokens[:1]),
+                _, cache = m.run_with_cache(torch.tensor(batch.tokens[:1]), return_type=None,
                                             names_filter=lambda n: n.endswith("hook_pattern"))
             att = np.stack([cache[f"blocks.{l}.attn.hook_pattern"][0, h].cpu().numpy() for l, h in heads])
             panels.append({"title": f"{name} | {label} trial | heads {', '.join(f'L{l}H{h}' for l, h in heads)}",

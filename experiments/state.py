@@ -24,7 +24,7 @@ def _optim_to_flat(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor],
     for pid, st in sd["state"].items():
         for k, v in st.items():
             if torch.is_tensor(v):
-                tensors[f"{pid}.{k}"] = v.detach().cpu().contiguous().clone()
+                tensors[f"{pid}.{k}"] = v.detach().to("cpu", copy=True).contiguous()
             else:
                 scalars[f"{pid}.{k}"] = v
     return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
@@ -52,7 +52,7 @@ def save_state(folder: Path, step: int, model_state: dict[str, torch.Tensor], op
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    save_file({k: v.detach().cpu().contiguous().clone() for k, v in model_state.items()}, str(tmp / "model.safetensors"))
+    save_file({k: v.detach().to("cpu", copy=True).contiguous() for k, v in model_state.items()}, str(tmp / "model.safetensors"))
     otensors, oinfo = _optim_to_flat(opt)
     save_file(otensors, str(tmp / "optimizer.safetensors"))
     save_file({"torch_rng": torch.get_rng_state()}, str(tmp / "rng.safetensors"))

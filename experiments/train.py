@@ -9,6 +9,7 @@ Training batches are a pure function of (seed, step), so a resumed run sees exac
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from collections.abc import Iterator
@@ -22,8 +23,8 @@ from tqdm.auto import tqdm
 
 from experiments.config import load_sections, to_dict
 from experiments.state import latest_state, load_state, lr_lambda, save_state
-from interp.metrics import (accuracy_by_condition, as_ids, as_tokens, evaluate_batch, incongruent_accuracy,
-                            last_logits, logit_diff_from_logits)
+from interp.metrics import (accuracy_by_condition, evaluate_batch, incongruent_accuracy, logit_diff_from_logits,
+                            unembed_last)
 from interp.models import base_arch_and_tokenizer, build_scratch, load_model, save_checkpoint, state_sha256
 from interp.store import atomic_write_csv, atomic_write_json, portable, prepare_out_dir, versions
 from tasks.cdm import CDMConfig, generate, seq_len
@@ -65,6 +66,7 @@ class TrainConfig:
     target_accuracy: float = 0.98
     target_incongruent: float = 0.95
     checkpoint_every: int = 100
+    state_time_share: float = 0.05  # resumable states may cost at most this share of the training time
     seed: int = 0
     device: str = "auto"
     bf16: bool = False
@@ -77,6 +79,8 @@ class TrainConfig:
             raise ValueError(f"train.lr must be > 0, got {self.lr}")
         if self.warmup < 0 or self.warmup > self.steps:
             raise ValueError(f"train.warmup must be in [0, steps], got {self.warmup}")
+        if not 0 < self.state_time_share <= 1:
+            raise ValueError(f"train.state_time_share must be in (0, 1], got {self.state_time_share}")
         if not 0 <= self.min_lr_frac <= 1:
             raise ValueError("train.min_lr_frac must be in [0, 1]")
         for f in ("target_accuracy", "target_incongruent"):
@@ -116,11 +120,62 @@ def init_model(mcfg: ModelConfig, seed: int, device: str) -> tuple[Any, Any, dic
                                                                   "arch_only": True}}
 
 
-def _optimizer(model: torch.nn.Module, tcfg: TrainConfig) -> torch.optim.Optimizer:
+def make_optimizer(model: torch.nn.Module, tcfg: TrainConfig, device: str) -> torch.optim.Optimizer:
+    """AdamW (fused on CUDA); no weight decay on gains and biases."""
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
     return torch.optim.AdamW([{"params": decay, "weight_decay": tcfg.weight_decay},
-                              {"params": no_decay, "weight_decay": 0.0}], lr=tcfg.lr)
+                              {"params": no_decay, "weight_decay": 0.0}], lr=tcfg.lr,
+                             fused=True if device.startswith("cuda") else None)
+
+
+def to_device(x: Any, device: str) -> torch.Tensor:
+    """Host array -> device tensor; on CUDA through pinned memory without waiting for the copy."""
+    t = torch.as_tensor(x, dtype=torch.long)
+    if device.startswith("cuda"):
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
+def answer_logits(model: Any, tokens: torch.Tensor, bf16: bool) -> torch.Tensor:
+    """Answer-position logits in float32: the blocks run under bf16 autocast when asked, the final normalisation
+    and the unembedding never do (GPT-2 logits of 60-130 would be rounded by 0.25-0.5 in bf16)."""
+    with torch.autocast(tokens.device.type, dtype=torch.bfloat16, enabled=bf16):
+        resid = model(tokens, stop_at_layer=model.cfg.n_layers)
+    return unembed_last(model, resid[:, -1:].float())
+
+
+def train_step(model: Any, opt: torch.optim.Optimizer, sched: Any, tokens: torch.Tensor, answer: torch.Tensor,
+               grad_clip: float, bf16: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """One AdamW step on the answer-token cross-entropy; returns (loss, answer logits) without a host sync."""
+    logits = answer_logits(model, tokens, bf16)
+    loss = torch.nn.functional.cross_entropy(logits, answer)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    opt.step()
+    sched.step()
+    return loss, logits
+
+
+class StateCadence:
+    """When to write a resumable state: at multiples of `every` steps, and only once the training time since the
+    last write is long enough for that write's cost to be at most `share` of the time (a 163M-parameter state
+    with its optimizer is ~2 GB). share = 1 writes at every multiple of `every`."""
+
+    def __init__(self, every: int, share: float = 0.05) -> None:
+        self.every, self.ratio = every, (1 - share) / share
+        self.last_cost, self.since = 0.0, time.perf_counter()
+
+    def due(self, step: int) -> bool:
+        return step % self.every == 0 and time.perf_counter() - self.since >= self.ratio * self.last_cost
+
+    def wrote(self, cost: float) -> None:
+        self.last_cost, self.since = cost, time.perf_counter()
+
+
+def _finite_weights(model: torch.nn.Module) -> bool:
+    return bool(torch.stack([torch.isfinite(p).all() for p in model.parameters()]).all())
 
 
 @contextmanager
@@ -128,6 +183,9 @@ def deterministic() -> Iterator[None]:
     """Deterministic kernels while training: on CPU some backward kernels accumulate in thread order otherwise
     (seen here: two identical 2-thread fine-tuning runs of the shipped base differed after 15 steps)."""
     before = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    # cuBLAS matmuls are deterministic only with this set before CUDA starts (the CLI sets it first thing)
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.backends.cudnn.benchmark = False
     torch.use_deterministic_algorithms(True, warn_only=True)
     try:
         yield
@@ -145,6 +203,12 @@ def meets_criterion(tcfg: TrainConfig, accuracy: float, incongruent: float) -> b
     """Validation accuracy >= target_accuracy overall and >= target_incongruent on incongruent trials (the trials
     where following the irrelevant modality gives the wrong answer, i.e. where the context rule is needed)."""
     return accuracy >= tcfg.target_accuracy and incongruent >= tcfg.target_incongruent
+
+
+def _check_weights(model: torch.nn.Module, step: int, out: Path) -> None:
+    if not _finite_weights(model):
+        raise NonFiniteLossError(f"weights became non-finite by step {step}: stopped; the last good state in "
+                                 f"{out / 'state'} is kept (lower train.lr?)")
 
 
 def batch_seed(seed: int, step: int) -> int:
@@ -174,7 +238,7 @@ def _train(cfg: dict[str, Any], out: Path, resume: bool, overwrite: bool, progre
         raise ValueError(f"task sequences have {n_tok} tokens but the model's context is {model.cfg.n_ctx}")
     out = prepare_out_dir(out, overwrite=overwrite, resume=resume)
     model.train()
-    opt = _optimizer(model, tcfg)
+    opt = make_optimizer(model, tcfg, device)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(tcfg.warmup, tcfg.steps, tcfg.min_lr_frac))
     val = generate(task, tcfg.eval_size, seed=tcfg.seed, tokenizer=tok, split="val")
     curve: list[dict[str, Any]] = []
@@ -185,44 +249,38 @@ def _train(cfg: dict[str, Any], out: Path, resume: bool, overwrite: bool, progre
         step, curve, done = body["step"], body["curve"], body["done"]
     use_bf16 = tcfg.bf16 and device.startswith("cuda")
     bar = tqdm(total=tcfg.steps, initial=step, desc=f"train[{mcfg.init}]", disable=not progress)
-    ran = 0
+    ran, cadence = 0, StateCadence(tcfg.checkpoint_every, tcfg.state_time_share)
     while step < tcfg.steps and not done:
         b = generate(task, tcfg.batch_size, seed=batch_seed(tcfg.seed, step), tokenizer=tok, split="train")
-        toks, ans = as_tokens(b.tokens, device), as_ids(b.answer_ids, device)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_bf16):
-            logits = last_logits(model, toks).float()
-        loss = torch.nn.functional.cross_entropy(logits, ans)
-        if not torch.isfinite(loss):
-            raise NonFiniteLossError(f"training loss became {loss.item()} at step {step}: stopped; the last good "
-                                     f"state in {out / 'state'} is kept (lower train.lr?)")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip)
-        opt.step()
-        sched.step()
+        toks, ans = to_device(b.tokens, device), to_device(b.answer_ids, device)
+        loss, logits = train_step(model, opt, sched, toks, ans, tcfg.grad_clip, use_bf16)
         step += 1
         ran += 1
         bar.update(1)
-        if step % tcfg.eval_every == 0 or step == tcfg.steps:
+        if step % tcfg.eval_every == 0 or step == tcfg.steps:  # the only host syncs of a step happen here
+            if not torch.isfinite(loss):
+                raise NonFiniteLossError(f"training loss became {loss.item()} by step {step}: stopped; the last "
+                                         f"good state in {out / 'state'} is kept (lower train.lr?)")
             model.eval()
             ev = evaluate_batch(model, val)
             model.train()
-            train_acc = float((logit_diff_from_logits(logits, ans, as_ids(b.wrong_ids, device)) > 0).float().mean())
+            train_acc = float((logit_diff_from_logits(logits, ans, to_device(b.wrong_ids, device)) > 0).float().mean())
             inc = incongruent_accuracy(val, ev["per_trial_logit_diff"])
             curve.append({"step": step, "train_loss": float(loss.item()), "train_accuracy": train_acc,
                           "val_accuracy": ev["accuracy"], "val_incongruent_accuracy": inc,
                           "val_logit_diff": ev["logit_diff"], "lr": float(sched.get_last_lr()[0])})
             bar.set_postfix(loss=f"{loss.item():.3f}", val_acc=f"{ev['accuracy']:.3f}", val_inc=f"{inc:.3f}")
             done = meets_criterion(tcfg, ev["accuracy"], inc)
-        if step % tcfg.checkpoint_every == 0 or done or step == tcfg.steps:
-            if not all(torch.isfinite(p).all() for p in model.parameters()):
-                raise NonFiniteLossError(f"weights became non-finite at step {step}: stopped; the last good state "
-                                         f"in {out / 'state'} is kept (lower train.lr?)")
+        if not done and step < tcfg.steps and cadence.due(step):
+            _check_weights(model, step, out)
+            t_save = time.perf_counter()
             save_state(out / "state", step, model.state_dict(), opt, sched, {"curve": curve, "done": done})
+            cadence.wrote(time.perf_counter() - t_save)
         if stop_after is not None and ran >= stop_after:
             bar.close()
             return {"stopped_after": ran, "step": step}
     bar.close()
+    _check_weights(model, step, out)
     model.eval()
     test = generate(task, tcfg.eval_size, seed=tcfg.seed, tokenizer=tok, split="test")
     ev = evaluate_batch(model, test)

@@ -24,7 +24,7 @@ METHODS = ("zero", "mean", "resample")
 
 def _reference(model: Any, ref_tokens: torch.Tensor, hook: str) -> torch.Tensor:
     with torch.no_grad():
-        _, cache = model.run_with_cache(ref_tokens, names_filter=lambda n: n == hook)
+        _, cache = model.run_with_cache(ref_tokens, names_filter=lambda n: n == hook, return_type=None)
     return cache[hook]
 
 

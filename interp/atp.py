@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from jaxtyping import Float
 
-from interp.metrics import MIN_GAP, as_ids, as_tokens, last_logits, logit_diff_from_logits
+from interp.metrics import MIN_GAP, as_ids, as_tokens, cache_last, last_logits, logit_diff_from_logits
 from interp.stats import spearman, top_k_recall
 
 NODE_HOOKS = {"heads": "attn.hook_z", "resid_pre": "hook_resid_pre", "attn_out": "hook_attn_out",
@@ -65,7 +65,7 @@ def attribution_patch(model: Any, clean_tokens: Any, corrupt_tokens: Any, answer
     names = [f"blocks.{l}.{NODE_HOOKS[nodes]}" for l in range(model.cfg.n_layers)]
     wanted = set(names) | {"hook_embed"}
     with torch.no_grad():
-        clogits, ccache = model.run_with_cache(clean, names_filter=lambda n: n in wanted)
+        clogits, ccache = cache_last(model, clean, lambda n: n in wanted)
     clean_ld = float(logit_diff_from_logits(clogits, a, w).mean())
     acts, grads, corrupt_ld = gradients_at(model, corrupt, a, w, names + ["hook_embed"])
     if method == "ig":

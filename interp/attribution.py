@@ -24,7 +24,7 @@ def _setup(model: Any, tokens: Any, answer: Any, wrong: Any) -> tuple[Any, torch
     dev = model.cfg.device
     t, a, w = as_tokens(tokens, dev), as_ids(answer, dev), as_ids(wrong, dev)
     with torch.no_grad():
-        _, cache = model.run_with_cache(t)
+        _, cache = model.run_with_cache(t, return_type=None)
     direction = (model.W_U[:, a] - model.W_U[:, w]).T * model.ln_final.w  # [batch, d_model]
     const = model.b_U[a] - model.b_U[w]
     if hasattr(model.ln_final, "b"):  # LayerNorm has a bias; RMSNorm has none
@@ -91,7 +91,8 @@ def logit_lens(model: Any, tokens: Any, answer: Any, wrong: Any) -> Float[np.nda
     the final LayerNorm with its own statistics; the last column is the model's own logit difference."""
     dev = model.cfg.device
     t, a, w = as_tokens(tokens, dev), as_ids(answer, dev), as_ids(wrong, dev)
-    _, cache = model.run_with_cache(t, names_filter=lambda n: n.endswith("hook_resid_pre") or n.endswith("resid_post"))
+    _, cache = model.run_with_cache(t, names_filter=lambda n: n.endswith("hook_resid_pre") or n.endswith("resid_post"),
+                                    return_type=None)
     udiff = (model.W_U[:, a] - model.W_U[:, w]).T  # [batch, d_model]
     bdiff = model.b_U[a] - model.b_U[w]
     L = model.cfg.n_layers

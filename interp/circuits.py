@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from interp.atp import gradients_at
-from interp.metrics import MIN_GAP, as_ids, as_tokens, last_logits, logit_diff_from_logits, normalise
+from interp.metrics import MIN_GAP, as_ids, as_tokens, cache_last, last_logits, logit_diff_from_logits, normalise
 
 def node_names(n_layers: int, n_heads: int) -> tuple[list[str], list[str]]:
     up = ["embed"] + [n for l in range(n_layers) for n in [f"L{l}H{h}" for h in range(n_heads)] + [f"MLP{l}"]]
@@ -90,7 +90,7 @@ class EdgeHooks:
     @torch.no_grad()
     def outputs(self, tokens: torch.Tensor) -> torch.Tensor:
         """[batch, pos, up, d_model] upstream outputs of a run, in `node_names` order."""
-        _, cache = self.model.run_with_cache(tokens, names_filter=OUTPUT_HOOKS)
+        _, cache = self.model.run_with_cache(tokens, names_filter=OUTPUT_HOOKS, return_type=None)
         return _outputs(self.model, cache)
 
     def ablation_hooks(self, ablated: torch.Tensor, removed: torch.Tensor) -> list[tuple[str, Any]]:
@@ -252,8 +252,8 @@ def edge_attribution(model: Any, clean_tokens: Any, corrupt_tokens: Any, answer:
     up, down = node_names(L, H)
     with EdgeHooks(model):
         with torch.no_grad():
-            clogits, cc = model.run_with_cache(clean, names_filter=OUTPUT_HOOKS)
-            _, kc = model.run_with_cache(corrupt, names_filter=OUTPUT_HOOKS)
+            clogits, cc = cache_last(model, clean, OUTPUT_HOOKS)
+            _, kc = model.run_with_cache(corrupt, names_filter=OUTPUT_HOOKS, return_type=None)
             delta = _outputs(model, cc) - _outputs(model, kc)
         if method == "eap":
             grads, corrupt_ld = _input_grads(model, corrupt, a, w, None)
@@ -294,7 +294,7 @@ def exact_node_effects(model: Any, clean_tokens: Any, corrupt_tokens: Any, answe
     clean, corrupt = as_tokens(clean_tokens, dev), as_tokens(corrupt_tokens, dev)
     a, w = as_ids(answer, dev), as_ids(wrong, dev)
     with torch.no_grad():
-        clogits, cc = model.run_with_cache(clean, names_filter=lambda n: n.endswith(("hook_z", "hook_mlp_out")))
+        clogits, cc = cache_last(model, clean, lambda n: n.endswith(("hook_z", "hook_mlp_out")))
         c_ld = float(logit_diff_from_logits(clogits, a, w).mean())
         k_ld = float(logit_diff_from_logits(last_logits(model, corrupt), a, w).mean())
         out = {}

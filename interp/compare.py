@@ -85,7 +85,7 @@ def representations(model: Any, tokens: Any, positions: dict[str, int]) -> dict[
     t = as_tokens(tokens, model.cfg.device)
     L = model.cfg.n_layers
     _, cache = model.run_with_cache(t, names_filter=lambda n: any(n.endswith(h) for h in SITES.values())
-                                    or n == f"blocks.{L - 1}.hook_resid_post")
+                                    or n == f"blocks.{L - 1}.hook_resid_post", return_type=None)
     out: dict[str, dict[str, np.ndarray]] = {}
     for site, hook in SITES.items():
         out[site] = {}
@@ -223,7 +223,8 @@ def cross_model_patching(model: Any, base: Any, tokens: Any, answer: Any, wrong:
     t, a, w = as_tokens(tokens, dev), as_ids(answer, dev), as_ids(wrong, dev)
     full = _perf(model, t, a, w)
     with torch.no_grad():
-        _, bcache = base.run_with_cache(t, names_filter=lambda n: any(n.endswith(h) for h in SITES.values()))
+        _, bcache = base.run_with_cache(t, names_filter=lambda n: any(n.endswith(h) for h in SITES.values()),
+                                        return_type=None)
     out: dict[str, Any] = {"full": full}
     for site in sites:
         hook = SITES[site]

@@ -219,7 +219,7 @@ def curve(ev: CircuitEvaluator, ranked: list[Any], level: str, n_random: int = 2
     rng = np.random.default_rng(seed)
     rand: list[tuple[float, ...]] = []
     for k in tqdm(sizes, desc=f"random {level} circuits", disable=not progress):
-        if k in (0, n) or not defined:  # the empty and the full circuit are not random
+        if k in (0, n) or not defined or n_random == 0:  # the empty and the full circuit are not random
             rand.append(tuple([(0.0 if k == 0 else 1.0) if defined else float("nan")] * n_random))
         else:
             masks = torch.stack([_random_masks(ev, level, ranked, k, rng) for _ in range(n_random)])

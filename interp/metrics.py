@@ -32,7 +32,21 @@ def last_logits(model: Any, tokens: Int[torch.Tensor, "batch pos"], hooks: list 
         resid = model.run_with_hooks(tokens, fwd_hooks=hooks, stop_at_layer=model.cfg.n_layers)
     else:
         resid = model(tokens, stop_at_layer=model.cfg.n_layers)
+    return unembed_last(model, resid)
+
+
+def unembed_last(model: Any, resid: Float[torch.Tensor, "batch pos d_model"]) -> Float[torch.Tensor, "batch vocab"]:
+    """Final normalisation and unembedding of the last position of a final residual stream."""
     return model.unembed(model.ln_final(resid[:, -1:]))[:, 0]
+
+
+def cache_last(model: Any, tokens: Int[torch.Tensor, "batch pos"], names_filter: Any
+               ) -> tuple[Float[torch.Tensor, "batch vocab"], Any]:
+    """`run_with_cache` that unembeds the final position only, never the [batch, pos, vocab] logits: returns the
+    last position's logits and the cache of the hooks `names_filter` selects (final-normalisation hooks excluded:
+    the blocks run, then the last position alone is normalised and unembedded)."""
+    resid, cache = model.run_with_cache(tokens, names_filter=names_filter, stop_at_layer=model.cfg.n_layers)
+    return unembed_last(model, resid), cache
 
 
 def logit_diff_from_logits(logits: Float[torch.Tensor, "batch pos vocab"] | Float[torch.Tensor, "batch vocab"],

@@ -36,8 +36,31 @@ class ModelLoadError(RuntimeError):
 
 
 def resolve_base(name_or_path: str | Path) -> str | Path:
-    """A named base (shipped, or SmolLM2 from its PyPI wheel) -> its local directory; anything else unchanged."""
-    return bases.resolve(name_or_path)
+    """A named base (shipped, or SmolLM2 from its PyPI wheel) -> its local directory; a local path unchanged; a hub
+    name unchanged once `hub_revision` has found it (a clear error now otherwise, before anything is written)."""
+    resolved = bases.resolve(name_or_path)
+    if resolved is name_or_path and not _looks_local(name_or_path):
+        hub_revision(str(name_or_path))
+    return resolved
+
+
+def hub_revision(name: str) -> str:
+    """The commit a hub model name resolves to: from the local hub cache, else (unless HF_HUB_OFFLINE) one request
+    with a short timeout. Raises one clear ModelLoadError instead of transformers' retries when neither works."""
+    from huggingface_hub import HfApi, constants, try_to_load_from_cache
+
+    cached = try_to_load_from_cache(name, "config.json")
+    if isinstance(cached, str):
+        return Path(cached).parent.name  # .../snapshots/<commit>/config.json
+    advice = (f"pass --base DIR (a local Hugging Face directory, e.g. ./{name}) or a shipped base "
+              f"({', '.join(bases.NAMED)})")
+    if constants.HF_HUB_OFFLINE:
+        raise ModelLoadError(f"base {name!r} is not in the hub cache and HF_HUB_OFFLINE is set: {advice}")
+    try:
+        return str(HfApi().model_info(name, timeout=10).sha)
+    except Exception as e:  # no network, unknown repository, gated model ...
+        raise ModelLoadError(f"base {name!r} cannot be reached on the hub ({type(e).__name__}): {advice}, "
+                             "or set HF_HUB_OFFLINE=1 to work from the cache") from None
 
 
 def _tl_config(arch: Arch, device: str, seed: int | None = None):  # noqa: ANN202
@@ -93,8 +116,14 @@ def load_tokenizer(path_or_name: str | Path) -> Any:
 
 
 def _looks_local(name: str | Path) -> bool:
+    """A path (has a separator or starts with "."), or a project checkpoint in the working directory. A bare name
+    that is also an ordinary folder here is ambiguous with a hub name and refused, never silently preferred."""
     s = str(name)
-    return os.path.sep in s or s.startswith(".") or Path(s).exists()
+    if isinstance(name, Path) or os.path.sep in s or s.startswith(".") or is_checkpoint(s):
+        return True
+    if Path(s).exists():
+        raise ModelLoadError(f"{s!r} is both a folder here and a hub model name: write ./{s} for the folder")
+    return False
 
 
 def load_hf(path_or_name: str | Path) -> tuple[Any, Any]:
@@ -156,15 +185,22 @@ def save_checkpoint(model: Any, out: Path, meta: dict[str, Any], tokenizer: Any)
     checkpoint.json is written last, so a folder without it is not a checkpoint."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
+    state = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
     tmp = out / f".{WEIGHTS}.tmp"
     save_file(state, str(tmp))
     os.replace(tmp, out / WEIGHTS)
     tokenizer.save_pretrained(str(out / TOKENIZER_DIR))
     arch = arch_of(model)
     body = {"format": "cogcircuits-checkpoint-1", "arch": asdict(arch), "weights_sha256": file_sha256(out / WEIGHTS),
-            "weight_processing": "none", **meta}
+            "weights_stat": _stat(out / WEIGHTS), "weight_processing": "none", **meta}
     atomic_write_json(out / CHECKPOINT_JSON, body)
+
+
+def _stat(path: Path) -> list[int]:
+    """Size and modification time (ns) of a file: a weights file with the same stat as when it was written and
+    hashed is not hashed again on load (~650 MB for GPT-2 small); any truncation or rewrite changes it."""
+    st = path.stat()
+    return [st.st_size, st.st_mtime_ns]
 
 
 def read_checkpoint_meta(path: str | Path) -> dict[str, Any]:
@@ -186,7 +222,8 @@ def load_checkpoint(path: str | Path, device: str = "cpu"):  # noqa: ANN201
     wpath = path / WEIGHTS
     if not wpath.exists():
         raise ModelLoadError(f"checkpoint {path}: weights file {WEIGHTS} missing")
-    if meta.get("weights_sha256") and file_sha256(wpath) != meta["weights_sha256"]:
+    unchanged = meta.get("weights_stat") == _stat(wpath)  # hashed once, when written: re-hash only if touched since
+    if meta.get("weights_sha256") and not unchanged and file_sha256(wpath) != meta["weights_sha256"]:
         raise ModelLoadError(f"checkpoint {path}: {WEIGHTS} does not match the hash in {CHECKPOINT_JSON} "
                              "(truncated or modified)")
     try:
@@ -230,6 +267,8 @@ def load_model(path_or_name: str | Path, device: str = "cpu"):  # noqa: ANN201
         weights = Path(path_or_name) / "model.safetensors"
         if weights.exists():
             info["weights_sha256"] = file_sha256(weights)
+    else:
+        info["revision"] = hub_revision(name)
     return model, tok, info
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from interp.metrics import as_tokens
+from interp.metrics import as_tokens, cache_last
 
 VARIABLES = ("context", "relevant_evidence", "irrelevant_evidence", "choice")
 
@@ -63,8 +63,8 @@ def neuron_selectivity(model: Any, batch: Any, position: str = "answer", layers:
         raise ValueError(f"need at least {2 * len(VARIABLES)} trials for the regression, got {len(batch)}")
     pos = batch.positions[position]
     names = {f"blocks.{l}.mlp.hook_post" for l in layers}
-    logits, cache = model.run_with_cache(as_tokens(batch.tokens, model.cfg.device), names_filter=lambda n: n in names)
-    last = logits[:, -1].double().cpu().numpy()
+    logits, cache = cache_last(model, as_tokens(batch.tokens, model.cfg.device), lambda n: n in names)
+    last = logits.double().cpu().numpy()
     i = np.arange(len(batch))
     ld = last[i, np.asarray(batch.answer_ids)] - last[i, np.asarray(batch.wrong_ids)]
     says_right = np.where(np.asarray(batch.labels) == 1, ld > 0, ld < 0)  # logit(right) > logit(left); a tie is left

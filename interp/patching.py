@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from interp.arch import UnsupportedArchitecture
 from interp.forward import run_from
-from interp.metrics import MIN_GAP, as_ids, as_tokens, logit_diff_from_logits, normalise
+from interp.metrics import MIN_GAP, as_ids, as_tokens, cache_last, logit_diff_from_logits, normalise
 
 # what: (activation, index axes); mirrors transformer_lens.patching's variants
 VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -110,8 +110,8 @@ class _Run:
         hooks = list(HOOK.values()) + (["attn.hook_rot_k"] if self.rotary else [])
         names = lambda n: any(n.endswith(h) for h in hooks)  # noqa: E731
         with torch.no_grad():
-            t_logits, self.t = model.run_with_cache(target_tokens, names_filter=names)
-            s_logits, self.s = model.run_with_cache(source_tokens, names_filter=names)
+            t_logits, self.t = cache_last(model, target_tokens, names)
+            s_logits, self.s = cache_last(model, source_tokens, names)
         self.target_ld = float(logit_diff_from_logits(t_logits, answer, wrong).mean())
         self.source_ld = float(logit_diff_from_logits(s_logits, answer, wrong).mean())
         diff = (target_tokens != source_tokens).any(0).nonzero()

@@ -21,11 +21,21 @@ class OutputExistsError(RuntimeError):
     pass
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _umask()
+
+
 def _atomic_bytes(path: Path, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs get the usual permissions
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -117,4 +127,16 @@ def versions() -> dict[str, str]:
             out[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
             out[pkg] = "not installed"
+    out.update(accelerator())
     return out
+
+
+def accelerator() -> dict[str, str]:
+    """The GPU and CUDA versions when CUDA is in use (numbers differ between CPU, GPU fp32 and bf16)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return {"accelerator": "cpu"}
+    return {"accelerator": torch.cuda.get_device_name(0), "cuda": str(torch.version.cuda),
+            "cudnn": str(torch.backends.cudnn.version()),
+            "cublas_workspace_config": os.environ.get("CUBLAS_WORKSPACE_CONFIG", "unset")}

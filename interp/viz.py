@@ -321,3 +321,55 @@ def attention_page(panels: list[dict[str, Any]], title: str) -> str:
         parts.append(f"<script>CircuitsVis.render('cv-{i}', CircuitsVis.AttentionHeads, {_safe_json(props)});</script>")
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def attention_views_page(views: list[dict[str, Any]], head_names: Sequence[str], title: str,
+                         notes: Sequence[str] = (), provenance: dict[str, Any] | None = None) -> str:
+    """One self-contained page comparing attention patterns side by side (e.g. a clean and a corrupted trial).
+
+    views: [{"title": str, "text": str, "tokens": [str], "attention": array [head, dest, src]}], every view for the
+    heads `head_names` in that order. One column per view: first every head as a grid (select a head to zoom in),
+    then one row per head with its pattern at full size in each view. The patterns are stored once (a JSON block
+    read by the page's script), circuitsvis's bundle is inlined once, and every label is escaped, so the page
+    renders from disk with no network. `provenance` is embedded as JSON (id "provenance")."""
+    names = [str(h) for h in head_names]
+    data = {"heads": names, "views": [{"tokens": [str(t) for t in v["tokens"]],
+                                       "attention": np.round(np.asarray(v["attention"], dtype=float), 4).tolist()}
+                                      for v in views]}
+    for v, d in zip(views, data["views"]):
+        if len(d["attention"]) != len(names):
+            raise ValueError(f"view {v['title']!r} has {len(d['attention'])} patterns for {len(names)} heads")
+    cols = f"repeat({max(1, len(views))}, minmax(0, 640px))"
+    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{esc(title)}</title>",
+             "<style>body{font-family:sans-serif;margin:20px} h2{font-size:1.05em;margin-top:28px} "
+             f".cv-row{{display:grid;grid-template-columns:{cols};gap:24px;align-items:start}} "
+             ".cv-text{font-family:monospace;white-space:pre-wrap;background:#f6f6f6;padding:4px 6px}</style>",
+             f"</head><body><h1>{esc(title)}</h1>"]
+    parts += [f"<p class='note'>{esc(n)}</p>" for n in notes]
+    parts.append("<h2>All shown heads (select a head to zoom in)</h2><div class='cv-row'>")
+    for j, v in enumerate(views):
+        parts.append(f"<div><h3>{esc(v['title'])}</h3><div class='cv-text'>{esc(v.get('text', ''))}</div>"
+                     f"<div id='cv-grid-{j}' class='cv-panel'></div></div>")
+    parts.append("</div>")
+    for i, h in enumerate(names):
+        parts.append(f"<h2>{esc(h)}</h2><div class='cv-row'>")
+        parts += [f"<div><h3>{esc(v['title'])}</h3><div id='cv-head-{i}-{j}' class='cv-panel'></div></div>"
+                  for j, v in enumerate(views)]
+        parts.append("</div>")
+    parts.append(f"<script type='application/json' id='cv-data'>{_safe_json(data)}</script>")
+    if provenance is not None:
+        parts.append(f"<script type='application/json' id='provenance'>{_safe_json(provenance)}</script>")
+    parts.append(f"<script>{_circuitsvis_bundle()}</script>")
+    parts.append("<script>(function () {\n"
+                 "  var D = JSON.parse(document.getElementById('cv-data').textContent);\n"
+                 "  D.views.forEach(function (v, j) {\n"
+                 "    CircuitsVis.render('cv-grid-' + j, CircuitsVis.AttentionHeads,\n"
+                 "                       {attention: v.attention, tokens: v.tokens, attentionHeadNames: D.heads});\n"
+                 "    D.heads.forEach(function (h, i) {\n"
+                 "      CircuitsVis.render('cv-head-' + i + '-' + j, CircuitsVis.AttentionPattern,\n"
+                 "                         {attention: v.attention[i], tokens: v.tokens});\n"
+                 "    });\n"
+                 "  });\n"
+                 "})();</script>")
+    parts.append("</body></html>")
+    return "\n".join(parts)

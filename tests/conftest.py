@@ -114,7 +114,7 @@ def tiny_train_config(base: Path, init: str, steps: int = 40, seed: int = 0, **t
     from experiments.train import load_config
 
     t = {"steps": steps, "eval_every": 20, "eval_size": 64, "batch_size": 32, "warmup": 5, "seed": seed,
-         "checkpoint_every": 10, **train}
+         "checkpoint_every": 10, "state_time_share": 1.0, **train}
     return load_config(None, {"model": {"init": init, "base": str(base)}, "train": t})
 
 

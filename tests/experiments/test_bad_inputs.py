@@ -4,6 +4,7 @@ traceback, and nothing written or overwritten."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pytest
 from experiments.cli import main
 from interp.models import load_model, save_checkpoint
 
+REPO = Path(__file__).resolve().parents[2]
 T = "[train]\nsteps = 2\neval_every = 1\neval_size = 16\nbatch_size = 8\nwarmup = 1\n"
 
 
@@ -233,3 +235,38 @@ def test_unknown_patch_target(capsys, tmp_path, ckpt):
 def test_debug_shows_the_traceback(tmp_path):
     with pytest.raises(Exception, match="does not exist"):
         main(["--debug", "eval", str(tmp_path / "nowhere")])
+
+
+def test_paper_config_offline_fails_fast_with_one_line(tmp_path):
+    """`run paper-gpt2.toml` with the hub offline and no cached GPT-2: one line that names --base DIR and
+    HF_HUB_OFFLINE, within seconds (no retries), and nothing written. Catches a base check after run.json, or
+    transformers' own retry loop reaching the user."""
+    import subprocess
+    import sys
+    import time
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"),
+           "OMP_NUM_THREADS": "1"}
+    out = tmp_path / "paper"
+    t0 = time.time()
+    p = subprocess.run([sys.executable, "-m", "experiments.cli", "run", str(REPO / "experiments/configs/paper-gpt2.toml"),
+                        "--device", "cpu", "--out", str(out)], cwd=REPO, env=env, capture_output=True, text=True,
+                       timeout=120)
+    took = time.time() - t0
+    err = p.stderr.strip().splitlines()
+    assert p.returncode == 2, p.stderr
+    assert len(err) == 1 and err[0].startswith("error:"), p.stderr
+    assert "--base DIR" in err[0] and "HF_HUB_OFFLINE" in err[0]
+    assert not out.exists()
+    assert took < 30, f"took {took:.0f} s"
+
+
+def test_bare_name_that_is_also_a_folder_is_refused(tmp_path, monkeypatch):
+    """A folder named like a hub model never silently wins: './gpt2' is the folder, 'gpt2' is ambiguous."""
+    from interp.models import ModelLoadError, resolve_base
+
+    (tmp_path / "gpt2").mkdir()
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ModelLoadError, match=r"write \./gpt2"):
+        resolve_base("gpt2")
+    assert str(resolve_base("./gpt2")) == "./gpt2"

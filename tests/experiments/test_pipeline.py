@@ -254,3 +254,33 @@ def test_a_llama_run_with_one_scratch_twin(tmp_path, tiny_llama_base):
     assert any(p["outcome"] == "undefined" for c in claims for p in c["parts"])
     html = (tmp_path / "run" / "report.html").read_text()
     assert "patch_heads_finetuned-s0" in html and "patch_heads_by_pos_finetuned-s0" not in html
+
+
+@pytest.mark.slow
+def test_a_gpt2_small_shaped_run(tmp_path, tokenizer):
+    """The paper-scale path on CPU, so it cannot rot between GPU sessions: the whole run with a GPT-2-small-shaped
+    base (12 layers, d_model 768, 12 heads, vocabulary 50257; random weights, the shipped tokenizer) for a handful
+    of steps. The criterion is set low so that every stage runs: this checks shapes and plumbing, not science."""
+    from interp.models import Arch, build_hf_gpt2, save_hf_dir
+
+    arch = Arch(n_layers=12, d_model=768, n_heads=12, d_mlp=3072, d_vocab=50257, n_ctx=64)
+    base = tmp_path / "gpt2-small-shaped"
+    save_hf_dir(build_hf_gpt2(arch, tokenizer, 0), tokenizer, base)
+    train = ("steps = 3\neval_every = 3\neval_size = 16\nbatch_size = 8\nwarmup = 1\ntarget_accuracy = 0.01\n"
+             "target_incongruent = 0.01\n")
+    cfg = tmp_path / "big.toml"
+    cfg.write_text(f'[run]\nname = "gpt2-small-shaped"\nseeds = [0]\nscratch_seeds = [0]\nn_eval = 16\n'
+                   f'n_compare = 16\nn_reliance = 16\nn_pairs = 4\ncircuit_random = 1\nattention_heads = 1\n'
+                   f'detailed_maps = false\nformats = ["html"]\n[model]\nbase = "{base}"\n[finetune]\n{train}'
+                   f'[scratch]\n{train}[task]\nheldout_number_range = [70, 99]\n')
+    p = cli("run", str(cfg), "--out", str(tmp_path / "run"), "--quiet")
+    out, err = p.communicate(timeout=1800)
+    assert p.returncode == 0, err
+    ev = json.loads((tmp_path / "run" / "results" / "evaluate.json").read_text())
+    assert ev["base"]["n_layers"] == 12 and ev["base"]["d_model"] == 768
+    assert set(ev["eligible"]) == {"finetuned-s0", "scratch-s0"}
+    ci = json.loads((tmp_path / "run" / "results" / "circuits.json").read_text())
+    assert ci["n_nodes"] == 12 * 12 + 12  # every head and every MLP is a node
+    co = json.loads((tmp_path / "run" / "results" / "compare.json").read_text())
+    assert len(co["per_model"]["finetuned-s0"]["reliance_base"]["reversion_layer"]) == 12
+    assert (tmp_path / "run" / "report.html").is_file()

@@ -9,6 +9,8 @@ import subprocess
 import sys
 import zipfile
 
+import pytest
+
 from experiments.runconfig import default_config_path, load_run_config
 from experiments.train import ModelConfig
 from interp.models import resolve_base
@@ -56,3 +58,18 @@ def test_a_wheel_carries_the_base_and_the_configs(tmp_path):
     for want in ("checkpoints/cogbase-6l/model.safetensors", "checkpoints/cogbase-6l/tokenizer.json",
                  "experiments/configs/default.toml", "experiments/configs/lr_sweep.json"):
         assert want in names, want
+
+
+@pytest.mark.parametrize("name", ["default", "paper-gpt2", "paper-smollm2", "smollm2", "smollm2-cpu"])
+def test_every_shipped_run_config_loads_and_is_consistent(name):
+    """Each shipped run config parses, evaluates fine-tuned and scratch models at the same cadence on the same
+    number of validation trials, and (for a GPU config) has more CKA trials than the base has features. Catches a
+    config edited into a state `run` refuses, or one whose two inits are checked for the criterion differently."""
+    cfg = load_run_config(REPO / "experiments" / "configs" / f"{name}.toml")
+    ft, sc = cfg["finetune"], cfg["scratch"]
+    assert ft.eval_size == sc.eval_size
+    if name != "smollm2-cpu":  # the CPU budget checks its 30-layer scratch twin every 100 steps (its comment says so)
+        assert ft.eval_every == sc.eval_every
+    d_model = {"paper-gpt2": 768, "paper-smollm2": 576, "smollm2": 576}.get(name)
+    if d_model:
+        assert cfg["run"].n_compare > d_model

@@ -10,9 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from safetensors.numpy import load_file
 
 from experiments.train import NonFiniteLossError, train
+from interp.models import load_model
 from interp.store import OutputExistsError
 from tests.conftest import REPO, tiny_train_config
 
@@ -68,7 +70,7 @@ def _cli(args, **kw):
 def _toml(tmp_path: Path, base: Path) -> Path:
     p = tmp_path / "cfg.toml"
     p.write_text(f'[model]\ninit = "scratch"\nbase = "{base}"\n[train]\nsteps = 40\nbatch_size = 16\n'
-                 'eval_every = 10\neval_size = 32\ncheckpoint_every = 5\nwarmup = 5\nseed = 3\n')
+                 'eval_every = 10\neval_size = 32\ncheckpoint_every = 5\nstate_time_share = 1.0\nwarmup = 5\nseed = 3\n')
     return p
 
 
@@ -103,3 +105,39 @@ def test_scratch_reaches_95_percent(tmp_path, tokenizer):
     m = train(tiny_train_config(base, "scratch", steps=1500, eval_every=100, eval_size=512, batch_size=64,
                                 lr=1e-3, warmup=50, target_accuracy=0.97), tmp_path / "s", progress=False)
     assert m["test_accuracy"] >= 0.95
+
+
+def test_bf16_runs_the_blocks_but_never_the_unembedding(tiny_trained):
+    """Under bf16 the answer logits are the float32 unembedding of the (bf16-computed) final residual. Catches the
+    unembedding inside autocast, which rounds logits to bf16 (a step of 0.25-0.5 at GPT-2's logit sizes)."""
+    from experiments.train import answer_logits
+    from interp.metrics import unembed_last
+    from tasks.cdm import CDMConfig, generate
+
+    model = load_model(tiny_trained)[0]
+    toks = torch.tensor(generate(CDMConfig(), 16, seed=0, tokenizer=model.tokenizer).tokens)
+    with torch.no_grad():
+        got = answer_logits(model, toks, bf16=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            resid = model(toks, stop_at_layer=model.cfg.n_layers)
+            inside = unembed_last(model, resid)
+        want = unembed_last(model, resid[:, -1:].float())
+    assert got.dtype == torch.float32 and torch.equal(got, want)
+    assert inside.dtype == torch.bfloat16 and not torch.equal(inside.float(), want)  # the check can tell them apart
+
+
+def test_state_cadence_keeps_states_under_their_time_share(monkeypatch):
+    """A state that took 1 s to write is followed by the next only after 19 s of training at share 0.05, and
+    only at a multiple of `every`. Catches an inverted ratio (share / (1 - share)) or a cadence by steps only."""
+    import experiments.train as tr
+
+    now = [100.0]
+    monkeypatch.setattr(tr.time, "perf_counter", lambda: now[0])
+    c = tr.StateCadence(every=10, share=0.05)
+    assert c.due(10) and not c.due(15)
+    c.wrote(1.0)
+    now[0] += 18.0
+    assert not c.due(20)
+    now[0] += 1.5
+    assert c.due(20) and not c.due(21)
+    assert tr.StateCadence(every=5, share=1.0).due(5)  # share 1: every multiple of `every`

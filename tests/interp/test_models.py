@@ -101,6 +101,28 @@ def test_truncated_weights(ckpt):
         load_checkpoint(ckpt)
 
 
+def test_same_size_rewrite_is_caught(ckpt):
+    """One byte changed in place (same size): the stat differs, so the weights are re-hashed and refused."""
+    import time
+
+    data = bytearray((ckpt / "model.safetensors").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    time.sleep(0.01)
+    (ckpt / "model.safetensors").write_bytes(bytes(data))
+    with pytest.raises(ModelLoadError, match="truncated or modified"):
+        load_checkpoint(ckpt)
+
+
+def test_untouched_weights_are_hashed_once(ckpt, monkeypatch):
+    """Loading an untouched checkpoint does not hash its weights again (they were hashed when written)."""
+    import interp.models as models
+
+    calls = []
+    monkeypatch.setattr(models, "file_sha256", lambda p: calls.append(p) or "x")
+    load_checkpoint(ckpt)
+    assert calls == []
+
+
 def test_corrupted_weights_without_hash(ckpt):
     meta = json.loads((ckpt / "checkpoint.json").read_text())
     meta.pop("weights_sha256")
@@ -144,3 +166,15 @@ def test_invalid_checkpoint_json(ckpt):
     (ckpt / "checkpoint.json").write_text("{not json")
     with pytest.raises(ModelLoadError, match="not valid JSON"):
         load_checkpoint(ckpt)
+
+
+def test_atomic_writes_have_the_usual_permissions(tmp_path):
+    """Outputs are readable by others as any file the user writes (mkstemp alone would leave them 0600)."""
+    import os
+
+    from interp.store import atomic_write_text
+
+    atomic_write_text(tmp_path / "x.txt", "hi")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "x.txt").stat().st_mode & 0o777 == 0o666 & ~mask

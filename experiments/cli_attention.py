@@ -1,0 +1,119 @@
+"""`cogcircuits attention`: circuitsvis views of chosen heads, or of the top K by a score computed on task pairs, on a
+task trial (clean and corrupted side by side) or on any text, written as one offline HTML file.
+
+Every check that needs no computation (output file, head syntax, trial index, empty prompt) runs before the model
+is loaded; those that need the model (head and context sizes) run before anything is scored.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+
+def _refuse_output(out: Path, overwrite: bool) -> None:
+    from interp.store import OutputExistsError
+
+    if out.is_dir():
+        raise OutputExistsError(f"--out {out} is a directory: give the HTML file to write (e.g. attention.html)")
+    if out.exists() and not overwrite:
+        raise OutputExistsError(f"output file {out} already exists: pass --overwrite to replace it")
+
+
+def _check_args(args: argparse.Namespace) -> list[tuple[int, int]] | None:
+    from experiments.attention import parse_heads
+
+    _refuse_output(Path(args.out), args.overwrite)
+    if args.n < 1:
+        raise ValueError(f"--n must be >= 1, got {args.n}")
+    if args.top is not None and args.top < 1:
+        raise ValueError(f"--top must be >= 1, got {args.top}")
+    if args.trial is not None and not 0 <= args.trial < args.n:
+        raise ValueError(f"--trial {args.trial} is out of range: the trials are the --n {args.n} pairs 0..{args.n - 1}"
+                         " (pass a larger --n)")
+    if args.prompt is not None and not args.prompt.strip():
+        raise ValueError("--prompt is empty")
+    return parse_heads(args.heads) if args.heads is not None else None
+
+
+def cmd_attention(args: argparse.Namespace) -> None:
+    from experiments import attention as A
+    from experiments.cli_analyses import load, task_for
+    from experiments.config import to_dict
+    from interp.store import atomic_write_text, versions
+    from interp.viz import attention_views_page
+
+    heads = _check_args(args)
+    model, info = load(args.checkpoint, args.device)
+    task = task_for(args, info)
+    L, H = model.cfg.n_layers, model.cfg.n_heads
+    if heads is not None:
+        A.check_heads(heads, L, H)
+    top = args.top if args.top is not None else 3
+    if heads is None and top > L * H:
+        raise ValueError(f"--top {top} is more than the model's {L * H} heads")
+    tokens = A.prompt_tokens(model, args.prompt) if args.prompt is not None else None
+    by = args.by or ("patching" if heads is None else None)
+    pairs = A.task_pairs(model, task, args.n, args.seed, args.corruption) if by or tokens is None else None
+    scores = A.score_heads(model, pairs, by, args.corruption) if by else None
+    heads = heads if heads is not None else scores.top(top)
+    names = [A.head_name(h) for h in heads]
+
+    notes = [f"Model: {info.get('name')} ({L} layers x {H} heads; weights sha256 {info.get('weights_sha256')})."]
+    if scores is not None:
+        how = "named on the command line" if args.heads else f"the top {top} by |{by} score|"
+        where = (" The scores come from task pairs of the checkpoint's task, not from this prompt (a score needs "
+                 "clean/corrupted pairs)." if tokens is not None else "")
+        notes.append(f"Heads: {how}; score: {scores.description}, seed {args.seed}.{where}")
+        notes.append("Scores (" + scores.unit + "): " + ", ".join(f"{A.head_name(h)} {scores.values[h]:+.3f}"
+                                                                 for h in heads))
+    else:
+        notes.append("Heads: named on the command line (no score computed; pass --by to compute one).")
+    if tokens is None:
+        views = A.trial_views(model, pairs, args.trial, heads)
+        notes.append(f"Trial {args.trial} of {args.n} clean/corrupted pairs ({args.corruption}, test split, seed "
+                     f"{args.seed}): the clean trial on the left, its corrupted version on the right.")
+    else:
+        views = A.prompt_views(model, tokens, heads)
+        notes.append("A free prompt has no corrupted version: it is shown alone.")
+    provenance: dict[str, Any] = {
+        "command": "attention", "model": info.get("name"), "weights_sha256": info.get("weights_sha256"),
+        "task": to_dict(task), "heads": names, "chosen_by": None if args.heads else by,
+        "scores": None if scores is None else {"by": by, "unit": scores.unit, "description": scores.description,
+                                                "values": scores.values.tolist(),
+                                                "pairs": {"n": args.n, "seed": args.seed, "corruption": args.corruption,
+                                                          "split": "test"}},
+        "trial": args.trial, "prompt": args.prompt, "tokens": {v["title"]: [int(t) for t in ts] for v, ts in zip(
+            views, [tokens] if tokens is not None else [pairs[0].tokens[args.trial], pairs[1].tokens[args.trial]])},
+        "versions": versions()}
+    page = attention_views_page(views, names, f"Attention of {', '.join(names)} in {info.get('name')}", notes,
+                                provenance)
+    atomic_write_text(Path(args.out), page)
+    print(f"heads {', '.join(names)}" + (f" (by {by}: " + ", ".join(f"{scores.values[h]:+.3f}" for h in heads) + ")"
+                                         if scores is not None else ""))
+    print(f"wrote {args.out}")
+
+
+def register(sub: Any) -> None:
+    from experiments.attention import SCORES
+    from tasks.cdm import CORRUPTIONS
+
+    p = sub.add_parser("attention", help="circuitsvis views of chosen or top heads on a task trial or any text")
+    p.add_argument("checkpoint", help="checkpoint directory, local HF GPT-2 directory or shipped base name")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--trial", type=int, help="show pair I (0-based) of the --n task pairs, clean and corrupted")
+    what.add_argument("--prompt", help="show this text (no corrupted version)")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--heads", help="heads to show, e.g. L0H2,L3H1")
+    which.add_argument("--top", type=int, help="show the K heads with the largest |score| (default 3)")
+    p.add_argument("--by", choices=list(SCORES), help="score ranking the heads for --top (default patching); with "
+                   "--heads, shown beside them")
+    p.add_argument("--corruption", default="context-flip", choices=list(CORRUPTIONS))
+    p.add_argument("--n", type=int, default=16, help="task pairs drawn for --trial and for the scores")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--config", help="task config (default: the checkpoint's own)")
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, mps")
+    p.add_argument("--out", required=True, help="HTML file to write")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    p.set_defaults(func=cmd_attention)

@@ -1,0 +1,172 @@
+"""Figures from the analysis commands (`--figures`): labelled heatmaps whose numbers are the command's own, one
+shared plotly.min.js per figures folder, PNG/SVG through kaleido, and formats that cannot be written refused
+before anything is computed. Also: `--device` defaults to auto and an existing output folder is refused before
+the computation."""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+
+import numpy as np
+import pytest
+
+from experiments.cli import build_parser, main
+from interp.models import load_model, save_checkpoint
+from tasks.cdm import CDMConfig, make_pairs
+
+COMMANDS = ("patch", "attribute", "ablate", "neurons", "discover", "compare")
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory, tiny_base):
+    model, tok, _ = load_model(tiny_base)
+    d = tmp_path_factory.mktemp("figs") / "ck"
+    save_checkpoint(model, d, {}, tok)
+    return d
+
+
+def argv(cmd: str, ckpt, tiny_base, out, *extra: str) -> list[str]:
+    small = {"patch": ["--n", "4"], "attribute": ["--n", "8"], "ablate": ["--n", "8"], "neurons": ["--n", "32"],
+             "discover": ["--n", "4", "--random", "1"]}
+    if cmd == "compare":
+        return ["compare", "--finetuned", str(ckpt), "--base", str(tiny_base), "--n", "16", "--out", str(out), *extra]
+    return [cmd, str(ckpt), *small[cmd], "--out", str(out), *extra]
+
+
+def plotly_data(page: str) -> list[dict]:
+    m = re.search(r"Plotly\.newPlot\(\s*\"[^\"]+\",\s*(\[.*?\])\s*,\s*\{", page, re.S)
+    assert m, "no Plotly.newPlot call"
+    return json.loads(m.group(1))
+
+
+def numbers(v) -> np.ndarray:
+    """A plotly array as the page holds it: a list, or base64 typed-array {"dtype", "bdata", "shape"}."""
+    if isinstance(v, dict):
+        import base64
+
+        a = np.frombuffer(base64.b64decode(v["bdata"]), dtype=np.dtype(v["dtype"]))
+        return a.reshape([int(n) for n in str(v["shape"]).split(",")]) if "shape" in v else a
+    return np.asarray(v, dtype=float)
+
+
+def test_patch_heads_by_pos_heatmap_is_labelled_with_token_strings(capsys, tmp_path, ckpt):
+    from interp.patching import position_token_labels
+
+    out = tmp_path / "p"
+    code = main(["patch", str(ckpt), "--what", "heads_by_pos", "--n", "4", "--figures", "html", "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    page = (out / "figures" / "patch_heads_by_pos.html").read_text()
+    trace = plotly_data(page)[0]
+    model = load_model(ckpt)[0]
+    clean, _ = make_pairs(CDMConfig(), 4, seed=0, tokenizer=model.tokenizer, corruption="context-flip")
+    labels = position_token_labels(model.tokenizer, clean.tokens, clean.position_labels)
+    assert any(t in " ".join(labels) for t in (" color", " motion"))  # they are token strings, not indices
+    assert [html.unescape(x) for x in trace["x"]] == labels
+    with np.load(out / "patch_heads_by_pos.npz") as z:
+        unpatched = json.loads((out / "patch.json").read_text())["corrupt_logit_diff"]
+        vals = z["values"] if np.isfinite(z["values"]).any() else z["raw"] - unpatched  # [layer, pos, head]
+    L, P, H = vals.shape
+    assert trace["y"] == [f"L{l}H{h}" for l in range(L) for h in range(H)]
+    z = numbers(trace["z"])  # row L{l}H{h}, column position
+    np.testing.assert_allclose(z, vals.transpose(0, 2, 1).reshape(L * H, P), atol=1e-9)
+    # offline and lean: the page loads the folder's one plotly.min.js, it does not embed or fetch it
+    assert re.search(r"<script[^>]*src=\"plotly\.min\.js\"", page) and len(page) < 200_000
+    assert not re.search(r"<script[^>]*\bsrc\s*=\s*['\"]?(https?:)?//", page, re.I)
+    assert (out / "figures" / "plotly.min.js").stat().st_size > 1_000_000
+    assert "patch_heads_by_pos" in json.loads((out / "figures" / "index.json").read_text())["figures"]
+
+
+EXPECTED = {"patch": ["patch_heads"], "attribute": ["dla_heads", "dla_components", "logit_lens"],
+            "ablate": ["ablation_heads_logit_diff", "ablation_heads_accuracy"],
+            "neurons": ["neuron_top_coef", "neuron_r2"],
+            "discover": ["circuit", "faithfulness_node", "faithfulness_edge"],
+            "compare": ["cka_base", "cmap", "reversion", "reversion_top_down", "weight_change"]}
+
+
+@pytest.mark.parametrize("cmd", COMMANDS)
+def test_every_analysis_command_writes_its_figures(capsys, tmp_path, ckpt, tiny_base, cmd):
+    out = tmp_path / cmd
+    code = main(argv(cmd, ckpt, tiny_base, out))  # default: --figures html
+    assert code == 0, capsys.readouterr().err
+    figs = out / "figures"
+    assert sorted(p.stem for p in figs.glob("*.html")) == sorted(EXPECTED[cmd])
+    for name in EXPECTED[cmd]:
+        page = (figs / f"{name}.html").read_text()
+        assert 'src="plotly.min.js"' in page and plotly_data(page)
+    assert [p.name for p in figs.glob("*.js")] == ["plotly.min.js"]
+
+
+def test_heads_heatmap_holds_the_commands_numbers(capsys, tmp_path, ckpt):
+    out = tmp_path / "a"
+    assert main(["ablate", str(ckpt), "--n", "8", "--method", "zero", "--out", str(out)]) == 0
+    trace = plotly_data((out / "figures" / "ablation_heads_logit_diff.html").read_text())[0]
+    base = json.loads((out / "ablation.json").read_text())["baseline"]["logit_diff"]
+    with np.load(out / "ablation_heads.npz") as z:
+        np.testing.assert_allclose(numbers(trace["z"]), z["logit_diff"] - base, atol=1e-9)
+    assert trace["y"] == ["L0", "L1"] and trace["x"] == ["H0", "H1", "H2", "H3"]
+
+
+def test_png_and_svg(capsys, tmp_path, ckpt):
+    from interp.viz import chromium_available
+
+    if not chromium_available():
+        pytest.skip("no Chromium installed (install the Debian package `chromium`)")
+    out = tmp_path / "p"
+    assert main(["patch", str(ckpt), "--n", "4", "--figures", "png", "svg", "--out", str(out)]) == 0
+    assert (out / "figures" / "patch_heads.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert b"<svg" in (out / "figures" / "patch_heads.svg").read_bytes()[:2000]
+    assert not (out / "figures" / "patch_heads.html").exists()
+
+
+def test_unknown_format_exits_2_with_nothing_written(capsys, tmp_path, ckpt):
+    out = tmp_path / "p"
+    with pytest.raises(SystemExit) as e:
+        main(["patch", str(ckpt), "--figures", "html", "gif", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "invalid choice: 'gif'" in err and not out.exists()
+
+
+@pytest.fixture
+def no_computation(monkeypatch):
+    """Any model load fails the test: what is refused must be refused before the computation starts."""
+    import experiments.cli_analyses as ca
+
+    monkeypatch.setattr(ca, "load", lambda *a, **k: pytest.fail("the model was loaded before the refusal"))
+
+
+@pytest.mark.parametrize("cmd", COMMANDS)
+def test_images_without_chromium_are_refused_before_computing(capsys, tmp_path, ckpt, tiny_base, monkeypatch,
+                                                               no_computation, cmd):
+    import interp.viz
+
+    monkeypatch.setattr(interp.viz, "chromium_available", lambda: False)
+    out = tmp_path / "o"
+    assert main(argv(cmd, ckpt, tiny_base, out, "--figures", "html", "png")) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: cannot write png figures") and "Chromium" in err and len(err.splitlines()) == 1
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("cmd", COMMANDS)
+def test_existing_output_is_refused_before_computing(capsys, tmp_path, ckpt, tiny_base, no_computation, cmd):
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "precious.txt").write_text("keep me")
+    assert main(argv(cmd, ckpt, tiny_base, out)) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert [p.name for p in out.iterdir()] == ["precious.txt"] and (out / "precious.txt").read_text() == "keep me"
+
+
+@pytest.mark.parametrize("cmd", COMMANDS)
+def test_device_defaults_to_auto(tmp_path, cmd):
+    args = build_parser().parse_args(argv(cmd, "ck", "base", tmp_path / "o"))
+    assert args.device == "auto" and args.figures == ["html"]
+
+
+@pytest.mark.parametrize("cmd", COMMANDS)
+def test_a_bad_input_found_during_the_computation_leaves_no_folder(capsys, tmp_path, ckpt, tiny_base, cmd):
+    out = tmp_path / "o"
+    assert main(argv(cmd, ckpt, tiny_base, out, "--n", "0")) == 2  # found once the model is loaded
+    assert "must be >= 1" in capsys.readouterr().err and not out.exists()
