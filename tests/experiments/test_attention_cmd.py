@@ -204,8 +204,15 @@ def test_both_pages_render_in_chromium_from_disk_without_network(capsys, tmp_pat
             page.on("pageerror", lambda e: errors.append(str(e)))
             page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
             page.goto(Path(path).as_uri())
-            page.wait_for_function("document.querySelectorAll('.cv-panel *').length > 20", timeout=30_000)
             n_views = 2 if kind == "trial" else 1
+            # rendering is asynchronous: wait until every expected panel has drawn (fails by timeout if not)
+            try:
+                page.wait_for_function(
+                    "n => { const p = Array.from(document.querySelectorAll('.cv-panel'));"
+                    " return p.length >= n && p.every(e => e.children.length > 0); }",
+                    arg=n_views * 3, timeout=60_000)
+            except pw.TimeoutError:
+                pass  # the assertion below reports what was drawn
             # every panel drew something: the grids and each head's zoom, in every view
             filled = page.evaluate("Array.from(document.querySelectorAll('.cv-panel')).map(e => e.children.length)")
             assert len(filled) == n_views * 3 and all(filled), (kind, filled)
