@@ -21,21 +21,25 @@ This module imports nothing of the project: a tokenizer is anything with `encode
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-SPLITS = ("train", "val", "test", "gen")
-CORRUPTIONS = ("context-flip", "relevant-flip", "irrelevant-flip")
+from tasks.base import (SPLITS, Corruption, Task, TaskError, TrialBatch, check_draw, check_number_ranges,  # noqa: F401
+                        check_split_fractions, draw, layout_of, render_text, round_half_up, same_length,
+                        single_token, split_of, token_ids, trial_hash)
+from tasks.base import split_range as _split_range
 
-
-class TaskError(ValueError):
-    """The task cannot be generated as asked (a bad config value, a tokenizer that splits a symbol, ...)."""
-
-
-def _round_half_up(x: float) -> int:
-    return int(math.floor(x + 0.5))
+NAME = "ContextDecisionMaking"
+CORRUPTION_INFO = {
+    "context-flip": Corruption("same stimuli, the other cue: the answer flips", True,
+                               "incongruent trials only (the cue flips the answer only there)"),
+    "relevant-flip": Corruption("the relevant modality's left and right numbers swapped: the answer flips", True),
+    "irrelevant-flip": Corruption("the irrelevant modality's numbers swapped: the answer is unchanged (a control)",
+                                  False),
+}
+CORRUPTIONS = tuple(CORRUPTION_INFO)
 
 
 @dataclass(frozen=True)
@@ -51,8 +55,10 @@ class CDMConfig:
     heldout_coherences: levels never used in train/val/test; the "gen" split uses only them.
     heldout_number_range: () or (a, b) at one end of number_range: train/val/test numbers avoid it, "gen" uses it.
     split_fractions: train/val/test shares of the trial space, assigned by a hash of the trial's tokens.
+    name: the task's registered name (fixed).
     """
 
+    name: str = NAME
     coherences: tuple[int, ...] = (5, 15, 50)
     number_range: tuple[int, int] = (10, 99)
     diff_per_coherence: float = 0.5
@@ -70,6 +76,8 @@ class CDMConfig:
     prepend_bos: bool = True
 
     def __post_init__(self) -> None:  # noqa: C901
+        if self.name != NAME:
+            raise TaskError(f"name must be {NAME!r} for this config class, got {self.name!r}")
         if not self.coherences:
             raise TaskError("coherences must not be empty")
         for c in self.coherences:
@@ -77,8 +85,7 @@ class CDMConfig:
                 raise TaskError(f"coherence {c!r} is outside 1..100")
         if len(set(self.coherences)) != len(self.coherences):
             raise TaskError(f"coherences contain duplicates: {self.coherences}")
-        if len(self.number_range) != 2 or self.number_range[0] >= self.number_range[1] or self.number_range[0] < 0:
-            raise TaskError(f"number_range must be (low, high) with 0 <= low < high, got {self.number_range}")
+        check_number_ranges(self.number_range, self.heldout_number_range)
         if self.diff_per_coherence <= 0:
             raise TaskError("diff_per_coherence must be > 0")
         diffs = [self.diff(c) for c in self.coherences]
@@ -110,14 +117,6 @@ class CDMConfig:
             raise TaskError(f"heldout_coherences {sorted(bad)} are not among coherences {self.coherences}")
         if set(self.heldout_coherences) == set(self.coherences):
             raise TaskError("heldout_coherences hold out every coherence: nothing is left to train on")
-        if len(self.heldout_number_range) not in (0, 2):
-            raise TaskError("heldout_number_range must be [] or [low, high]")
-        if self.heldout_number_range:
-            a, b = self.heldout_number_range
-            lo, hi = self.number_range
-            if not (lo <= a <= b <= hi) or (a != lo and b != hi) or (a == lo and b == hi):
-                raise TaskError(f"heldout_number_range {list(self.heldout_number_range)} must lie at one end of "
-                                f"number_range {list(self.number_range)} and leave part of it for training")
         for split in ("train", "gen"):
             if split == "gen" and not self.has_gen:
                 continue
@@ -126,12 +125,10 @@ class CDMConfig:
                 raise TaskError(f"number range {lo}..{hi} ({split}) is too small for coherence "
                                 f"{max(self.split_coherences(split))} (difference "
                                 f"{max(self.diff(c) for c in self.split_coherences(split))})")
-        if len(self.split_fractions) != 3 or any(f <= 0 for f in self.split_fractions) or \
-                abs(sum(self.split_fractions) - 1) > 1e-6:
-            raise TaskError(f"split_fractions must be three positive numbers summing to 1, got {self.split_fractions}")
+        check_split_fractions(self.split_fractions)
 
     def diff(self, coherence: int) -> int:
-        return max(1, _round_half_up(coherence * self.diff_per_coherence))
+        return max(1, round_half_up(coherence * self.diff_per_coherence))
 
     @property
     def has_gen(self) -> bool:
@@ -145,13 +142,7 @@ class CDMConfig:
         return tuple(c for c in self.coherences if c not in self.heldout_coherences)
 
     def split_range(self, split: str) -> tuple[int, int]:
-        lo, hi = self.number_range
-        if not self.heldout_number_range:
-            return lo, hi
-        a, b = self.heldout_number_range
-        if split == "gen":
-            return a, b
-        return (b + 1, hi) if a == lo else (lo, a - 1)
+        return _split_range(self.number_range, self.heldout_number_range, split)
 
 
 def task_symbols(config: CDMConfig) -> list[str]:
@@ -165,33 +156,6 @@ def required_symbols(config: CDMConfig) -> list[str]:
     """What a tokenizer made for this project keeps whole: the task symbols and the numbers without a space."""
     lo, hi = config.number_range
     return task_symbols(config) + [str(n) for n in range(0, hi + 1)] + [f" {n}" for n in range(0, lo)]
-
-
-def _token_ids(tokenizer: Any, symbol: str) -> tuple[int, ...]:
-    ids = tokenizer.encode(symbol, add_special_tokens=False)
-    if not ids:
-        raise TaskError(f"task symbol {symbol!r} encodes to no token at all")
-    return tuple(int(i) for i in ids)
-
-
-def _single(tokenizer: Any, symbol: str, role: str) -> int:
-    ids = _token_ids(tokenizer, symbol)
-    if len(ids) != 1:
-        raise TaskError(f"{role} {symbol!r} is not a single token for this tokenizer (it encodes to {len(ids)} "
-                        f"tokens {list(ids)}): the logit difference needs one token per answer; choose another word")
-    return ids[0]
-
-
-def _same_length(tokenizer: Any, symbols: list[str], role: str) -> list[tuple[int, ...]]:
-    """Token ids of symbols that must share one token layout (so clean and corrupted trials align)."""
-    ids = [_token_ids(tokenizer, s) for s in symbols]
-    lengths = {len(i) for i in ids}
-    if len(lengths) > 1:
-        by = {n: next(s for s, i in zip(symbols, ids) if len(i) == n) for n in sorted(lengths)}
-        raise TaskError(f"{role} do not all encode to the same number of tokens ("
-                        + ", ".join(f"{s!r}: {n}" for n, s in by.items())
-                        + "): trials would not align position by position; choose other words or another number range")
-    return ids
 
 
 @dataclass(frozen=True)
@@ -224,13 +188,13 @@ def vocab(config: CDMConfig, tokenizer: Any) -> Vocab:
         bos = getattr(tokenizer, "bos_token_id", None) if config.prepend_bos else None
         if config.prepend_bos and bos is None:
             raise TaskError("prepend_bos is set but the tokenizer has no BOS token")
-        mods = _same_length(tokenizer, list(config.modality_words), "the modality words")
-        numbers = _same_length(tokenizer, [f" {n}" for n in range(lo, hi + 1)], f"the numbers {lo}..{hi}")
+        mods = same_length(tokenizer, list(config.modality_words), "the modality words")
+        numbers = same_length(tokenizer, [f" {n}" for n in range(lo, hi + 1)], f"the numbers {lo}..{hi}")
         _VOCAB_CACHE[key] = Vocab(
-            cue=_token_ids(tokenizer, config.cue_word), modalities=(mods[0], mods[1]),
-            answers=(_single(tokenizer, config.answer_words[0], "answer word"),
-                     _single(tokenizer, config.answer_words[1], "answer word")),
-            separator=_token_ids(tokenizer, config.separator), query=_token_ids(tokenizer, config.query_word),
+            cue=token_ids(tokenizer, config.cue_word), modalities=(mods[0], mods[1]),
+            answers=(single_token(tokenizer, config.answer_words[0], "answer word"),
+                     single_token(tokenizer, config.answer_words[1], "answer word")),
+            separator=token_ids(tokenizer, config.separator), query=token_ids(tokenizer, config.query_word),
             bos=bos, number_offset=lo, numbers=np.array(numbers, dtype=np.int64))
     return _VOCAB_CACHE[key]
 
@@ -238,28 +202,6 @@ def vocab(config: CDMConfig, tokenizer: Any) -> Vocab:
 def seq_len(config: CDMConfig, tokenizer: Any) -> int:
     """Tokens per trial of this config under this tokenizer."""
     return len(layout(config, vocab(config, tokenizer))[1])
-
-
-@dataclass
-class TrialBatch:
-    """n trials of one config. `meta` arrays share the trials axis; `positions` names token positions."""
-
-    tokens: np.ndarray  # [trials, seq] int64
-    answer_ids: np.ndarray  # [trials]
-    wrong_ids: np.ndarray  # [trials]
-    labels: np.ndarray  # [trials] side of the answer (0 left, 1 right)
-    meta: dict[str, np.ndarray]
-    positions: dict[str, int]
-    position_labels: list[str]
-    split: str
-    seed: int
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def subset(self, idx: np.ndarray) -> TrialBatch:
-        return replace(self, tokens=self.tokens[idx], answer_ids=self.answer_ids[idx], wrong_ids=self.wrong_ids[idx],
-                       labels=self.labels[idx], meta={k: v[idx] for k, v in self.meta.items()})
 
 
 def _segments(config: CDMConfig, v: Vocab) -> list[tuple[str, int]]:
@@ -277,14 +219,8 @@ def _segments(config: CDMConfig, v: Vocab) -> list[tuple[str, int]]:
 
 
 def layout(config: CDMConfig, v: Vocab) -> tuple[dict[str, int], list[str]]:
-    """Named positions (a multi-token symbol is named at its LAST token, which has read all of it) and a label per
-    position: the symbol's name, with "(i/n)" when it spans n tokens. The same for every trial of a config."""
-    positions: dict[str, int] = {}
-    labels: list[str] = []
-    for name, n in _segments(config, v):
-        labels += [name] if n == 1 else [f"{name} ({i + 1}/{n})" for i in range(n)]
-        positions[name] = len(labels) - 1
-    return positions, labels
+    """Named positions and a label per position (`tasks.base.layout_of`), the same for every trial of a config."""
+    return layout_of(_segments(config, v))
 
 
 def _render(config: CDMConfig, v: Vocab, context: np.ndarray, numbers: np.ndarray) -> np.ndarray:
@@ -333,56 +269,29 @@ def _assemble(config: CDMConfig, v: Vocab, cond: dict[str, np.ndarray], split: s
     signed = np.where(choice == 1, cond["coherence"], -cond["coherence"])
     meta = {**cond, "signed_coherence": signed, "congruent": choice[:, 0] == choice[:, 1],
             "relevant_signed_coherence": signed[idx, ctx], "irrelevant_signed_coherence": signed[idx, 1 - ctx]}
+    meta["relevant_coherence"] = np.abs(meta["relevant_signed_coherence"])
     positions, labels = layout(config, v)
     return TrialBatch(tokens=tokens, answer_ids=answers[label], wrong_ids=answers[1 - label], labels=label,
-                      meta=meta, positions=positions, position_labels=labels, split=split, seed=seed)
-
-
-def trial_hash(tokens: np.ndarray) -> np.ndarray:
-    """A uniform number in [0, 1) per trial from its token ids (splitmix64-style mixing)."""
-    h = np.full(len(tokens), 0x9E3779B97F4A7C15, dtype=np.uint64)
-    with np.errstate(over="ignore"):
-        for j in range(tokens.shape[1]):
-            h = (h ^ tokens[:, j].astype(np.uint64)) * np.uint64(0xBF58476D1CE4E5B9)
-            h ^= h >> np.uint64(31)
-            h = h * np.uint64(0x94D049BB133111EB)
-            h ^= h >> np.uint64(29)
-    return (h >> np.uint64(11)).astype(np.float64) / float(1 << 53)
-
-
-def split_of(config: CDMConfig, tokens: np.ndarray) -> np.ndarray:
-    """Which of train (0) / val (1) / test (2) each trial's tokens belong to."""
-    u = trial_hash(tokens)
-    edges = np.cumsum(config.split_fractions)[:-1]
-    return np.searchsorted(edges, u, side="right")
+                      meta=meta, positions=positions, position_labels=labels, split=split, seed=seed, task=NAME,
+                      answer_words=tuple(config.answer_words),
+                      variables={"context": "context", "relevant_evidence": "relevant_signed_coherence",
+                                 "irrelevant_evidence": "irrelevant_signed_coherence"},
+                      evidence={"relevant": "relevant_signed_coherence", "irrelevant": "irrelevant_signed_coherence"},
+                      group="context",
+                      conditions={"context": "context", "relevant_coherence": "relevant_coherence",
+                                  "congruent": "congruent"},
+                      key_position="context")
 
 
 def _draw(config: CDMConfig, n: int, seed: int, tokenizer: Any, split: str,
           keep: Any = None) -> tuple[dict[str, np.ndarray], Vocab]:
-    if split not in SPLITS:
-        raise TaskError(f"unknown split {split!r} (choose from {', '.join(SPLITS)})")
     if split == "gen" and not config.has_gen:
         raise TaskError("the generalisation split is empty: set heldout_coherences or heldout_number_range")
-    if n < 1:
-        raise TaskError(f"number of trials must be >= 1, got {n}")
+    check_draw(split, n, config.has_gen)
     v = vocab(config, tokenizer)
-    rng = np.random.default_rng([seed, SPLITS.index(split)])
-    parts: list[dict[str, np.ndarray]] = []
-    have = 0
-    for _ in range(200):
-        cond = _sample_conditions(config, max(64, 2 * (n - have)), rng, split)
-        ok = np.ones(len(cond["context"]), dtype=bool)
-        if split != "gen":
-            ok &= split_of(config, _render(config, v, cond["context"], cond["numbers"])) == SPLITS.index(split)
-        if keep is not None:
-            ok &= keep(cond)
-        parts.append({k: a[ok] for k, a in cond.items()})
-        have += int(ok.sum())
-        if have >= n:
-            break
-    else:
-        raise TaskError(f"split {split!r} cannot be filled with {n} trials under this config")
-    return {k: np.concatenate([p[k] for p in parts])[:n] for k in parts[0]}, v
+    cond = draw(n, seed, split, config.split_fractions, lambda k, rng: _sample_conditions(config, k, rng, split),
+                lambda c: _render(config, v, c["context"], c["numbers"]), keep)
+    return cond, v
 
 
 def generate(config: CDMConfig, n: int, seed: int, tokenizer: Any, split: str = "train") -> TrialBatch:
@@ -400,8 +309,7 @@ def make_pairs(config: CDMConfig, n: int, seed: int, tokenizer: Any, corruption:
     relevant-flip: the relevant modality's left/right numbers swapped; the answer flips.
     irrelevant-flip: the irrelevant modality's numbers swapped; the answer is unchanged (a control).
     """
-    if corruption not in CORRUPTIONS:
-        raise TaskError(f"unknown corruption {corruption!r} (choose from {', '.join(CORRUPTIONS)})")
+    TASK.check_corruption(corruption)
     keep = (lambda c: c["choice"][:, 0] != c["choice"][:, 1]) if corruption == "context-flip" else None
     cond, v = _draw(config, n, seed, tokenizer, split, keep=keep)
     bad = {k: a.copy() for k, a in cond.items()}
@@ -414,10 +322,6 @@ def make_pairs(config: CDMConfig, n: int, seed: int, tokenizer: Any, corruption:
         bad["numbers"][idx, m] = cond["numbers"][idx, m][..., ::-1]
         bad["clean_numbers"][idx, m] = cond["clean_numbers"][idx, m][..., ::-1]
     return _assemble(config, v, cond, split, seed), _assemble(config, v, bad, split, seed)
-
-
-def render_text(batch: TrialBatch, tokenizer: Any, i: int) -> str:
-    return tokenizer.decode([int(t) for t in batch.tokens[i]])
 
 
 def bayes_optimal_accuracy(config: CDMConfig, n: int = 4000, seed: int = 0, split: str = "test") -> float:
@@ -448,5 +352,19 @@ def bayes_optimal_accuracy(config: CDMConfig, n: int = 4000, seed: int = 0, spli
             ll = logp[obs[:, :, 0][..., None], clean_l].sum(1) + logp[obs[:, :, 1][..., None], clean_r].sum(1)
             ll = ll - math.log(len(bases))
             loglik[:, side] = np.logaddexp(loglik[:, side], np.logaddexp.reduce(ll, axis=1))
-    post_right = 1.0 / (1.0 + np.exp(loglik[:, 0] - loglik[:, 1]))
+    post_right = 0.5 * (1.0 + np.tanh((loglik[:, 1] - loglik[:, 0]) / 2.0))  # logistic, without overflow
     return float(np.mean(np.maximum(post_right, 1 - post_right)))
+
+
+TASK = Task(
+    name=NAME,
+    summary="Context-dependent decision (Mante et al. 2013): a cue names which of two modalities to compare; "
+            "answer the side whose number is larger in that modality.",
+    neurogym="NeuroGym ContextDecisionMaking: two modalities carry evidence for choice 1 or 2, a context input "
+             "says which one counts; the other modality's choice is drawn independently (about half the trials "
+             "congruent). Here each modality shows two numbers and coherence sets their difference; no time "
+             "steps (one sample by default) and no fixation/delay periods.",
+    shortcut="answer with the choice of the modality not named by the cue (wrong on every incongruent trial)",
+    config=CDMConfig, generate=generate, make_pairs=make_pairs, symbols=required_symbols,
+    corruptions=CORRUPTION_INFO, default_corruption="context-flip",
+    bayes_optimal_accuracy=lambda config, **kw: bayes_optimal_accuracy(config, **kw))

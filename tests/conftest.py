@@ -51,7 +51,8 @@ def build_digit_tokenizer():
     tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True),
                                                  pre_tokenizers.ByteLevel(add_prefix_space=False)])
     tok.decoder = decoders.ByteLevel()
-    words = " context motion color left right answer . the a of and is in"
+    words = (" context motion color left right answer . the a of and is in first then second more less sound light"
+             " sample test same different")
     trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<bos>", "<eos>"],
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tok.train_from_iterator([words] * 50 + [" 0 1 2 3 4 5 6 7 8 9"] * 5, trainer)

@@ -82,7 +82,9 @@ def test_splits_never_share_a_trial(tokenizer):
     assert set(np.unique(gen.meta["coherence"])) == {15}
     train = generate(config, 500, seed=0, tokenizer=tokenizer, split="train")
     assert 15 not in set(np.unique(train.meta["coherence"]))
-    assert (split_of(config, train.tokens) == 0).all()
+    assert (split_of(config.split_fractions, train.tokens) == 0).all()
+    test = generate(config, 500, seed=0, tokenizer=tokenizer, split="test")
+    assert (split_of(config.split_fractions, test.tokens) == 2).all()
 
 
 def test_heldout_number_range(tokenizer):

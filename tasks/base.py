@@ -1,0 +1,242 @@
+"""What every task provides, and the pieces tasks share.
+
+A task is a `Task` record (registered in `tasks.registry`) holding its frozen config dataclass and the functions
+that generate trials and clean/corrupted pairs from it. Everything downstream (training, every analysis, the
+report) reads only this interface and the `TrialBatch` it returns, never one task's own metadata keys.
+
+The contract of a `TrialBatch`:
+  tokens [trials, seq]   one token layout for every trial of a config (clean and corrupted trials align)
+  answer_ids/wrong_ids   the correct and the other answer word's (single) token id; labels = side of the answer
+                         (0 = answer_words[0], 1 = answer_words[1])
+  meta                   per-trial task variables; always `congruent` (bool): the task's documented *shortcut*
+                         (a heuristic that does not solve the task) gives the right answer. Accuracy on the
+                         incongruent trials is the training criterion's second part: a model that learned the
+                         shortcut fails it.
+  variables              {name: meta key} of the numbers regressed against neuron activations
+  evidence, group        {name: meta key} of signed evidence (positive towards answer_words[1]) for psychometric
+                         curves, split by the meta key `group` (or one curve when None)
+  conditions             {name: meta key} crossed for accuracy per condition
+  positions              named token positions; always "answer" (the last) and the task's `key_position`
+
+A tokenizer is anything with `encode(text, add_special_tokens=False)` and `decode(ids)`. This package imports
+nothing of the project.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+SPLITS = ("train", "val", "test", "gen")
+
+
+class TaskError(ValueError):
+    """The task cannot be generated as asked (a bad config value, a tokenizer that splits a symbol, ...)."""
+
+
+@dataclass
+class TrialBatch:
+    """n trials of one config. `meta` arrays share the trials axis; `positions` names token positions."""
+
+    tokens: np.ndarray  # [trials, seq] int64
+    answer_ids: np.ndarray  # [trials]
+    wrong_ids: np.ndarray  # [trials]
+    labels: np.ndarray  # [trials] side of the answer (0 or 1)
+    meta: dict[str, np.ndarray]
+    positions: dict[str, int]
+    position_labels: list[str]
+    split: str
+    seed: int
+    task: str = "ContextDecisionMaking"
+    answer_words: tuple[str, ...] = ()
+    variables: dict[str, str] = field(default_factory=dict)
+    evidence: dict[str, str] = field(default_factory=dict)
+    group: str | None = None
+    conditions: dict[str, str] = field(default_factory=dict)
+    key_position: str = "answer"
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, idx: np.ndarray) -> TrialBatch:
+        return replace(self, tokens=self.tokens[idx], answer_ids=self.answer_ids[idx], wrong_ids=self.wrong_ids[idx],
+                       labels=self.labels[idx], meta={k: v[idx] for k, v in self.meta.items()})
+
+
+@dataclass(frozen=True)
+class Corruption:
+    """A named way to make a corrupted twin of a clean trial. `flips` says whether the answer changes (patching
+    needs one that does); `pairs` says which clean trials it is drawn from."""
+
+    description: str
+    flips: bool
+    pairs: str = "all trials"
+
+
+@dataclass(frozen=True)
+class Task:
+    """A registered task: its config class and the functions every consumer calls (see the module doc)."""
+
+    name: str
+    summary: str
+    neurogym: str  # the NeuroGym semantics this token version follows, and where it departs from them
+    shortcut: str  # the heuristic whose failures define the incongruent trials
+    config: type
+    generate: Callable[..., TrialBatch]  # (config, n, seed, tokenizer, split="train")
+    make_pairs: Callable[..., tuple[TrialBatch, TrialBatch]]  # (config, n, seed, tokenizer, corruption, split)
+    symbols: Callable[[Any], list[str]]  # every word the task renders (for a tokenizer made for the project)
+    corruptions: dict[str, Corruption]
+    default_corruption: str
+    bayes_optimal_accuracy: Callable[..., float] = lambda config, **_: 1.0
+
+    def check_corruption(self, corruption: str) -> None:
+        if corruption not in self.corruptions:
+            raise TaskError(f"task {self.name} has no corruption {corruption!r} (choose from "
+                            f"{', '.join(self.corruptions)})")
+
+
+def round_half_up(x: float) -> int:
+    return int(math.floor(x + 0.5))
+
+
+def token_ids(tokenizer: Any, symbol: str) -> tuple[int, ...]:
+    ids = tokenizer.encode(symbol, add_special_tokens=False)
+    if not ids:
+        raise TaskError(f"task symbol {symbol!r} encodes to no token at all")
+    return tuple(int(i) for i in ids)
+
+
+def single_token(tokenizer: Any, symbol: str, role: str) -> int:
+    ids = token_ids(tokenizer, symbol)
+    if len(ids) != 1:
+        raise TaskError(f"{role} {symbol!r} is not a single token for this tokenizer (it encodes to {len(ids)} "
+                        f"tokens {list(ids)}): the logit difference needs one token per answer; choose another word")
+    return ids[0]
+
+
+def same_length(tokenizer: Any, symbols: list[str], role: str) -> list[tuple[int, ...]]:
+    """Token ids of symbols that must share one token layout (so clean and corrupted trials align)."""
+    ids = [token_ids(tokenizer, s) for s in symbols]
+    lengths = {len(i) for i in ids}
+    if len(lengths) > 1:
+        by = {n: next(s for s, i in zip(symbols, ids) if len(i) == n) for n in sorted(lengths)}
+        raise TaskError(f"{role} do not all encode to the same number of tokens ("
+                        + ", ".join(f"{s!r}: {n}" for n, s in by.items())
+                        + "): trials would not align position by position; choose other words or another number range")
+    return ids
+
+
+def trial_hash(tokens: np.ndarray) -> np.ndarray:
+    """A uniform number in [0, 1) per trial from its token ids (splitmix64-style mixing)."""
+    h = np.full(len(tokens), 0x9E3779B97F4A7C15, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for j in range(tokens.shape[1]):
+            h = (h ^ tokens[:, j].astype(np.uint64)) * np.uint64(0xBF58476D1CE4E5B9)
+            h ^= h >> np.uint64(31)
+            h = h * np.uint64(0x94D049BB133111EB)
+            h ^= h >> np.uint64(29)
+    return (h >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+
+
+def split_of(split_fractions: tuple[float, ...], tokens: np.ndarray) -> np.ndarray:
+    """Which of train (0) / val (1) / test (2) each trial's tokens belong to."""
+    check_split_fractions(tuple(split_fractions))
+    edges = np.cumsum(split_fractions)[:-1]
+    return np.searchsorted(edges, trial_hash(tokens), side="right")
+
+
+def check_split_fractions(split_fractions: tuple[float, ...]) -> None:
+    if len(split_fractions) != 3 or any(f <= 0 for f in split_fractions) or abs(sum(split_fractions) - 1) > 1e-6:
+        raise TaskError(f"split_fractions must be three positive numbers summing to 1, got {split_fractions}")
+
+
+def check_number_ranges(number_range: tuple[int, ...], heldout: tuple[int, ...]) -> None:
+    """number_range is (low, high); a held-out range lies at one end of it and leaves part of it for training."""
+    if len(number_range) != 2 or number_range[0] >= number_range[1] or number_range[0] < 0:
+        raise TaskError(f"number_range must be (low, high) with 0 <= low < high, got {number_range}")
+    if len(heldout) not in (0, 2):
+        raise TaskError("heldout_number_range must be [] or [low, high]")
+    if heldout:
+        (a, b), (lo, hi) = heldout, number_range
+        if not (lo <= a <= b <= hi) or (a != lo and b != hi) or (a == lo and b == hi):
+            raise TaskError(f"heldout_number_range {list(heldout)} must lie at one end of number_range "
+                            f"{list(number_range)} and leave part of it for training")
+
+
+def split_range(number_range: tuple[int, ...], heldout: tuple[int, ...], split: str) -> tuple[int, int]:
+    """The numbers a split draws from: "gen" only the held-out range, the others the rest."""
+    lo, hi = number_range
+    if not heldout:
+        return lo, hi
+    a, b = heldout
+    if split == "gen":
+        return a, b
+    return (b + 1, hi) if a == lo else (lo, a - 1)
+
+
+def check_draw(split: str, n: int, has_gen: bool) -> None:
+    if split not in SPLITS:
+        raise TaskError(f"unknown split {split!r} (choose from {', '.join(SPLITS)})")
+    if split == "gen" and not has_gen:
+        raise TaskError("the generalisation split is empty: set heldout_number_range (or the task's held-out option)")
+    if n < 1:
+        raise TaskError(f"number of trials must be >= 1, got {n}")
+
+
+def draw(n: int, seed: int, split: str, split_fractions: tuple[float, ...],
+         sample: Callable[[int, np.random.Generator], dict[str, np.ndarray]],
+         render: Callable[[dict[str, np.ndarray]], np.ndarray],
+         keep: Callable[[dict[str, np.ndarray]], np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    """n trial conditions of `split`, deterministic under `seed`: `sample(k, rng)` draws k candidate conditions
+    (arrays sharing the trials axis), `render` gives their tokens; train/val/test keep the candidates whose
+    token hash falls in their share (so the three never share a trial), "gen" keeps all; `keep` filters more."""
+    rng = np.random.default_rng([seed, SPLITS.index(split)])
+    parts: list[dict[str, np.ndarray]] = []
+    have = 0
+    for _ in range(200):
+        cond = sample(max(64, 2 * (n - have)), rng)
+        ok = np.ones(len(next(iter(cond.values()))), dtype=bool)
+        if split != "gen":
+            ok &= split_of(split_fractions, render(cond)) == SPLITS.index(split)
+        if keep is not None:
+            ok &= keep(cond)
+        parts.append({k: a[ok] for k, a in cond.items()})
+        have += int(ok.sum())
+        if have >= n:
+            return {k: np.concatenate([p[k] for p in parts])[:n] for k in parts[0]}
+    raise TaskError(f"split {split!r} cannot be filled with {n} trials under this config")
+
+
+def number_table(tokenizer: Any, lo: int, hi: int) -> np.ndarray:
+    """[number, token] ids of " n" for n in lo..hi (row n - lo), all of one token length."""
+    return np.array(same_length(tokenizer, [f" {n}" for n in range(lo, hi + 1)], f"the numbers {lo}..{hi}"),
+                    dtype=np.int64)
+
+
+def columns(n: int, ids: tuple[int, ...]) -> list[np.ndarray]:
+    """Token columns of a fixed symbol repeated over n trials."""
+    return [np.full(n, t, dtype=np.int64) for t in ids]
+
+
+def number_columns(table: np.ndarray, offset: int, values: np.ndarray) -> list[np.ndarray]:
+    """Token columns of one number per trial (values [trials])."""
+    return list(table[np.asarray(values) - offset].T)
+
+
+def layout_of(segments: list[tuple[str, int]]) -> tuple[dict[str, int], list[str]]:
+    """Named positions from (name, tokens) segments in order. A multi-token symbol is named at its LAST token,
+    which has read all of it; its label per position is "name (i/n)"."""
+    positions: dict[str, int] = {}
+    labels: list[str] = []
+    for name, k in segments:
+        labels += [name] if k == 1 else [f"{name} ({i + 1}/{k})" for i in range(k)]
+        positions[name] = len(labels) - 1
+    return positions, labels
+
+
+def render_text(batch: TrialBatch, tokenizer: Any, i: int) -> str:
+    return tokenizer.decode([int(t) for t in batch.tokens[i]])
