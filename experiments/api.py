@@ -29,7 +29,7 @@ from jaxtyping import Int
 
 from interp.results import (Ablation, AttentionView, Attribution, Circuit, Comparison, Evaluation, Neurons,
                             Patching)
-from tasks.cdm import CDMConfig, TrialBatch
+from tasks.base import TrialBatch
 
 __all__ = ["Model", "Pairs", "load", "train", "evaluate", "trials", "pairs", "patch", "attribute", "ablate",
            "neurons", "discover", "compare", "attention"]
@@ -44,7 +44,7 @@ class Model:
     `interp.models.load_model` recorded (for a checkpoint: config, curve, metrics, hashes)."""
 
     model: Any = field(repr=False)
-    task: CDMConfig = field(repr=False)
+    task: Any = field(repr=False)
     name: str
     info: dict[str, Any] = field(default_factory=dict, repr=False)
 
@@ -60,7 +60,7 @@ class Model:
 
 @dataclass(frozen=True, eq=False)
 class Pairs:
-    """Clean and corrupted trials of equal length and aligned positions (`tasks.cdm.make_pairs`); unpacks as
+    """Clean and corrupted trials of equal length and aligned positions (`tasks.registry.make_pairs`); unpacks as
     `clean, corrupted = pairs`. tokens are [trial, pos]; the answer and wrong ids are the CLEAN trials'."""
 
     clean: TrialBatch
@@ -74,27 +74,29 @@ class Pairs:
         return len(self.clean)
 
 
-def _parts(model: Model | Any) -> tuple[Any, CDMConfig, str]:
+def _parts(model: Model | Any) -> tuple[Any, Any, str]:
     if isinstance(model, Model):
         return model.model, model.task, model.name
     if not hasattr(model, "run_with_cache"):
         raise TypeError(f"expected a cc.Model or a HookedTransformer, got {type(model).__name__}")
-    return model, CDMConfig(), "model"
+    return model, _task(None, {}), "model"
 
 
-def _task(task: CDMConfig | Mapping[str, Any] | None, info: dict[str, Any]) -> CDMConfig:
-    """An explicit task (config or dict of CDMConfig fields), else the checkpoint's own, else the default."""
-    from experiments.config import build
+def _task(task: Any, info: dict[str, Any]) -> Any:
+    """An explicit task (a task config, a registered task name, or a dict of a task config's fields with an
+    optional "name"), else the checkpoint's own, else the default task."""
+    from experiments.config import build_task
 
-    if isinstance(task, CDMConfig):
-        return task
+    if isinstance(task, str):
+        return build_task({"name": task}, "task")
+    if isinstance(task, Mapping):
+        return build_task(dict(task), "task")
     if task is not None:
-        return build(CDMConfig, dict(task), "task")
-    raw = info.get("config", {}).get("task")
-    return build(CDMConfig, raw, f"{info.get('name', 'model')} task config") if raw else CDMConfig()
+        return task
+    return build_task(info.get("config", {}).get("task"), f"{info.get('name', 'model')} task config")
 
 
-def load(path_or_name: str | Path, device: str = "auto", task: CDMConfig | Mapping[str, Any] | None = None
+def load(path_or_name: str | Path, device: str = "auto", task: Any = None
          ) -> Model:
     """A shipped base by name ("cogbase-6l", offline), a project checkpoint folder, a local Hugging Face GPT-2 /
     Llama folder or a hub name, on `device` ("auto": CUDA, else MPS, else CPU). Its task is `task`, else the one
@@ -107,15 +109,15 @@ def load(path_or_name: str | Path, device: str = "auto", task: CDMConfig | Mappi
 
 
 def train(out: str | Path, init: str = "pretrained", base: str | Path = "cogbase-6l", steps: int | None = None,
-          task: CDMConfig | Mapping[str, Any] | None = None, config: str | Path | None = None,
+          task: Any = None, config: str | Path | None = None,
           overwrite: bool = False, resume: bool = False, progress: bool = False, **train_options: Any) -> Model:
     """Train on the task (`experiments.train.train`: answer-token cross-entropy, AdamW with a cosine schedule over
     `steps`, early stop at the criterion) and load the result, as `cogcircuits train` does. init "pretrained"
     fine-tunes `base`, "scratch" trains its architecture from a fresh initialisation.
 
     `config` is a TOML file with [task] / [model] / [train] tables (default: none, i.e. TrainConfig's defaults);
-    `init`, `base`, `task` (CDMConfig fields) and `train_options` (TrainConfig fields: batch_size, lr, warmup,
-    eval_every, eval_size, seed, device, ...) override it and are checked like a config file's. A `steps` shorter
+    `init`, `base`, `task` (a task config, a registered task name, or a dict of its fields with "name") and
+    `train_options` (TrainConfig fields: batch_size, lr, warmup, eval_every, eval_size, seed, device, ...) override it and are checked like a config file's. A `steps` shorter
     than the warmup shortens the warmup, as on the command line. `out` becomes a checkpoint folder (refused if it
     exists, unless `overwrite` or `resume`)."""
     from experiments.config import to_dict
@@ -129,7 +131,8 @@ def train(out: str | Path, init: str = "pretrained", base: str | Path = "cogbase
             options["warmup"] = min(steps, load_config(config)["train"].warmup)
     overrides: dict[str, dict[str, Any]] = {"model": {"init": init, "base": str(base)}, "train": options}
     if task is not None:
-        overrides["task"] = to_dict(task) if dataclasses.is_dataclass(task) else dict(task)
+        overrides["task"] = (to_dict(task) if dataclasses.is_dataclass(task) else {"name": task}
+                             if isinstance(task, str) else dict(task))
     cfg = load_config(config, overrides)
     train_checkpoint(cfg, Path(out), resume=resume, overwrite=overwrite, progress=progress)
     return load(out, device=cfg["train"].device)
@@ -138,25 +141,27 @@ def train(out: str | Path, init: str = "pretrained", base: str | Path = "cogbase
 def trials(model: Model | Any, n: int = 64, seed: int = 0, split: str = "test") -> TrialBatch:
     """n trials of the model's task with its tokenizer (tokens [trial, pos]; answer_ids, wrong_ids [trial];
     meta, named positions). Splits: train, val, test, gen (held-out conditions, when the task has them)."""
-    from tasks.cdm import generate
+    from tasks.registry import generate
 
     m, task, _ = _parts(model)
     return generate(task, n, seed=seed, tokenizer=m.tokenizer, split=split)
 
 
-def pairs(model: Model | Any, n: int = 16, seed: int = 0, corruption: str = "context-flip", split: str = "test"
+def pairs(model: Model | Any, n: int = 16, seed: int = 0, corruption: str | None = None, split: str = "test"
           ) -> Pairs:
-    """n clean/corrupted pairs: "context-flip" (the other cue; incongruent trials, the answer flips),
-    "relevant-flip" (the relevant numbers swapped; the answer flips) or "irrelevant-flip" (a control)."""
-    from tasks.cdm import make_pairs
+    """n clean/corrupted pairs by one of the task's corruptions (`tasks.registry.get_task(name).corruptions`;
+    default: the task's default), e.g. for ContextDecisionMaking "context-flip" (the other cue; incongruent
+    trials, the answer flips), "relevant-flip" (the answer flips) or "irrelevant-flip" (a control)."""
+    from tasks.registry import make_pairs, task_of
 
     m, task, _ = _parts(model)
+    corruption = corruption or task_of(task).default_corruption
     clean, bad = make_pairs(task, n, seed=seed, tokenizer=m.tokenizer, corruption=corruption, split=split)
     return Pairs(clean, bad, corruption)
 
 
 def evaluate(model: Model | Any, n: int = 512, seed: int = 0, split: str = "test") -> Evaluation:
-    """Accuracy overall, on incongruent trials and per context x coherence x congruency on n trials."""
+    """Accuracy overall, on incongruent trials (where the task's shortcut fails) and per condition on n trials."""
     from interp.metrics import accuracy_by_condition, evaluate_batch, incongruent_accuracy
 
     m, _, name = _parts(model)

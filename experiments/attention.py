@@ -15,7 +15,8 @@ import torch
 from jaxtyping import Float
 
 from interp.metrics import cache_last
-from tasks.cdm import CDMConfig, TrialBatch, make_pairs
+from tasks.base import TrialBatch
+from tasks.registry import make_pairs
 
 SCORES = ("patching", "dla", "ablation")
 _HEAD = re.compile(r"L(\d+)H(\d+)")
@@ -90,7 +91,7 @@ def score_heads(model: Any, pairs: tuple[TrialBatch, TrialBatch], by: str, corru
     raise ValueError(f"unknown score {by!r} (choose from {', '.join(SCORES)})")
 
 
-def task_pairs(model: Any, task: CDMConfig, n: int, seed: int, corruption: str) -> tuple[TrialBatch, TrialBatch]:
+def task_pairs(model: Any, task: Any, n: int, seed: int, corruption: str) -> tuple[TrialBatch, TrialBatch]:
     return make_pairs(task, n, seed=seed, tokenizer=model.tokenizer, corruption=corruption)
 
 

@@ -25,20 +25,35 @@ def _overrides(args: argparse.Namespace, mapping: dict[str, tuple[str, str]]) ->
     return out
 
 
+def cmd_task_list(args: argparse.Namespace) -> None:
+    from tasks.registry import TASKS
+
+    for name, t in TASKS.items():
+        print(f"{name:<24} {t.summary}")
+
+
 def cmd_task_show(args: argparse.Namespace) -> None:
+    from experiments.config import to_dict
     from experiments.train import load_config
     from interp.models import base_arch_and_tokenizer
-    from tasks.cdm import bayes_optimal_accuracy, generate, render_text
+    from tasks.base import render_text
+    from tasks.registry import bayes_optimal_accuracy, generate, task_of
 
-    cfg = load_config(args.config, _overrides(args, {"base": ("model", "base")}))
-    task = cfg["task"]
+    args.task = args.name
+    ov = _overrides(args, {"base": ("model", "base"), "task": ("task", "name")})
+    cfg = load_config(args.config, ov)
+    task, t = cfg["task"], task_of(cfg["task"])
     _, tok = base_arch_and_tokenizer(cfg["model"].base)
     b = generate(task, args.n, seed=args.seed, tokenizer=tok, split=args.split)
+    print(f"{t.name}: {t.summary}\nNeuroGym: {t.neurogym}\nshortcut (incongruent trials are where it fails): "
+          f"{t.shortcut}\ncorruptions (default {t.default_corruption}):")
+    for k, c in t.corruptions.items():
+        print(f"  {k}: {c.description} [{c.pairs}]")
+    print(f"config: {to_dict(task)}\n{args.n} {args.split} trials:")
     for i in range(len(b)):
-        m = b.meta
-        print(f"{render_text(b, tok, i)!r} -> {tok.decode([int(b.answer_ids[i])])!r}   "
-              f"[context={task.modality_words[m['context'][i]].strip()} "
-              f"signed_coh={m['signed_coherence'][i].tolist()} congruent={bool(m['congruent'][i])}]")
+        shown = {k: b.meta[key][i].tolist() for k, key in b.variables.items()}
+        print(f"  {render_text(b, tok, i)!r} -> {tok.decode([int(b.answer_ids[i])])!r}   "
+              f"{shown} congruent={bool(b.meta['congruent'][i])}")
     print(f"positions: {' '.join(b.position_labels)}")
     print(f"Bayes-optimal accuracy: {bayes_optimal_accuracy(task):.4f}")
 
@@ -46,7 +61,8 @@ def cmd_task_show(args: argparse.Namespace) -> None:
 def cmd_train(args: argparse.Namespace) -> None:
     from experiments.train import load_config, train
 
-    ov = _overrides(args, {"init": ("model", "init"), "base": ("model", "base"), "seed": ("train", "seed"),
+    ov = _overrides(args, {"task": ("task", "name"), "init": ("model", "init"), "base": ("model", "base"),
+                           "seed": ("train", "seed"),
                            "steps": ("train", "steps"), "device": ("train", "device")})
     if args.bf16:
         ov.setdefault("train", {})["bf16"] = True
@@ -70,10 +86,11 @@ def cmd_eval(args: argparse.Namespace) -> None:
                             device=pick_device(args.device))
     print(f"{args.checkpoint} [{args.split}, n={args.n}]: accuracy {r['accuracy']:.4f}, "
           f"mean logit diff {r['logit_diff']:.3f}")
-    print(f"{'context':>8} {'coh':>4} {'congruent':>9} {'n':>5} {'accuracy':>8}")
+    from interp.metrics import condition_label
+
+    print(f"{'condition':<40} {'n':>5} {'accuracy':>8}")
     for row in r["by_condition"]:
-        print(f"{row['context']:>8} {row['relevant_coherence']:>4} {str(row['congruent']):>9} {row['n']:>5} "
-              f"{row['accuracy']:>8.3f}")
+        print(f"{condition_label(row):<40} {row['n']:>5} {row['accuracy']:>8.3f}")
     if args.json:
         print(json.dumps(r))
 
@@ -121,8 +138,13 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = ap.add_subparsers(dest="command", required=True)
 
-    task = sub.add_parser("task", help="the decision task").add_subparsers(dest="task_cmd", required=True)
-    show = task.add_parser("show", help="print sample trials with their answers")
+    from tasks.registry import TASKS
+
+    task = sub.add_parser("task", help="the registered tasks").add_subparsers(dest="task_cmd", required=True)
+    task.add_parser("list", help="the registered tasks").set_defaults(func=cmd_task_list)
+    show = task.add_parser("show", help="a task's definition and sample trials with their answers")
+    show.add_argument("name", nargs="?", choices=list(TASKS), help="a registered task (default: the config's, "
+                      "else ContextDecisionMaking)")
     show.add_argument("--config")
     show.add_argument("--base", help="model whose tokenizer renders the trials (default: the shipped base)")
     show.add_argument("--n", type=int, default=6)
@@ -131,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     show.set_defaults(func=cmd_task_show)
 
     tr = sub.add_parser("train", help="fine-tune a pretrained base or train from scratch")
+    tr.add_argument("--task", choices=list(TASKS), help="a registered task (default: the config's)")
     tr.add_argument("--init", choices=["pretrained", "scratch"])
     tr.add_argument("--base", help="local HF GPT-2 directory, checkpoint, or hub name (default: shipped base)")
     tr.add_argument("--seed", type=int)
@@ -140,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common_train(tr)
     tr.set_defaults(func=cmd_train)
 
-    ev = sub.add_parser("eval", help="accuracy overall and per context x coherence x congruency")
+    ev = sub.add_parser("eval", help="accuracy overall and per condition of the task")
     ev.add_argument("checkpoint")
     ev.add_argument("--config", help="task config to evaluate on (default: the checkpoint's own)")
     ev.add_argument("--split", default="test", choices=["train", "val", "test", "gen"])

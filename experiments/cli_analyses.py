@@ -1,4 +1,4 @@
-"""The analysis commands of the CLI: patch, attribute, ablate, neurons, compare, discover, run, export.
+"""The analysis commands of the CLI: patch, attribute, ablate, neurons, compare, discover, run, suite, export.
 
 Each writes its arrays (NPZ and a tidy CSV with labels) and a JSON with the model's hash, the task config and the
 exact token ids used, so anyone can recompute the numbers.
@@ -17,15 +17,27 @@ from experiments import command_figures
 
 
 def task_for(args: argparse.Namespace, info: dict[str, Any]) -> Any:
-    """The task of --config, else the one the checkpoint was trained on (else the default task)."""
-    from experiments.config import build
+    """The task of --config, else --task's defaults, else the one the checkpoint was trained on (else the default
+    task). Also settles --corruption: the task's default when not given, refused when the task has no such one
+    (or when the command needs the answer to change and it does not)."""
+    from experiments.config import build_task
     from experiments.train import load_config
-    from tasks.cdm import CDMConfig
+    from tasks.registry import task_of
 
     if getattr(args, "config", None):
-        return load_config(args.config)["task"]
-    raw = info.get("config", {}).get("task")
-    return build(CDMConfig, raw, f"{info.get('path', 'model')} task config") if raw else CDMConfig()
+        task = load_config(args.config)["task"]
+    elif getattr(args, "task", None):
+        task = build_task({"name": args.task}, "--task")
+    else:
+        task = build_task(info.get("config", {}).get("task"), f"{info.get('path', 'model')} task config")
+    if hasattr(args, "corruption"):
+        t = task_of(task)
+        args.corruption = args.corruption or t.default_corruption
+        t.check_corruption(args.corruption)
+        if getattr(args, "needs_flip", False) and not t.corruptions[args.corruption].flips:
+            raise ValueError(f"corruption {args.corruption!r} leaves the answer unchanged: {args.command} needs one "
+                             "that changes it (" + ", ".join(k for k, c in t.corruptions.items() if c.flips) + ")")
+    return task
 
 
 def load(path: str, device: str) -> tuple[Any, dict[str, Any]]:
@@ -71,7 +83,7 @@ def _figures(args: argparse.Namespace, out: Path, figs: dict[str, Any]) -> None:
 def cmd_patch(args: argparse.Namespace) -> None:
     from interp.patching import patch_sweep, position_token_labels
     from interp.store import atomic_write_csv, atomic_write_json, atomic_write_npz
-    from tasks.cdm import make_pairs
+    from tasks.registry import make_pairs
 
     _check(args)
     model, info = load(args.checkpoint, args.device)
@@ -108,7 +120,7 @@ def cmd_patch(args: argparse.Namespace) -> None:
 def cmd_attribute(args: argparse.Namespace) -> None:
     from interp.attribution import direct_logit_attribution, logit_lens
     from interp.store import atomic_write_csv, atomic_write_json, atomic_write_npz
-    from tasks.cdm import generate
+    from tasks.registry import generate
 
     _check(args)
     model, info = load(args.checkpoint, args.device)
@@ -146,7 +158,7 @@ def cmd_attribute(args: argparse.Namespace) -> None:
 def cmd_ablate(args: argparse.Namespace) -> None:
     from interp.ablation import Ablator
     from interp.store import atomic_write_csv, atomic_write_json, atomic_write_npz
-    from tasks.cdm import generate
+    from tasks.registry import generate
 
     _check(args)
     model, info = load(args.checkpoint, args.device)
@@ -185,9 +197,9 @@ def cmd_ablate(args: argparse.Namespace) -> None:
 
 def cmd_neurons(args: argparse.Namespace) -> None:
     from interp.ablation import Ablator
-    from interp.neurons import VARIABLES, neuron_selectivity
+    from interp.neurons import neuron_selectivity
     from interp.store import atomic_write_csv, atomic_write_json, atomic_write_npz
-    from tasks.cdm import generate
+    from tasks.registry import generate
 
     _check(args)
     model, info = load(args.checkpoint, args.device)
@@ -196,18 +208,19 @@ def cmd_neurons(args: argparse.Namespace) -> None:
     sel = neuron_selectivity(model, b, position=args.position, layers=tuple(args.layers) if args.layers else None,
                              top_k=args.top_k)
     ab = Ablator(model, b.tokens, b.answer_ids, b.wrong_ids, "mean")
-    effects = {v: ab.neurons([(l, i) for l, i, _ in sel["top"][v]]) for v in VARIABLES}
+    variables = sel["variables"]
+    effects = {v: ab.neurons([(l, i) for l, i, _ in sel["top"][v]]) for v in variables}
     out = _out(args)
     atomic_write_npz(out / "neurons.npz", {"coef": sel["coef"], "r2": sel["r2"], "tokens": b.tokens})
     atomic_write_csv(out / "neurons.csv", [
-        {"layer": sel["layers"][li], "neuron": n, **{v: float(sel["coef"][li, n, k]) for k, v in enumerate(VARIABLES)},
+        {"layer": sel["layers"][li], "neuron": n, **{v: float(sel["coef"][li, n, k]) for k, v in enumerate(variables)},
          "r2": float(sel["r2"][li, n])} for li in range(sel["coef"].shape[0]) for n in range(sel["coef"].shape[1])])
     atomic_write_json(out / "neurons.json", _provenance(args, info, task, {
         "position": args.position, "top": sel["top"], "ablating_top": effects, "baseline": ab.baseline,
         "tokens": b.tokens}))
     _figures(args, out, command_figures.neurons(sel, info.get("name"), args.n))
     print(f"neuron selectivity at '{args.position}' on {args.n} trials (standardised betas):")
-    for v in VARIABLES:
+    for v in variables:
         t = sel["top"][v][:3]
         print(f"  {v}: top " + ", ".join(f"L{l}N{n} ({c:+.2f})" for l, n, c in t) +
               f"; mean-ablating the top {args.top_k}: accuracy {effects[v]['accuracy']:.3f} "
@@ -224,13 +237,15 @@ def cmd_compare(args: argparse.Namespace) -> None:
     _check(args)
     base, binfo = load(args.base, args.device)
     models = {}
+    infos = []
     for kind, paths in (("finetuned", args.finetuned), ("scratch", args.scratch or [])):
         for i, p in enumerate(paths):
-            models[f"{kind}-s{i}"] = load(p, args.device)[0]
+            models[f"{kind}-s{i}"], info = load(p, args.device)
+            infos.append(info)
             check_same_shape(models[f"{kind}-s{i}"], base, f"comparing {p} with the base")
-    task = task_for(args, {})
+    task = task_for(args, infos[0])  # --config / --task, else the first fine-tuned model's own task
     _, reps = stages.representations_of({**models, "base": base}, task, args.n, args.seed)
-    from tasks.cdm import generate
+    from tasks.registry import generate
 
     rel = generate(task, args.n, seed=args.seed + 1, tokenizer=base.tokenizer, split="test")
     per_model = {mid: {"cka_base": stages.cka_with(reps[mid], reps["base"]),
@@ -312,6 +327,13 @@ def cmd_run(args: argparse.Namespace) -> None:
     print(f"finished in {time.time() - t0:.0f} s; report: {report}")
 
 
+def cmd_suite(args: argparse.Namespace) -> None:
+    from experiments.suite import run_suite
+
+    page = run_suite(args.configs, Path(args.out), overwrite=args.overwrite, progress=not args.quiet, log=print)
+    print(f"suite page: {page}")
+
+
 def cmd_export(args: argparse.Namespace) -> None:
     from experiments.figures import build_figures, export_run
 
@@ -324,7 +346,7 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 def register(sub: Any) -> None:
     from interp.patching import VARIANTS
-    from tasks.cdm import CORRUPTIONS
+    from tasks.registry import TASKS
 
     def figures(p: argparse.ArgumentParser) -> None:
         p.add_argument("--figures", nargs="+", default=["html"], choices=list(command_figures.FORMATS),
@@ -333,6 +355,8 @@ def register(sub: Any) -> None:
     def common(p: argparse.ArgumentParser, n: int = 64) -> None:
         p.add_argument("checkpoint", help="checkpoint directory or local HF GPT-2 directory")
         p.add_argument("--config", help="task config (default: the checkpoint's own)")
+        p.add_argument("--task", choices=list(TASKS), help="a registered task with its default config (default: "
+                       "the checkpoint's own)")
         p.add_argument("--n", type=int, default=n, help="trials (or trial pairs)")
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, mps")
@@ -343,7 +367,7 @@ def register(sub: Any) -> None:
     p = sub.add_parser("patch", help="exact activation patching")
     common(p)
     p.add_argument("--what", default="heads", choices=list(VARIANTS))
-    p.add_argument("--corruption", default="context-flip", choices=list(CORRUPTIONS))
+    p.add_argument("--corruption", help="one of the task's corruptions (default: the task's own default)")
     p.add_argument("--direction", default="denoise", choices=["denoise", "noise"])
     p.set_defaults(func=cmd_patch)
 
@@ -370,7 +394,8 @@ def register(sub: Any) -> None:
     p.add_argument("--finetuned", nargs="+", required=True)
     p.add_argument("--scratch", nargs="*")
     p.add_argument("--base", required=True)
-    p.add_argument("--config")
+    p.add_argument("--config", help="task config (default: the first fine-tuned model's own)")
+    p.add_argument("--task", choices=list(TASKS), help="a registered task with its default config")
     p.add_argument("--n", type=int, default=256)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, mps")
@@ -382,13 +407,13 @@ def register(sub: Any) -> None:
     p = sub.add_parser("discover", help="circuit discovery (EAP / EAP-IG) with faithfulness")
     common(p, n=32)
     p.add_argument("--method", default="eap-ig", choices=["eap", "eap-ig"])
-    p.add_argument("--corruption", default="context-flip", choices=[c for c in CORRUPTIONS if c != "irrelevant-flip"])
+    p.add_argument("--corruption", help="a corruption of the task that changes the answer (default: the task's)")
     p.add_argument("--ablation", default="corrupted", choices=["corrupted", "mean", "resample"])
     p.add_argument("--base", help="pretrained base, to rank the same nodes in it")
     p.add_argument("--random", type=int, default=20, help="random circuits per size (baseline)")
     p.add_argument("--level", type=float, default=0.8, help="faithfulness level for 'size at level'")
     p.add_argument("--fraction", type=float, default=0.2, help="share of nodes listed as the circuit's top set")
-    p.set_defaults(func=cmd_discover)
+    p.set_defaults(func=cmd_discover, needs_flip=True)
 
     p = sub.add_parser("run", help="the whole fine-tuned vs scratch experiment and its report")
     p.add_argument("config", nargs="?", help="run config (default: the packaged experiments/configs/default.toml)")
@@ -399,6 +424,13 @@ def register(sub: Any) -> None:
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("suite", help="`run` on several task configs and one page comparing their verdicts")
+    p.add_argument("configs", nargs="+", help="run configs, e.g. experiments/configs/{default,delay-comparison}.toml")
+    p.add_argument("--out", required=True, help="suite folder: one run folder per config, suite.html, suite.json")
+    p.add_argument("--overwrite", action="store_true", help="replace runs made with another config")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_suite)
 
     p = sub.add_parser("export", help="re-export a finished run's figures without recomputing")
     p.add_argument("run_dir")

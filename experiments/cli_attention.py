@@ -97,7 +97,7 @@ def cmd_attention(args: argparse.Namespace) -> None:
 
 def register(sub: Any) -> None:
     from experiments.attention import SCORES
-    from tasks.cdm import CORRUPTIONS
+    from tasks.registry import TASKS
 
     p = sub.add_parser("attention", help="circuitsvis views of chosen or top heads on a task trial or any text")
     p.add_argument("checkpoint", help="checkpoint directory, local HF GPT-2 directory or shipped base name")
@@ -109,10 +109,11 @@ def register(sub: Any) -> None:
     which.add_argument("--top", type=int, help="show the K heads with the largest |score| (default 3)")
     p.add_argument("--by", choices=list(SCORES), help="score ranking the heads for --top (default patching); with "
                    "--heads, shown beside them")
-    p.add_argument("--corruption", default="context-flip", choices=list(CORRUPTIONS))
+    p.add_argument("--corruption", help="one of the task's corruptions (default: the task's own default)")
     p.add_argument("--n", type=int, default=16, help="task pairs drawn for --trial and for the scores")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--config", help="task config (default: the checkpoint's own)")
+    p.add_argument("--task", choices=list(TASKS), help="a registered task with its default config")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, mps")
     p.add_argument("--out", required=True, help="HTML file to write")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")

@@ -84,6 +84,19 @@ def build(cls: type, data: dict[str, Any], where: str) -> Any:
         raise ConfigError(f"{where}: {e}") from None
 
 
+def build_task(raw: dict[str, Any] | None, where: str) -> Any:
+    """A task config from a raw [task] table: `name` picks the registered task (none = the default task), the
+    other keys must be that task's config fields."""
+    from tasks.registry import config_class
+
+    data = dict(raw or {})
+    try:
+        cls = config_class(data)
+    except ValueError as e:
+        raise ConfigError(f"{where}: {e}") from None
+    return build(cls, data, where)
+
+
 def to_dict(obj: Any) -> Any:
     if dataclasses.is_dataclass(obj):
         return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
@@ -108,7 +121,8 @@ def read_toml(path: str | Path) -> dict[str, Any]:
 
 def load_sections(path: str | Path | None, schema: dict[str, type], defaults: dict[str, Any] | None = None,
                   overrides: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
-    """Read a TOML file whose top-level tables are `schema`'s keys; returns {section: dataclass instance}."""
+    """Read a TOML file whose top-level tables are `schema`'s keys; returns {section: dataclass instance}. A schema
+    value is a dataclass or a function building one from the section's table and a location (e.g. `build_task`)."""
     raw = read_toml(path) if path is not None else {}
     name = str(path) if path is not None else "<defaults>"
     unknown = sorted(set(raw) - set(schema))
@@ -122,5 +136,6 @@ def load_sections(path: str | Path | None, schema: dict[str, type], defaults: di
             raise ConfigError(f"{name}: [{section}] must be a table")
         data.update(sec)
         data.update((overrides or {}).get(section, {}))
-        out[section] = build(cls, data, f"{name} [{section}]")
+        where = f"{name} [{section}]"
+        out[section] = build(cls, data, where) if isinstance(cls, type) else cls(data, where)
     return out

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from interp import viz
+from interp.metrics import condition_label
 from interp.stats import mean_ci
 from interp.store import atomic_write_json
 
@@ -74,24 +75,25 @@ def _accuracy(ev: dict[str, Any], figs: dict[str, Any]) -> None:
         if not rows:
             continue
         groups[f"{init} ({len(rows)})"] = _ci_bars([[r[s][k] for s, k, _ in cols] for r in rows])
-        by = [{(c["context"], c["relevant_coherence"], c["congruent"]): c["accuracy"]
-               for c in r["test"]["by_condition"]} for r in rows]
+        by = [{condition_label(c): c["accuracy"] for c in r["test"]["by_condition"]} for r in rows]
         conds = conds or sorted(by[0])
         by_cond[f"{init} ({len(rows)})"] = _ci_bars([[b.get(k, np.nan) for k in conds] for b in by])
     figs["accuracy_by_split"] = viz.bars([c[2] for c in cols], groups, "Accuracy of the models that met the "
                                          "criterion (mean, 95% CI over seeds; chance 50%)", "accuracy")
     figs["accuracy_by_split"].update_yaxes(range=[0, 1.05])
-    labels = [f"ctx{c} coh{h} {'cong' if g else 'incong'}" for c, h, g in conds or []]
+    labels = list(conds or [])
     figs["accuracy_by_condition"] = viz.bars(labels, by_cond, "Test accuracy per condition (mean, 95% CI over seeds)",
                                              "accuracy")
     figs["accuracy_by_condition"].update_yaxes(range=[0, 1.05])
     shown = firsts(ev["eligible"]) + ["base"]
-    for kind in ("relevant", "irrelevant"):
-        traces = [{"name": f"{mid} ctx{ctx}", "x": d["signed_coherence"], "y": d["p_right"], "group": _group(mid)}
-                  for mid in shown for ctx, d in ev["models"][mid]["psychometric"][kind].items()]
+    task = ev.get("task", {})
+    word = (task.get("answer_words") or ["", " right"])[1].strip()
+    group = task.get("group")
+    for kind in ev["models"]["base"]["psychometric"]:
+        traces = [{"name": mid + (f" {group}={g}" if group else ""), "x": d["x"], "y": d["p"], "group": _group(mid)}
+                  for mid in shown for g, d in ev["models"][mid]["psychometric"][kind].items()]
         figs[f"psychometric_{kind}"] = viz.curves(
-            traces, f"Psychometric curves: P(right) vs signed coherence of the {kind} modality",
-            f"signed coherence of the {kind} modality (+ = right)", "P(choice = right)")
+            traces, f"Psychometric curves: P({word}) against {kind}", kind, f"P(choice = {word})")
 
 
 def _compare(co: dict[str, Any], figs: dict[str, Any]) -> None:

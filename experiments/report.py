@@ -51,7 +51,9 @@ def _models(ev: dict[str, Any]) -> str:
     crit = ev["criterion"]
     parts = [f"<p>Training criterion (validation split, checked every {crit['finetuned']['checked_every']} steps on "
              f"{crit['finetuned']['n_trials']} trials): accuracy &ge; {crit['finetuned']['accuracy']:.0%} overall and "
-             f"&ge; {crit['finetuned']['incongruent_accuracy']:.0%} on incongruent trials (scratch: "
+             f"&ge; {crit['finetuned']['incongruent_accuracy']:.0%} on incongruent trials, those where the task's "
+             f"shortcut ({esc(ev.get('task', {}).get('shortcut', 'follow the irrelevant modality'))}) fails "
+             "(scratch: "
              f"{crit['scratch']['accuracy']:.0%} / {crit['scratch']['incongruent_accuracy']:.0%}). Only models that "
              f"met it are analysed. Chance is {ev['chance']:.0%}; the Bayes-optimal accuracy is "
              f"{ev['bayes_optimal_accuracy']:.1%}. Test accuracy with the Wilson 95% interval over trials.</p>",
@@ -167,6 +169,13 @@ def _all_contrasts(c: dict[str, Any]) -> str:
                                                  "permutation p", "baseline"]))
 
 
+def task_name(meta: dict[str, Any]) -> str:
+    """The run's task name from its recorded config (runs made before there were several tasks: the default)."""
+    from tasks.registry import DEFAULT_TASK
+
+    return str(meta["config"].get("task", {}).get("name", DEFAULT_TASK))
+
+
 def write_report(run: Path) -> Path:
     run = Path(run)
     meta = json.loads((run / "run.json").read_text())
@@ -178,7 +187,7 @@ def write_report(run: Path) -> Path:
     parts = ["<!DOCTYPE html><html><head><meta charset='utf-8'>",
              f"<title>cogcircuits report: {esc(name)}</title><style>{STYLE}</style>",
              f"<script>{plotly_bundle()}</script></head><body>",
-             f"<h1>Fine-tuned vs scratch on the context-dependent decision task: {esc(name)}</h1>",
+             f"<h1>Fine-tuned vs scratch on {esc(task_name(meta))}: {esc(name)}</h1>",
              f"<p>Run created {esc(meta['created'])} on {esc(meta['device'])}; config hash {esc(meta['config_hash'])}; "
              f"seeds {esc(meta['config']['run']['seeds'])}; base {esc(base.get('name'))} (weights sha256 "
              f"{esc(str(base.get('weights_sha256'))[:16])}...). Interactive attention views: "
@@ -202,8 +211,8 @@ def write_report(run: Path) -> Path:
         parts.append(_circuits(ci, figs))
     if an.get("models"):
         parts.append(_analyses(an, figs))
-    rest = [n for n in ("reversion_top_down", "weight_change", "accuracy_by_condition",
-                        "psychometric_relevant", "psychometric_irrelevant") if n in figs]
+    rest = [n for n in ("reversion_top_down", "weight_change", "accuracy_by_condition") if n in figs]
+    rest += sorted(n for n in figs if n.startswith("psychometric_"))
     if rest:
         parts.append("<h2>More figures</h2>" + "".join(f"<h4>{esc(n)}</h4>{figure_div(figs[n])}" for n in rest))
     if c:

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from experiments.config import ConfigError, load_sections
+from experiments.config import ConfigError, build_task, load_sections
 from experiments.train import ModelConfig, TrainConfig
-from tasks.cdm import CORRUPTIONS, CDMConfig
+from tasks.registry import task_of
 
 FORMATS = ("html", "png", "svg", "csv")
 
@@ -31,7 +31,7 @@ class RunConfig:
     n_pairs: int = 32
     n_compare: int = 256
     n_reliance: int = 128
-    corruption: str = "context-flip"
+    corruption: str = ""  # empty: the task's default corruption
     circuit_method: str = "eap-ig"
     ablation: str = "mean"
     circuit_ablation: str = "corrupted"
@@ -52,11 +52,6 @@ class RunConfig:
                 raise ValueError(f"run.{name} has duplicates: {list(v)}")
         if self.scratch_seeds is not None and not self.scratch_seeds:
             raise ValueError("run.scratch_seeds must list at least one seed (or be left out)")
-        if self.corruption not in CORRUPTIONS:
-            raise ValueError(f"run.corruption must be one of {', '.join(CORRUPTIONS)}")
-        if self.corruption == "irrelevant-flip":
-            raise ValueError("run.corruption 'irrelevant-flip' leaves the answer unchanged: patching needs a "
-                             "corruption that changes it (context-flip or relevant-flip)")
         if self.circuit_method not in ("eap", "eap-ig"):
             raise ValueError("run.circuit_method must be eap or eap-ig")
         if self.ablation not in ("zero", "mean", "resample"):
@@ -74,7 +69,7 @@ class RunConfig:
             raise ValueError(f"run.formats: unknown format(s) {sorted(bad)} (choose {', '.join(FORMATS)})")
 
 
-SCHEMA = {"run": RunConfig, "task": CDMConfig, "model": ModelConfig, "finetune": TrainConfig, "scratch": TrainConfig}
+SCHEMA = {"run": RunConfig, "task": build_task, "model": ModelConfig, "finetune": TrainConfig, "scratch": TrainConfig}
 
 
 def default_config_path() -> Path:
@@ -87,4 +82,13 @@ def load_run_config(path: str | Path | None, overrides: dict[str, dict[str, Any]
     cfg = load_sections(default_config_path() if path is None else path, SCHEMA, overrides=overrides)
     if cfg["model"].init != "pretrained":
         raise ConfigError("[model] init is not used by `run` (it trains both): remove it or set it to 'pretrained'")
+    task = task_of(cfg["task"])
+    corruption = cfg["run"].corruption or task.default_corruption
+    if corruption not in task.corruptions:
+        raise ConfigError(f"[run] corruption {corruption!r} is not a corruption of task {task.name} (choose from "
+                          f"{', '.join(task.corruptions)})")
+    if not task.corruptions[corruption].flips:
+        raise ConfigError(f"[run] corruption {corruption!r} leaves the answer unchanged: patching needs a corruption "
+                          "that changes it (" + ", ".join(k for k, c in task.corruptions.items() if c.flips) + ")")
+    cfg["run"] = replace(cfg["run"], corruption=corruption)
     return cfg

@@ -20,48 +20,49 @@ from interp.metrics import accuracy_by_condition, evaluate_batch, incongruent_ac
 from interp.neurons import neuron_selectivity
 from interp.patching import patch_sweep, position_token_labels
 from interp.stats import spearman
-from tasks.cdm import CDMConfig, generate, make_pairs
+from tasks.registry import generate, make_pairs, task_of
 
 PATCHED = ("heads", "heads_by_pos", "resid_pre", "attn_out", "mlp_out")
 
 
-def trials(split: str, n: int, seed: int, corruption: str | None = None) -> dict[str, Any]:
+def trials(split: str, n: int, seed: int, corruption: str | None = None, task: Any = None) -> dict[str, Any]:
     """What an analysis covers, recorded beside its numbers."""
     d: dict[str, Any] = {"split": split, "n": n, "seed": seed}
     if corruption:
         d["corruption"] = corruption
-        d["pairs"] = ("incongruent trials only (the cue flips the answer only there)" if corruption == "context-flip"
-                      else "all trials")
+        info = task_of(task).corruptions.get(corruption) if task is not None else None
+        d["pairs"] = info.pairs if info else "all trials"
     return d
 
 
 def psychometric(batch: Any, per_trial_ld: np.ndarray) -> dict[str, Any]:
-    """P(choice = right) against the signed coherence of the relevant and of the irrelevant modality, per context."""
+    """P(choice = answer_words[1]) against each of the task's signed evidence variables (`batch.evidence`), one
+    curve per value of `batch.group` (e.g. per context): {evidence: {group value: {x, p, n}}}."""
     m = batch.meta
-    right = np.where(batch.labels == 1, per_trial_ld > 0, per_trial_ld <= 0)
+    second = np.where(batch.labels == 1, per_trial_ld > 0, per_trial_ld <= 0)
+    groups = np.asarray(m[batch.group]) if batch.group else np.zeros(len(batch), dtype=np.int64)
     out: dict[str, Any] = {}
-    for kind in ("relevant", "irrelevant"):
-        sc = m[f"{kind}_signed_coherence"]
+    for kind, key in batch.evidence.items():
+        ev = np.asarray(m[key])
         out[kind] = {}
-        for ctx in (0, 1):
-            xs = sorted(set(sc[m["context"] == ctx].tolist()))
-            out[kind][str(ctx)] = {"signed_coherence": xs,
-                                   "p_right": [float(right[(m["context"] == ctx) & (sc == x)].mean()) for x in xs],
-                                   "n": [int(((m["context"] == ctx) & (sc == x)).sum()) for x in xs]}
+        for g in sorted(set(groups.tolist())):
+            xs = sorted(set(ev[groups == g].tolist()))
+            sel = [(groups == g) & (ev == x) for x in xs]
+            out[kind][str(g)] = {"x": xs, "p": [float(second[s].mean()) for s in sel], "n": [int(s.sum()) for s in sel]}
     return out
 
 
-def _split_eval(model: Any, task: CDMConfig, n: int, seed: int, split: str
+def _split_eval(model: Any, task: Any, n: int, seed: int, split: str
                 ) -> tuple[Any, np.ndarray, dict[str, Any]]:
     batch = generate(task, n, seed=seed, tokenizer=model.tokenizer, split=split)
     ev = evaluate_batch(model, batch)
     ld = ev["per_trial_logit_diff"]
     return batch, ld, {"accuracy": ev["accuracy"], "incongruent_accuracy": incongruent_accuracy(batch, ld),
                        "n_correct": int((ld > 0).sum()), "logit_diff": ev["logit_diff"],
-                       "by_condition": accuracy_by_condition(batch, ld), "trials": trials(split, n, seed)}
+                       "by_condition": accuracy_by_condition(batch, ld), "trials": trials(split, n, seed, task=task)}
 
 
-def evaluate_model(model: Any, task: CDMConfig, n: int, seed: int) -> dict[str, Any]:
+def evaluate_model(model: Any, task: Any, n: int, seed: int) -> dict[str, Any]:
     """Accuracy (overall, incongruent, per condition) on the test split and, when the task has one, on the
     generalisation split; psychometric curves on the test split."""
     test, ld, out = _split_eval(model, task, n, seed, "test")
@@ -71,7 +72,7 @@ def evaluate_model(model: Any, task: CDMConfig, n: int, seed: int) -> dict[str, 
     return result
 
 
-def analyse_model(model: Any, task: CDMConfig, corruption: str, n: int, seed: int, ablation: str,
+def analyse_model(model: Any, task: Any, corruption: str, n: int, seed: int, ablation: str,
                   detailed: bool = True, progress: bool = False) -> dict[str, Any]:
     """Exact patching of head outputs, DLA per head, head ablation and neuron selectivity; `detailed` adds
     patching per position (head x position, residual stream, attention and MLP outputs) and attribution patching
@@ -104,18 +105,18 @@ def analyse_model(model: Any, task: CDMConfig, corruption: str, n: int, seed: in
         res[f"neuron_{k}"] = sel[k]
     res["neuron_top"], res["neuron_choice_is_correct"] = sel["top"], sel["choice_is_correct"]
     res["neuron_top_ablation"] = {v: ab.neurons([(l, i) for l, i, _ in sel["top"][v]]) for v in sel["top"]}
-    res["trials"] = {"patching_and_attribution_patching": trials("test", n, seed, corruption),
+    res["trials"] = {"patching_and_attribution_patching": trials("test", n, seed, corruption, task),
                      "dla_and_ablation": trials("test", n, seed), "ablation_reference": trials("test", n, seed + 1),
                      "neurons": trials("test", len(big), seed + 2)}
     return res
 
 
-def representations_of(models: dict[str, Any], task: CDMConfig, n: int, seed: int) -> tuple[Any, dict[str, Any]]:
-    """Residual stream, attention and MLP outputs of every model on the same test trials (answer and context
-    positions)."""
+def representations_of(models: dict[str, Any], task: Any, n: int, seed: int) -> tuple[Any, dict[str, Any]]:
+    """Residual stream, attention and MLP outputs of every model on the same test trials (at the answer position
+    and the task's key position, e.g. the context cue)."""
     first = next(iter(models.values()))
     test = generate(task, n, seed=seed, tokenizer=first.tokenizer, split="test")
-    pos = {"answer": test.positions["answer"], "context": test.positions["context"]}
+    pos = {"answer": test.positions["answer"], test.key_position: test.positions[test.key_position]}
     return test, {mid: representations(m, test.tokens, pos) for mid, m in models.items()}
 
 
@@ -152,7 +153,7 @@ def map_similarity(maps: dict[str, np.ndarray], order: list[str]) -> np.ndarray:
     return sim
 
 
-def discover(model: Any, task: CDMConfig, corruption: str, n: int, seed: int, method: str, ablation: str,
+def discover(model: Any, task: Any, corruption: str, n: int, seed: int, method: str, ablation: str,
              n_random: int, level: float, overlap_fraction: float, progress: bool = False) -> dict[str, Any]:
     """EAP / EAP-IG graph; MIB faithfulness curves over nodes and over edges beside random circuits; the top
     `overlap_fraction` of nodes (the set compared across models); and an exact-patching check of the ranking."""
@@ -171,7 +172,7 @@ def discover(model: Any, task: CDMConfig, corruption: str, n: int, seed: int, me
     exact = exact_node_effects(model, *args, top)
     k = max(1, int(round(overlap_fraction * len(ranked))))
     return {"method": method, "ablation": ablation, "corruption": corruption, "n_pairs": n,
-            "trials": trials("test", n, seed, corruption),
+            "trials": trials("test", n, seed, corruption, task),
             "clean_logit_diff": g.clean_logit_diff, "corrupt_logit_diff": g.corrupt_logit_diff,
             "node_scores": ns, "ranked": ranked, "node_curve": node_curve.to_dict(),
             "edge_curve": edge_curve.to_dict(), "overlap_set": ranked[:k], "n_nodes": len(ranked),
@@ -181,7 +182,7 @@ def discover(model: Any, task: CDMConfig, corruption: str, n: int, seed: int, me
             "clean_tokens": clean.tokens, "corrupt_tokens": bad.tokens}
 
 
-def base_ranking(base: Any, task: CDMConfig, corruption: str, n: int, seed: int, method: str) -> list[str]:
+def base_ranking(base: Any, task: Any, corruption: str, n: int, seed: int, method: str) -> list[str]:
     """The base's own node ranking on the same pairs as the trained models' circuits."""
     clean, bad = make_pairs(task, n, seed=seed, tokenizer=base.tokenizer, corruption=corruption)
     ns = edge_attribution(base, clean.tokens, bad.tokens, clean.answer_ids, clean.wrong_ids, method=method,
@@ -189,7 +190,7 @@ def base_ranking(base: Any, task: CDMConfig, corruption: str, n: int, seed: int,
     return sorted(ns, key=lambda k: -abs(ns[k]))
 
 
-def attention_panels(models: dict[str, Any], task: CDMConfig, corruption: str, heads: list[tuple[int, int]],
+def attention_panels(models: dict[str, Any], task: Any, corruption: str, heads: list[tuple[int, int]],
                      seed: int) -> list[dict[str, Any]]:
     """circuitsvis panels: for two trials (clean and corrupted), each model, the chosen heads."""
     panels = []

@@ -14,7 +14,7 @@ from experiments.config import to_dict
 from experiments.pipeline import RunContext
 from experiments.train import ModelConfig, TrainConfig, criterion_of, train
 from interp.store import atomic_write_csv, atomic_write_json, atomic_write_text
-from tasks.cdm import bayes_optimal_accuracy, generate
+from tasks.registry import bayes_optimal_accuracy, generate, task_of
 
 SEEDS = {"evaluate": 1000, "analyses": 2000, "compare": 3000, "reliance": 3001, "circuits": 4000}
 
@@ -34,7 +34,12 @@ def train_models(ctx: RunContext) -> None:
 
 def evaluate(ctx: RunContext) -> None:
     """Every model on the test and generalisation splits; which models met the criterion (the analysed ones)."""
+    t = task_of(ctx.task)
+    probe = generate(ctx.task, 1, 0, ctx.model("base").tokenizer, "test")
     res: dict[str, Any] = {"bayes_optimal_accuracy": bayes_optimal_accuracy(ctx.task), "chance": 0.5,
+                           "task": {"name": t.name, "shortcut": t.shortcut, "answer_words": list(probe.answer_words),
+                                    "group": probe.group, "corruption": ctx.rc.corruption,
+                                    "corruption_description": t.corruptions[ctx.rc.corruption].description},
                            "criterion": {i: criterion_of(ctx.cfg[s]) for i, s in (("finetuned", "finetune"),
                                                                                    ("scratch", "scratch"))},
                            "models": {}, "eligible": [], "excluded": {}}

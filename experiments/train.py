@@ -1,4 +1,4 @@
-"""Answer-only training of GPT-2-architecture HookedTransformers on the CDM task: fine-tuned or from scratch.
+"""Answer-only training of HookedTransformers on any registered task: fine-tuned from a base or from scratch.
 
 One code path for both inits. Loss: cross-entropy of the answer token at the final position only. AdamW with
 linear warmup and cosine decay, gradient clipping, evaluation on the validation split every `eval_every` steps,
@@ -21,13 +21,13 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from experiments.config import load_sections, to_dict
+from experiments.config import build_task, load_sections, to_dict
 from experiments.state import latest_state, load_state, lr_lambda, save_state
 from interp.metrics import (accuracy_by_condition, evaluate_batch, incongruent_accuracy, logit_diff_from_logits,
                             unembed_last)
 from interp.models import base_arch_and_tokenizer, build_scratch, load_model, save_checkpoint, state_sha256
 from interp.store import atomic_write_csv, atomic_write_json, portable, prepare_out_dir, versions
-from tasks.cdm import CDMConfig, generate, seq_len
+from tasks.registry import generate, seq_len
 
 DEFAULT_BASE = "cogbase-6l"  # the shipped base, by name (interp.models.resolve_base)
 
@@ -92,7 +92,7 @@ class TrainConfig:
             raise ValueError(f"train.device must be auto, cpu, cuda or mps, got {self.device!r}")
 
 
-SCHEMA = {"task": CDMConfig, "model": ModelConfig, "train": TrainConfig}
+SCHEMA = {"task": build_task, "model": ModelConfig, "train": TrainConfig}
 
 
 def load_config(path: str | Path | None, overrides: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
@@ -201,8 +201,9 @@ def criterion_of(tcfg: TrainConfig) -> dict[str, Any]:
 
 def meets_criterion(tcfg: TrainConfig, accuracy: float, incongruent: float) -> bool:
     """Validation accuracy >= target_accuracy overall and >= target_incongruent on incongruent trials (the trials
-    where following the irrelevant modality gives the wrong answer, i.e. where the context rule is needed)."""
-    return accuracy >= tcfg.target_accuracy and incongruent >= tcfg.target_incongruent
+    where the task's shortcut gives the wrong answer, e.g. following the irrelevant modality: a model that learned
+    the shortcut fails this part). A task config without incongruent trials (NaN) is judged on the first part."""
+    return accuracy >= tcfg.target_accuracy and (incongruent != incongruent or incongruent >= tcfg.target_incongruent)
 
 
 def _check_weights(model: torch.nn.Module, step: int, out: Path) -> None:
@@ -308,15 +309,13 @@ def _train(cfg: dict[str, Any], out: Path, resume: bool, overwrite: bool, progre
     return metrics
 
 
-def evaluate_checkpoint(path: str | Path, task: CDMConfig | None = None, n: int = 1000, seed: int = 0,
+def evaluate_checkpoint(path: str | Path, task: Any = None, n: int = 1000, seed: int = 0,
                         split: str = "test", device: str = "cpu") -> dict[str, Any]:
-    """Accuracy overall and per context x coherence x congruency of any model on a split of the task."""
-    from experiments.config import build
-
+    """Accuracy overall and per condition of the task (the checkpoint's own task unless `task` is given) of any
+    model on a split."""
     model, tok, info = load_model(path, device)
     if task is None:
-        raw = info.get("config", {}).get("task")
-        task = build(CDMConfig, raw, f"{path} task config") if raw else CDMConfig()
+        task = build_task(info.get("config", {}).get("task"), f"{path} task config")
     batch = generate(task, n, seed=seed, tokenizer=tok, split=split)
     ev = evaluate_batch(model, batch)
     return {"split": split, "n": n, "seed": seed, "accuracy": ev["accuracy"], "logit_diff": ev["logit_diff"],

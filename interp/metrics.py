@@ -91,21 +91,29 @@ def evaluate_batch(model: Any, batch: Any, batch_size: int = 256) -> dict[str, A
 
 
 def accuracy_by_condition(batch: Any, per_trial_logit_diff: np.ndarray) -> list[dict[str, Any]]:
-    """Accuracy per context x relevant coherence x congruency (rows for a tidy table)."""
-    m = batch.meta
-    ctx = m["context"]
-    rel_coh = np.abs(m["relevant_signed_coherence"])
-    cong = m["congruent"]
-    correct = per_trial_logit_diff > 0
+    """Accuracy per combination of the task's conditions (`batch.conditions`, e.g. context x relevant coherence x
+    congruency): rows for a tidy table, in sorted order of the condition values, empty cells left out."""
+    names = list(batch.conditions)
+    cols = [np.asarray(batch.meta[batch.conditions[k]]) for k in names]
+    keys = list(zip(*[c.tolist() for c in cols])) if names else [()] * len(batch)
+    correct = np.asarray(per_trial_logit_diff) > 0
     rows = []
-    for c in sorted(set(ctx.tolist())):
-        for h in sorted(set(rel_coh.tolist())):
-            for g in (True, False):
-                sel = (ctx == c) & (rel_coh == h) & (cong == g)
-                if sel.any():
-                    rows.append({"context": int(c), "relevant_coherence": int(h), "congruent": bool(g),
-                                 "n": int(sel.sum()), "accuracy": float(correct[sel].mean())})
+    for combo in sorted(set(keys)):
+        sel = np.ones(len(batch), dtype=bool)
+        for c, v in zip(cols, combo):
+            sel &= c == v
+        rows.append({**dict(zip(names, combo)), "n": int(sel.sum()), "accuracy": float(correct[sel].mean())})
     return rows
+
+
+def condition_label(row: dict[str, Any]) -> str:
+    """A short label of one `accuracy_by_condition` row ("context=0 relevant_coherence=5 incong")."""
+    parts = []
+    for k, v in row.items():
+        if k in ("n", "accuracy"):
+            continue
+        parts.append(("cong" if v else "incong") if k == "congruent" else f"{k}={v}")
+    return " ".join(parts)
 
 
 def incongruent_accuracy(batch: Any, per_trial_logit_diff: np.ndarray) -> float:

@@ -1,8 +1,9 @@
 """Neuron selectivity to task variables, in the spirit of Mante et al. (2013)'s regression analysis.
 
 Each MLP neuron's activation (after the nonlinearity, at one chosen position) is regressed by least squares on the
-task variables of the trial: context (-1 = modality 0, +1 = modality 1), relevant evidence and irrelevant
-evidence (signed coherence / 100, positive towards `right`) and choice (-1 left, +1 right), with an intercept.
+task variables of the trial (`batch.variables`, named by the task; for the context-dependent decision task:
+context, relevant and irrelevant evidence as signed coherence, positive towards `right`) and choice (-1 =
+answer_words[0], +1 = answer_words[1]), with an intercept.
 As in Mante et al., "choice" is the MODEL's choice (the answer word with the larger logit at the final position);
 a second fit uses the correct answer instead, and both are returned. On a model at 100% accuracy the two coincide.
 Both sides are z-scored, so coefficients are standardised betas comparable across neurons.
@@ -19,18 +20,18 @@ import torch
 
 from interp.metrics import as_tokens, cache_last
 
-VARIABLES = ("context", "relevant_evidence", "irrelevant_evidence", "choice")
+def variables_of(batch: Any) -> list[str]:
+    """The regression's variable names: the task's variables, then "choice"."""
+    return [*batch.variables, "choice"]
 
 
-def design_matrix(meta: dict[str, np.ndarray], choice: np.ndarray | None = None) -> np.ndarray:
-    """[trials, variable] from a TrialBatch's metadata; `choice` (+1 right, -1 left) defaults to the correct
-    answer (the sign of the relevant evidence)."""
-    ctx = meta["context"] * 2.0 - 1.0
-    rel = meta["relevant_signed_coherence"] / 100.0
-    irr = meta["irrelevant_signed_coherence"] / 100.0
+def design_matrix(batch: Any, choice: np.ndarray | None = None) -> np.ndarray:
+    """[trials, variable] from a TrialBatch's task variables; `choice` (+1 = answer_words[1], -1 = answer_words[0])
+    defaults to the correct answer."""
+    cols = [np.asarray(batch.meta[key], dtype=float) for key in batch.variables.values()]
     if choice is None:
-        choice = np.where(rel > 0, 1.0, -1.0)
-    return np.stack([ctx, rel, irr, np.asarray(choice, dtype=float)], axis=1)
+        choice = np.where(np.asarray(batch.labels) == 1, 1.0, -1.0)
+    return np.stack([*cols, np.asarray(choice, dtype=float)], axis=1)
 
 
 def _fit(X: np.ndarray, Y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -59,17 +60,18 @@ def neuron_selectivity(model: Any, batch: Any, position: str = "answer", layers:
     for l in layers:
         if not 0 <= l < L:
             raise ValueError(f"layer {l} out of range: the model has layers 0..{L - 1}")
-    if len(batch) < 2 * len(VARIABLES):
-        raise ValueError(f"need at least {2 * len(VARIABLES)} trials for the regression, got {len(batch)}")
+    var_names = variables_of(batch)
+    if len(batch) < 2 * len(var_names):
+        raise ValueError(f"need at least {2 * len(var_names)} trials for the regression, got {len(batch)}")
     pos = batch.positions[position]
     names = {f"blocks.{l}.mlp.hook_post" for l in layers}
     logits, cache = cache_last(model, as_tokens(batch.tokens, model.cfg.device), lambda n: n in names)
     last = logits.double().cpu().numpy()
     i = np.arange(len(batch))
     ld = last[i, np.asarray(batch.answer_ids)] - last[i, np.asarray(batch.wrong_ids)]
-    says_right = np.where(np.asarray(batch.labels) == 1, ld > 0, ld < 0)  # logit(right) > logit(left); a tie is left
-    choice = np.where(says_right, 1.0, -1.0)
-    X_model, X_correct = design_matrix(batch.meta, choice), design_matrix(batch.meta)
+    says_second = np.where(np.asarray(batch.labels) == 1, ld > 0, ld < 0)  # a tie counts as answer_words[0]
+    choice = np.where(says_second, 1.0, -1.0)
+    X_model, X_correct = design_matrix(batch, choice), design_matrix(batch)
     fits = {"model": ([], []), "correct": ([], [])}
     for l in layers:
         Y = cache[f"blocks.{l}.mlp.hook_post"][:, pos].double().cpu().numpy()  # [trials, neuron]
@@ -79,13 +81,14 @@ def neuron_selectivity(model: Any, batch: Any, position: str = "answer", layers:
             fits[key][1].append(r)
     coef = np.stack(fits["model"][0])  # [layer, neuron, variable]
     top = {}
-    for v, name in enumerate(VARIABLES):
+    for v, name in enumerate(var_names):
         flat = np.abs(coef[:, :, v]).ravel()
         order = np.argsort(-flat, kind="stable")[:top_k]
-        top[name] = [(int(layers[i // coef.shape[1]]), int(i % coef.shape[1]), float(coef.reshape(-1, len(VARIABLES))[i, v]))
+        flat_coef = coef.reshape(-1, len(var_names))
+        top[name] = [(int(layers[i // coef.shape[1]]), int(i % coef.shape[1]), float(flat_coef[i, v]))
                      for i in order]
-    return {"layers": list(layers), "position": position, "variables": list(VARIABLES), "coef": coef,
+    return {"layers": list(layers), "position": position, "variables": var_names, "coef": coef,
             "r2": np.stack(fits["model"][1]), "coef_correct": np.stack(fits["correct"][0]),
             "r2_correct": np.stack(fits["correct"][1]), "top": top,
-            "choice_is_correct": float((choice == X_correct[:, 3]).mean())}
+            "choice_is_correct": float((choice == X_correct[:, -1]).mean())}
 

@@ -475,7 +475,7 @@ class AttentionView:
 @dataclass(frozen=True, eq=False)
 class Evaluation:
     """Accuracy (answer logit > wrong logit), incongruent-trial accuracy and mean logit difference on a split,
-    per context x relevant coherence x congruency in `by_condition`; per_trial_logit_diff is [trial]."""
+    per condition of the task in `by_condition`; per_trial_logit_diff is [trial]."""
 
     split: str
     n: int
@@ -488,13 +488,14 @@ class Evaluation:
     model: str = "model"
 
     def to_frame(self) -> pd.DataFrame:
-        """One row per condition: context, relevant_coherence, congruent, n, accuracy."""
+        """One row per condition: the task's condition variables, n, accuracy."""
         return pd.DataFrame(list(self.by_condition))
 
     def plot(self) -> Any:
+        from interp.metrics import condition_label
+
         f = self.to_frame()
-        cats = [f"ctx {r.context} coh {r.relevant_coherence} {'cong' if r.congruent else 'incong'}"
-                for r in f.itertuples()]
+        cats = [condition_label(r) for r in self.by_condition]
         return viz.bars(cats, {self.model: (f["accuracy"].to_numpy(), np.zeros(len(f)))},
                         f"{self.model}: accuracy per condition ({self.split}, {self.n} trials; overall "
                         f"{self.accuracy:.3f})", "accuracy")

@@ -13,8 +13,9 @@ The contract of a `TrialBatch`:
                          incongruent trials is the training criterion's second part: a model that learned the
                          shortcut fails it.
   variables              {name: meta key} of the numbers regressed against neuron activations
-  evidence, group        {name: meta key} of signed evidence (positive towards answer_words[1]) for psychometric
-                         curves, split by the meta key `group` (or one curve when None)
+  evidence, group        {name: meta key} of the variables P(answer_words[1]) is plotted against (psychometric
+                         curves; signed evidence is positive towards answer_words[1]), one curve per value of
+                         the meta key `group` (or one curve when None)
   conditions             {name: meta key} crossed for accuracy per condition
   positions              named token positions; always "answer" (the last) and the task's `key_position`
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from tasks import cdm
+from tasks import cdm, delay_comparison, delay_match, multisensory
 from tasks.base import Task, TaskError, TrialBatch
 
-_MODULES = (cdm,)
+_MODULES = (cdm, delay_comparison, multisensory, delay_match)
 TASKS: dict[str, Task] = {m.TASK.name: m.TASK for m in _MODULES}
 DEFAULT_TASK = cdm.NAME
 

@@ -41,9 +41,9 @@ def tokenizer():
     return load_tokenizer(shipped_tokenizer_dir())
 
 
-def build_digit_tokenizer():
+def build_digit_tokenizer(extra_words: str = ""):
     """A small byte-level BPE tokenizer that splits numbers into single digits, as SmolLM2's does (" 37" is
-    "Ġ", "3", "7"), with the task's words as single tokens and a BOS token."""
+    "Ġ", "3", "7"), with the task's words (and `extra_words`) as single tokens and a BOS token."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -51,8 +51,7 @@ def build_digit_tokenizer():
     tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True),
                                                  pre_tokenizers.ByteLevel(add_prefix_space=False)])
     tok.decoder = decoders.ByteLevel()
-    words = (" context motion color left right answer . the a of and is in first then second more less sound light"
-             " sample test same different")
+    words = " context motion color left right answer . the a of and is in" + extra_words
     trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<bos>", "<eos>"],
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tok.train_from_iterator([words] * 50 + [" 0 1 2 3 4 5 6 7 8 9"] * 5, trainer)
@@ -62,6 +61,12 @@ def build_digit_tokenizer():
 @pytest.fixture(scope="session")
 def digit_tokenizer():
     return build_digit_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def task_digit_tokenizer():
+    """The digit tokenizer that also knows every registered task's words."""
+    return build_digit_tokenizer(" first then second more less sound light sample test same different")
 
 
 def make_tiny_base(path: Path, tokenizer, n_layers=2, d_model=64, n_heads=4, seed=0) -> Path:

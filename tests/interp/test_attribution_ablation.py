@@ -8,7 +8,7 @@ from interp.ablation import Ablator
 from interp.attribution import direct_logit_attribution, logit_lens
 from interp.metrics import logit_diff
 from interp.models import copy_model, load_model
-from interp.neurons import VARIABLES, design_matrix, neuron_selectivity
+from interp.neurons import design_matrix, neuron_selectivity
 from tasks.cdm import CDMConfig, generate
 
 
@@ -84,7 +84,7 @@ def test_neuron_selectivity_regresses_on_the_models_choice(setup):
         logits = model(torch.tensor(big.tokens))[:, -1]
         model.b_U[right] -= (logits[:, right] - logits[:, left]).median()
     sel = neuron_selectivity(model, big, position="answer", layers=(1,), top_k=5)
-    assert sel["coef"].shape == sel["coef_correct"].shape == (1, model.cfg.d_mlp, len(VARIABLES))
+    assert sel["coef"].shape == sel["coef_correct"].shape == (1, model.cfg.d_mlp, 4)  # ctx, rel, irr, choice
     assert ((sel["r2"] >= -1e-9) & (sel["r2"] <= 1 + 1e-9)).all()
     with torch.no_grad():
         logits, cache = model.run_with_cache(torch.tensor(big.tokens))
@@ -94,8 +94,11 @@ def test_neuron_selectivity_regresses_on_the_models_choice(setup):
     assert sel["choice_is_correct"] == pytest.approx(float((said_right == correct_right).mean()))
     n = sel["top"]["choice"][0][1]
     y = cache["blocks.1.mlp.hook_post"][:, -1, n].double().numpy()
-    for key, choice in (("coef", np.where(said_right, 1.0, -1.0)), ("coef_correct", None)):
-        X = design_matrix(big.meta, choice)
+    m = big.meta  # the design written out by hand: catches a variable mapped to the wrong metadata key
+    for key, choice in (("coef", np.where(said_right, 1.0, -1.0)),
+                        ("coef_correct", np.where(correct_right, 1.0, -1.0))):
+        X = np.c_[m["context"], m["relevant_signed_coherence"], m["irrelevant_signed_coherence"], choice]
+        np.testing.assert_allclose(design_matrix(big, choice if key == "coef" else None), X)
         X = (X - X.mean(0)) / X.std(0)
         X = np.c_[np.ones(len(X)), X]
         beta = np.linalg.solve(X.T @ X, X.T @ ((y - y.mean()) / y.std()))
