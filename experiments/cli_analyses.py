@@ -320,6 +320,7 @@ def cmd_run(args: argparse.Namespace) -> None:
         ov.setdefault("run", {})["device"] = args.device
     if args.base:
         ov.setdefault("model", {})["base"] = args.base
+    ov.update(_executor_overrides(args))
     cfg = load_run_config(args.config, ov)
     out = Path(args.out) if args.out else Path("runs") / cfg["run"].name
     t0 = time.time()
@@ -327,10 +328,17 @@ def cmd_run(args: argparse.Namespace) -> None:
     print(f"finished in {time.time() - t0:.0f} s; report: {report}")
 
 
+def _executor_overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    ex = {k: v for k, v in (("kind", args.executor), ("workers", args.workers), ("retries", args.retries))
+          if v is not None}
+    return {"executor": ex} if ex else {}
+
+
 def cmd_suite(args: argparse.Namespace) -> None:
     from experiments.suite import run_suite
 
-    page = run_suite(args.configs, Path(args.out), overwrite=args.overwrite, progress=not args.quiet, log=print)
+    page = run_suite(args.configs, Path(args.out), overwrite=args.overwrite, progress=not args.quiet, log=print,
+                     overrides=_executor_overrides(args))
     print(f"suite page: {page}")
 
 
@@ -342,6 +350,15 @@ def cmd_export(args: argparse.Namespace) -> None:
         raise FileNotFoundError(f"{run} is not a finished run directory (run.json missing)")
     r = export_run(run, build_figures(run), args.format, strict=True)
     print(f"wrote {len(r['written'])} files under {run / 'figures'}")
+
+
+def executor_options(p: argparse.ArgumentParser) -> None:
+    from experiments.executors import KINDS
+
+    p.add_argument("--executor", choices=list(KINDS), help="where training jobs run (default: the config's "
+                   "[executor] kind, else serial); slurm options live in the config's [executor] section")
+    p.add_argument("--workers", type=int, help="jobs at once for local / submitit-local / ray")
+    p.add_argument("--retries", type=int, help="further attempts of a job that dies or fails (default 1)")
 
 
 def register(sub: Any) -> None:
@@ -423,6 +440,7 @@ def register(sub: Any) -> None:
     p.add_argument("--base", help="pretrained base (default: the shipped cogbase-6l); e.g. gpt2 on a GPU")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--quiet", action="store_true")
+    executor_options(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("suite", help="`run` on several task configs and one page comparing their verdicts")
@@ -430,6 +448,7 @@ def register(sub: Any) -> None:
     p.add_argument("--out", required=True, help="suite folder: one run folder per config, suite.html, suite.json")
     p.add_argument("--overwrite", action="store_true", help="replace runs made with another config")
     p.add_argument("--quiet", action="store_true")
+    executor_options(p)
     p.set_defaults(func=cmd_suite)
 
     p = sub.add_parser("export", help="re-export a finished run's figures without recomputing")

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from experiments.config import to_dict
+from experiments.executors import ExecutorConfig
 from experiments.runconfig import RunConfig, load_run_config  # noqa: F401  (re-exported for callers)
 from experiments.train import pick_device
 from interp.models import load_checkpoint, load_model
@@ -35,7 +36,9 @@ from interp.store import (OutputExistsError, atomic_write_csv, atomic_write_json
 
 
 def config_hash(cfg: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(to_dict(cfg), sort_keys=True).encode()).hexdigest()[:16]
+    """What the results depend on: every section but [executor] (where jobs run does not change them)."""
+    d = {k: v for k, v in to_dict(cfg).items() if k != "executor"}
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def portable_config(cfg: dict[str, Any], root: Path) -> dict[str, Any]:
@@ -52,6 +55,7 @@ class RunContext:
         self.cfg, self.out, self.progress, self.log = cfg, Path(out), progress, log
         self.rc: RunConfig = cfg["run"]
         self.task = cfg["task"]
+        self.executor = cfg.get("executor") or ExecutorConfig()
         self.device = pick_device(self.rc.device)
         self._models: dict[str, Any] = {}
 

@@ -219,6 +219,13 @@ def write_report(run: Path) -> Path:
         parts.append(_all_contrasts(c))
     if ev:
         parts.append(_coverage(ev=ev, an=an, co=co, ci=ci))
+    jobs = load_results(run, "jobs")
+    if jobs:
+        rows = [[j["id"], j["executor"], ", ".join(j["refs"]) or "-", j["attempts"], j["state"],
+                 _num(j["wall_s"], "{:.1f}")] for j in jobs["jobs"]]
+        parts.append("<h2>Jobs</h2><p>Where each training ran (a job done before this coordinator started is "
+                     "'skipped').</p>" + _table(rows, ["job", "executor", "executor job ids", "attempts", "state",
+                                                        "wall s (last attempt)"]))
     parts.append("<h2>Config</h2><pre>" + esc(json.dumps(meta["config"], indent=2)) + "</pre>")
     parts.append("<h2>Package versions</h2><pre>" + esc(json.dumps(meta["versions"], indent=2)) + "</pre>")
     parts.append("</body></html>")

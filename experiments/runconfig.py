@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from experiments.config import ConfigError, build_task, load_sections
+from experiments.executors import ExecutorConfig
 from experiments.train import ModelConfig, TrainConfig
 from tasks.registry import task_of
 
@@ -69,7 +70,8 @@ class RunConfig:
             raise ValueError(f"run.formats: unknown format(s) {sorted(bad)} (choose {', '.join(FORMATS)})")
 
 
-SCHEMA = {"run": RunConfig, "task": build_task, "model": ModelConfig, "finetune": TrainConfig, "scratch": TrainConfig}
+SCHEMA = {"run": RunConfig, "task": build_task, "model": ModelConfig, "finetune": TrainConfig, "scratch": TrainConfig,
+          "executor": ExecutorConfig}
 
 
 def default_config_path() -> Path:

@@ -11,25 +11,35 @@ import numpy as np
 
 from experiments import contrasts, stages
 from experiments.config import to_dict
+from experiments.executors import run_jobs
+from experiments.jobs import train_job
 from experiments.pipeline import RunContext
-from experiments.train import ModelConfig, TrainConfig, criterion_of, train
-from interp.store import atomic_write_csv, atomic_write_json, atomic_write_text
+from experiments.train import ModelConfig, TrainConfig, criterion_of
+from interp.store import atomic_write_csv, atomic_write_json, atomic_write_text, portable
 from tasks.registry import bayes_optimal_accuracy, generate, task_of
 
 SEEDS = {"evaluate": 1000, "analyses": 2000, "compare": 3000, "reliance": 3001, "circuits": 4000}
 
 
 def train_models(ctx: RunContext) -> None:
+    """One job per model (init x seed), run on the config's executor; results/jobs.json records where and how
+    long each ran."""
+    jobs = []
     for mid in ctx.model_ids():
         init, seed = mid.split("-s")
         tcfg = ctx.cfg["finetune" if init == "finetuned" else "scratch"]
         tcfg = TrainConfig(**{**to_dict(tcfg), "seed": int(seed), "device": ctx.device})
-        mcfg = ModelConfig(init="pretrained" if init == "finetuned" else "scratch", base=ctx.cfg["model"].base)
-        out = ctx.out / "models" / mid
-        if (out / "checkpoint.json").exists():
-            continue
-        ctx.log(f"  training {mid}")
-        train({"task": ctx.task, "model": mcfg, "train": tcfg}, out, resume=out.exists(), progress=ctx.progress)
+        mcfg = ModelConfig(init="pretrained" if init == "finetuned" else "scratch",
+                           base=portable(ctx.cfg["model"].base, ctx.out))
+        jobs.append(train_job(mid, to_dict(ctx.task), to_dict(mcfg), to_dict(tcfg)))
+    ctx.log(f"  {len(jobs)} training jobs on the {ctx.executor.kind} executor")
+    status = run_jobs(ctx.out, jobs, ctx.executor, progress=ctx.progress, log=ctx.log)
+    record = {"executor": to_dict(ctx.executor), "jobs": [s.__dict__ for s in status.values()]}
+    ctx.save_json("jobs", record)
+    meta = json.loads((ctx.out / "run.json").read_text())  # provenance: where the models were trained
+    atomic_write_json(ctx.out / "run.json", {**meta, "executor": record["executor"]["kind"],
+                                             "jobs": {s.id: {"refs": s.refs, "attempts": s.attempts, "wall_s": s.wall_s,
+                                                             "state": s.state} for s in status.values()}})
 
 
 def evaluate(ctx: RunContext) -> None:

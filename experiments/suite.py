@@ -68,11 +68,12 @@ def summarise(run_dir: Path) -> TaskRow:
         statements={c["key"]: c["statement"] for c in cl["claims"]}, rule=cl["rule"])
 
 
-def plan(configs: list[str | Path]) -> list[tuple[Path, dict[str, Any]]]:
+def plan(configs: list[str | Path], overrides: dict[str, dict[str, Any]] | None = None
+         ) -> list[tuple[Path, dict[str, Any]]]:
     """Every config loaded and checked before anything runs; run names (their folders) must differ."""
     if not configs:
         raise ValueError("suite needs at least one run config")
-    loaded = [(Path(c), load_run_config(c)) for c in configs]
+    loaded = [(Path(c), load_run_config(c, overrides)) for c in configs]
     names = [cfg["run"].name for _, cfg in loaded]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
@@ -81,12 +82,12 @@ def plan(configs: list[str | Path]) -> list[tuple[Path, dict[str, Any]]]:
 
 
 def run_suite(configs: list[str | Path], out: Path, overwrite: bool = False, progress: bool = True,
-              log: Callable[[str], None] | None = None) -> Path:
+              log: Callable[[str], None] | None = None, overrides: dict[str, dict[str, Any]] | None = None) -> Path:
     """Run (or resume) every config into `out/<run name>`, then write `out/suite.json` and `out/suite.html`."""
     log = log or (lambda s: None)
     out = Path(out)
     rows = []
-    for path, cfg in plan(configs):
+    for path, cfg in plan(configs, overrides):
         name = cfg["run"].name
         log(f"== {name} ({path.name}) ==")
         Run(cfg, out / name, overwrite=overwrite, progress=progress, log=log).run()

@@ -1,0 +1,274 @@
+"""Where a run's jobs execute: this process (serial), a process pool on this machine (local), a Slurm cluster
+through submitit (slurm, or submitit's own local executor for testing), or a Ray cluster (ray). Existing engines
+do the scheduling; `run_jobs` only submits, watches, retries and reports.
+
+Every executor gives each job only the run folder and the job id (`experiments.jobs.run_job`), so results do not
+depend on where a job ran. Optional engines are extras: `pip install -e .[slurm]` (submitit), `.[ray]`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from experiments.jobs import Job, JobStatus, jobs_dir, run_job, run_job_logged, write_job, write_status
+
+KINDS = ("serial", "local", "slurm", "submitit-local", "ray")
+
+
+@dataclass(frozen=True)
+class ExecutorConfig:
+    """kind: serial (default: in this process, as `run` always did), local (a process pool of `workers`), slurm
+    (submitit on Slurm), submitit-local (submitit's local executor: each job a subprocess; for testing), ray
+    (`ray_address`: an existing cluster, empty = start a local one). retries: further attempts of a job that
+    dies or fails. Slurm: partition, gpus_per_job, cpus_per_job, mem_gb, time_min, array_parallelism (jobs
+    queued at once). poll_s: seconds between checks of running jobs."""
+
+    kind: str = "serial"
+    workers: int = 2
+    retries: int = 1
+    partition: str = ""
+    gpus_per_job: int = 0
+    cpus_per_job: int = 2
+    mem_gb: int = 16
+    time_min: int = 60
+    array_parallelism: int = 64
+    ray_address: str = ""
+    poll_s: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"executor.kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
+        if self.workers < 1 or self.retries < 0 or self.array_parallelism < 1:
+            raise ValueError("executor.workers and executor.array_parallelism must be >= 1, executor.retries >= 0")
+        if self.gpus_per_job < 0 or self.cpus_per_job < 1 or self.mem_gb < 1 or self.time_min < 1 or self.poll_s <= 0:
+            raise ValueError("executor: gpus_per_job >= 0, cpus_per_job, mem_gb and time_min >= 1, poll_s > 0")
+
+
+class JobsFailed(RuntimeError):
+    """Some jobs kept failing; every job that finished is kept."""
+
+
+def _need(module: str, extra: str) -> Any:
+    try:
+        return __import__(module)
+    except ImportError:
+        raise ImportError(f"executor needs `{module}`: pip install -e '.[{extra}]' (or pip install {module})") from None
+
+
+class Serial:
+    """In this process, one job after another, with the usual progress bars."""
+
+    capacity = 1
+
+    def __init__(self, cfg: ExecutorConfig, run_dir: Path, progress: bool) -> None:
+        self.run_dir, self.progress = run_dir, progress
+
+    def submit(self, job: Job) -> Any:
+        try:
+            return ("done", run_job(self.run_dir, job.id, progress=self.progress, own_process=False))
+        except Exception as e:  # noqa: BLE001  (a failed attempt is retried, then reported)
+            return ("failed", f"{type(e).__name__}: {e}")
+
+    def poll(self, handle: Any) -> tuple[str, Any]:
+        return handle
+
+    def ref(self, handle: Any) -> str:
+        return f"pid{os.getpid()}"
+
+    def close(self) -> None:
+        pass
+
+
+class Local:
+    """A process pool on this machine: `workers` jobs at once, each in a fresh process with cores / workers
+    threads (and, with several GPUs, GPU number slot % count)."""
+
+    def __init__(self, cfg: ExecutorConfig, run_dir: Path, progress: bool) -> None:
+        import multiprocessing
+
+        self.run_dir, self.capacity = run_dir, cfg.workers
+        self.threads = max(1, (os.cpu_count() or 1) // cfg.workers)
+        self.ctx = multiprocessing.get_context("spawn")
+        self.pool = ProcessPoolExecutor(cfg.workers, mp_context=self.ctx, max_tasks_per_child=1)
+        self.slot = 0
+
+    def _device(self) -> str | None:
+        import torch
+
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        self.slot += 1
+        return f"cuda:{self.slot % n}" if n > 1 else None
+
+    def submit(self, job: Job) -> Future:
+        try:
+            return self.pool.submit(run_job_logged, str(self.run_dir), job.id, self._device(), self.threads)
+        except BrokenProcessPool:
+            self.pool = ProcessPoolExecutor(self.capacity, mp_context=self.ctx, max_tasks_per_child=1)
+            return self.pool.submit(run_job_logged, str(self.run_dir), job.id, self._device(), self.threads)
+
+    def poll(self, fut: Future) -> tuple[str, Any]:
+        if not fut.done():
+            return ("running", None)
+        e = fut.exception()
+        if e is None:
+            return ("done", fut.result())
+        if isinstance(e, BrokenProcessPool):  # a worker died (killed): the pool is rebuilt for the retries
+            self.pool.shutdown(wait=False, cancel_futures=True)
+            self.pool = ProcessPoolExecutor(self.capacity, mp_context=self.ctx, max_tasks_per_child=1)
+            return ("failed", "the worker process died (killed, or out of memory)")
+        return ("failed", f"{type(e).__name__}: {e}")
+
+    def ref(self, fut: Future) -> str:
+        self.slot_ref = getattr(self, "slot_ref", 0) + 1
+        return f"local-{self.slot_ref}"
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)
+
+
+class Submitit:
+    """submitit: Slurm (`kind = "slurm"`) or its local executor (`"submitit-local"`, each job a subprocess)."""
+
+    def __init__(self, cfg: ExecutorConfig, run_dir: Path, progress: bool) -> None:
+        submitit = _need("submitit", "slurm")
+        self.run_dir = run_dir
+        folder = jobs_dir(run_dir) / "submitit"
+        if cfg.kind == "slurm":
+            self.ex = submitit.AutoExecutor(folder=str(folder), cluster="slurm")
+            self.ex.update_parameters(slurm_partition=cfg.partition or None, gpus_per_node=cfg.gpus_per_job,
+                                      cpus_per_task=cfg.cpus_per_job, mem_gb=cfg.mem_gb, timeout_min=cfg.time_min,
+                                      nodes=1, tasks_per_node=1, slurm_array_parallelism=cfg.array_parallelism)
+            self.capacity = cfg.array_parallelism
+        else:
+            self.ex = submitit.LocalExecutor(folder=str(folder))
+            self.ex.update_parameters(timeout_min=cfg.time_min)
+            self.capacity = cfg.workers
+        self.threads = cfg.cpus_per_job if cfg.kind == "slurm" else max(1, (os.cpu_count() or 1) // cfg.workers)
+
+    def submit(self, job: Job) -> Any:
+        return self.ex.submit(run_job_logged, str(self.run_dir), job.id, None, self.threads)
+
+    def poll(self, sj: Any) -> tuple[str, Any]:
+        if not sj.done():
+            return ("running", None)
+        try:
+            return ("done", sj.result())
+        except Exception as e:  # noqa: BLE001  (submitit raises the job's error or its death)
+            return ("failed", f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}")
+
+    def ref(self, sj: Any) -> str:
+        return str(sj.job_id)
+
+    def close(self) -> None:
+        pass
+
+
+class Ray:
+    """Ray: an existing cluster (`ray_address`) or a local one; each job a task with its own CPUs / GPUs."""
+
+    def __init__(self, cfg: ExecutorConfig, run_dir: Path, progress: bool) -> None:
+        ray = _need("ray", "ray")
+        self.ray, self.run_dir, self.capacity = ray, run_dir, cfg.workers
+        if not ray.is_initialized():
+            ray.init(address=cfg.ray_address or None, include_dashboard=False, log_to_driver=False)
+        self.remote = ray.remote(num_cpus=cfg.cpus_per_job, num_gpus=cfg.gpus_per_job, max_retries=0)(run_job_logged)
+
+    def submit(self, job: Job) -> Any:
+        return self.remote.remote(str(self.run_dir), job.id, None, None)
+
+    def poll(self, ref: Any) -> tuple[str, Any]:
+        done, _ = self.ray.wait([ref], timeout=0)
+        if not done:
+            return ("running", None)
+        try:
+            return ("done", self.ray.get(ref))
+        except Exception as e:  # noqa: BLE001
+            return ("failed", f"{type(e).__name__}: {e}")
+
+    def ref(self, ref: Any) -> str:
+        return ref.hex()
+
+    def close(self) -> None:
+        pass
+
+
+def make_executor(cfg: ExecutorConfig, run_dir: Path, progress: bool) -> Any:
+    cls = {"serial": Serial, "local": Local, "slurm": Submitit, "submitit-local": Submitit, "ray": Ray}[cfg.kind]
+    return cls(cfg, Path(run_dir), progress)
+
+
+def run_jobs(run_dir: Path, jobs: list[Job], cfg: ExecutorConfig, progress: bool = True,
+             log: Callable[[str], None] | None = None) -> dict[str, JobStatus]:
+    """Write the jobs, run those not done yet on `cfg`'s executor (retrying each up to cfg.retries times) and
+    return every job's status. Raises JobsFailed naming each job that kept failing and its log; every job that
+    finished stays finished."""
+    log = log or (lambda s: None)
+    run_dir = Path(run_dir)
+    status: dict[str, JobStatus] = {}
+    queue: deque[Job] = deque()
+    for job in jobs:
+        write_job(run_dir, job)
+        status[job.id] = JobStatus(job.id, executor=cfg.kind, log=f"jobs/{job.id}.log")
+        if job.done(run_dir):
+            status[job.id].state = "skipped"
+        else:
+            queue.append(job)
+    if not queue:
+        return status
+    ex = make_executor(cfg, run_dir, progress)
+    running: dict[str, tuple[Job, Any, float]] = {}
+    shown = ""
+    try:
+        while queue or running:
+            while queue and len(running) < ex.capacity:
+                job = queue.popleft()
+                st = status[job.id]
+                st.attempts, st.state = st.attempts + 1, "running"
+                log(f"  {job.id}" + (f" (attempt {st.attempts})" if st.attempts > 1 else ""))
+                write_status(run_dir, st)
+                t0 = time.time()
+                handle = ex.submit(job)
+                st.refs.append(ex.ref(handle))
+                running[job.id] = (job, handle, t0)
+            for jid, (job, handle, t0) in list(running.items()):
+                state, value = ex.poll(handle)
+                if state == "running":
+                    continue
+                del running[jid]
+                st = status[jid]
+                st.wall_s = round(time.time() - t0, 3)
+                if state == "done" and job.done(run_dir):
+                    st.state, st.error = "done", ""
+                else:
+                    st.error = str(value) if state == "failed" else "finished without its outputs"
+                    st.state = "queued" if st.attempts <= cfg.retries else "failed"
+                    if st.state == "queued":
+                        queue.append(job)
+                write_status(run_dir, st)
+            line = summary(status)
+            if line != shown:
+                log(f"  jobs: {line}")
+                shown = line
+            if running:
+                time.sleep(cfg.poll_s)
+    finally:
+        ex.close()
+    failed = [s for s in status.values() if s.state == "failed"]
+    if failed:
+        raise JobsFailed("; ".join(f"job {s.id} failed {s.attempts} times ({s.error}); log: {s.log}"
+                                   for s in failed))
+    return status
+
+
+def summary(status: dict[str, JobStatus]) -> str:
+    """One line: how many jobs are queued, running, done, failed (and were done before)."""
+    states = ("queued", "running", "done", "failed", "skipped")
+    return ", ".join(f"{sum(s.state == k for s in status.values())} {k}" for k in states)
