@@ -21,6 +21,7 @@ from typing import Any
 from experiments.jobs import Job, JobStatus, jobs_dir, run_job, run_job_logged, write_job, write_status
 
 KINDS = ("serial", "local", "slurm", "submitit-local", "ray")
+STEPS = ("train", "analyses", "circuits")  # the run steps made of independent jobs
 
 
 @dataclass(frozen=True)
@@ -29,7 +30,8 @@ class ExecutorConfig:
     (submitit on Slurm), submitit-local (submitit's local executor: each job a subprocess; for testing), ray
     (`ray_address`: an existing cluster, empty = start a local one). retries: further attempts of a job that
     dies or fails. Slurm: partition, gpus_per_job, cpus_per_job, mem_gb, time_min, array_parallelism (jobs
-    queued at once). poll_s: seconds between checks of running jobs."""
+    queued at once). steps: which of the run's job steps use this executor (the others run serially here).
+    poll_s: seconds between checks of running jobs."""
 
     kind: str = "serial"
     workers: int = 2
@@ -41,13 +43,16 @@ class ExecutorConfig:
     time_min: int = 60
     array_parallelism: int = 64
     ray_address: str = ""
-    poll_s: float = 1.0
+    steps: tuple[str, ...] = STEPS
+    poll_s: float = 0.5
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"executor.kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
         if self.workers < 1 or self.retries < 0 or self.array_parallelism < 1:
             raise ValueError("executor.workers and executor.array_parallelism must be >= 1, executor.retries >= 0")
+        if not self.steps or set(self.steps) - set(STEPS):
+            raise ValueError(f"executor.steps must be a non-empty subset of {', '.join(STEPS)}, got {list(self.steps)}")
         if self.gpus_per_job < 0 or self.cpus_per_job < 1 or self.mem_gb < 1 or self.time_min < 1 or self.poll_s <= 0:
             raise ValueError("executor: gpus_per_job >= 0, cpus_per_job, mem_gb and time_min >= 1, poll_s > 0")
 
@@ -88,8 +93,10 @@ class Serial:
 
 
 class Local:
-    """A process pool on this machine: `workers` jobs at once, each in a fresh process with cores / workers
-    threads (and, with several GPUs, GPU number slot % count)."""
+    """A process pool on this machine: `workers` jobs at once in worker processes (spawned, then reused, as the
+    serial executor reuses its one process), each with cores / workers threads (and, with several GPUs, GPU
+    number slot % count). A worker that dies breaks the pool: the pool is rebuilt and every job that was running
+    is retried."""
 
     def __init__(self, cfg: ExecutorConfig, run_dir: Path, progress: bool) -> None:
         import multiprocessing
@@ -97,7 +104,7 @@ class Local:
         self.run_dir, self.capacity = run_dir, cfg.workers
         self.threads = max(1, (os.cpu_count() or 1) // cfg.workers)
         self.ctx = multiprocessing.get_context("spawn")
-        self.pool = ProcessPoolExecutor(cfg.workers, mp_context=self.ctx, max_tasks_per_child=1)
+        self.pool = ProcessPoolExecutor(cfg.workers, mp_context=self.ctx)
         self.slot = 0
 
     def _device(self) -> str | None:
@@ -111,7 +118,7 @@ class Local:
         try:
             return self.pool.submit(run_job_logged, str(self.run_dir), job.id, self._device(), self.threads)
         except BrokenProcessPool:
-            self.pool = ProcessPoolExecutor(self.capacity, mp_context=self.ctx, max_tasks_per_child=1)
+            self.pool = ProcessPoolExecutor(self.capacity, mp_context=self.ctx)
             return self.pool.submit(run_job_logged, str(self.run_dir), job.id, self._device(), self.threads)
 
     def poll(self, fut: Future) -> tuple[str, Any]:
@@ -122,7 +129,7 @@ class Local:
             return ("done", fut.result())
         if isinstance(e, BrokenProcessPool):  # a worker died (killed): the pool is rebuilt for the retries
             self.pool.shutdown(wait=False, cancel_futures=True)
-            self.pool = ProcessPoolExecutor(self.capacity, mp_context=self.ctx, max_tasks_per_child=1)
+            self.pool = ProcessPoolExecutor(self.capacity, mp_context=self.ctx)
             return ("failed", "the worker process died (killed, or out of memory)")
         return ("failed", f"{type(e).__name__}: {e}")
 

@@ -95,7 +95,12 @@ def _run_train(run_dir: Path, job: Job, progress: bool, device: str | None) -> N
     train(cfg, out, resume=out.exists(), progress=progress)
 
 
-RUNNERS = {"train": _run_train}
+def _runner(kind: str) -> Any:
+    if kind == "train":
+        return _run_train
+    from experiments import model_jobs
+
+    return {"analyse": model_jobs.run_analysis, "circuit": model_jobs.run_circuit}[kind]
 
 
 def run_job(run_dir: str | Path, job_id: str, progress: bool = False, device: str | None = None,
@@ -110,7 +115,7 @@ def run_job(run_dir: str | Path, job_id: str, progress: bool = False, device: st
         torch.set_num_threads(threads)
     _maybe_die(run_dir, job_id, own_process)
     t0 = time.time()
-    RUNNERS[job.kind](run_dir, job, progress, device)
+    _runner(job.kind)(run_dir, job, progress, device)
     missing = [o for o in job.outputs if not (run_dir / o).exists()]
     if missing:
         raise RuntimeError(f"job {job_id} finished without writing {', '.join(missing)}")

@@ -11,7 +11,7 @@ import numpy as np
 
 from experiments import contrasts, stages
 from experiments.config import to_dict
-from experiments.executors import run_jobs
+from experiments.executors import ExecutorConfig, run_jobs
 from experiments.jobs import train_job
 from experiments.pipeline import RunContext
 from experiments.train import ModelConfig, TrainConfig, criterion_of
@@ -32,14 +32,7 @@ def train_models(ctx: RunContext) -> None:
         mcfg = ModelConfig(init="pretrained" if init == "finetuned" else "scratch",
                            base=portable(ctx.cfg["model"].base, ctx.out))
         jobs.append(train_job(mid, to_dict(ctx.task), to_dict(mcfg), to_dict(tcfg)))
-    ctx.log(f"  {len(jobs)} training jobs on the {ctx.executor.kind} executor")
-    status = run_jobs(ctx.out, jobs, ctx.executor, progress=ctx.progress, log=ctx.log)
-    record = {"executor": to_dict(ctx.executor), "jobs": [s.__dict__ for s in status.values()]}
-    ctx.save_json("jobs", record)
-    meta = json.loads((ctx.out / "run.json").read_text())  # provenance: where the models were trained
-    atomic_write_json(ctx.out / "run.json", {**meta, "executor": record["executor"]["kind"],
-                                             "jobs": {s.id: {"refs": s.refs, "attempts": s.attempts, "wall_s": s.wall_s,
-                                                             "state": s.state} for s in status.values()}})
+    _run_jobs(ctx, jobs, "train")
 
 
 def evaluate(ctx: RunContext) -> None:
@@ -77,36 +70,39 @@ def evaluate(ctx: RunContext) -> None:
     atomic_write_csv(ctx.out / "arrays" / "accuracy_by_condition.csv", rows)
 
 
-def analyses(ctx: RunContext) -> None:
-    """Every analysed model: head patching, DLA, head ablation, neurons (what the contrasts compare); the first
-    model of each init also gets the per-position maps and attribution patching (what the report draws)."""
-    from experiments.figures import firsts
+def _run_jobs(ctx: RunContext, jobs: list[Any], step: str) -> None:
+    """Run a step's jobs on the config's executor (serially here when the executor does not take this step) and
+    record where and how long each ran (results/jobs.json, and the provenance in run.json)."""
+    ex = ctx.executor if step in ctx.executor.steps else ExecutorConfig()
+    ctx.log(f"  {len(jobs)} {step} jobs on the {ex.kind} executor")
+    status = run_jobs(ctx.out, jobs, ex, progress=ctx.progress, log=ctx.log)
+    record = ctx.load("jobs") or {"executor": to_dict(ctx.executor), "jobs": []}
+    new = {s.id: s.__dict__ for s in status.values()}
+    record["executor"] = to_dict(ctx.executor)
+    record["jobs"] = [j for j in record["jobs"] if j["id"] not in new] + list(new.values())
+    ctx.save_json("jobs", record)
+    meta = json.loads((ctx.out / "run.json").read_text())
+    meta["executor"] = ctx.executor.kind
+    meta["jobs"] = {j["id"]: {k: j[k] for k in ("executor", "refs", "attempts", "wall_s", "state")}
+                    for j in record["jobs"]}
+    atomic_write_json(ctx.out / "run.json", meta)
 
-    summary = {}
+
+def analyses(ctx: RunContext) -> None:
+    """Every analysed model, one job each: head patching, DLA, head ablation, neurons (what the contrasts compare);
+    the first model of each init also gets the per-position maps and attribution patching (what the report
+    draws)."""
+    from experiments.figures import firsts
+    from experiments.model_jobs import analysis_job, gather_analyses
+
     ids = ctx.eligible()
-    for mid in ids:
-        detailed = ctx.rc.detailed_maps and mid in firsts(ids)
-        ctx.log(f"  analysing {mid}{' (with per-position maps)' if detailed else ''}")
-        r = stages.analyse_model(ctx.model(mid), ctx.task, ctx.rc.corruption, ctx.rc.n_pairs, seed=SEEDS["analyses"],
-                                 ablation=ctx.rc.ablation, detailed=detailed, progress=ctx.progress)
-        inputs = {k: r[k] for k in ("clean_tokens", "corrupt_tokens", "answer_ids", "wrong_ids")}
-        for what in stages.PATCHED:
-            if f"patch_{what}" in r:
-                pr = r[f"patch_{what}"]
-                ctx.save_arrays(f"patch_{what}_{mid}", {"values": pr.values, "raw": pr.raw, **inputs}, pr.rows())
-        for key in ("atp_heads_by_pos", "ig_heads_by_pos", "dla_heads", "dla_mlp", "ablation_heads_accuracy",
-                    "ablation_heads_logit_diff", "neuron_coef", "neuron_r2", "neuron_coef_correct", "neuron_r2_correct"):
-            if key in r:
-                ctx.save_arrays(f"{key}_{mid}", {"values": np.asarray(r[key])})
-        pr = r["patch_heads"]
-        summary[mid] = {"position_labels": r["position_labels"], "clean_logit_diff": pr.clean_logit_diff,
-                        "corrupt_logit_diff": pr.corrupt_logit_diff, "first_diff": pr.first_diff, "detailed": detailed,
-                        "ablation_baseline": r["ablation_baseline"], "neuron_top": r["neuron_top"],
-                        "neuron_top_ablation": r["neuron_top_ablation"],
-                        "neuron_choice_is_correct": r["neuron_choice_is_correct"], "trials": r["trials"],
-                        **{k: r[k] for k in ("atp_agreement", "ig_agreement") if k in r}}
+    params = {"corruption": ctx.rc.corruption, "n_pairs": ctx.rc.n_pairs, "seed": SEEDS["analyses"],
+              "ablation": ctx.rc.ablation, "device": ctx.device}
+    jobs = [analysis_job(mid, to_dict(ctx.task), {**params, "detailed": ctx.rc.detailed_maps and mid in firsts(ids)})
+            for mid in ids]
+    _run_jobs(ctx, jobs, "analyses")
     ctx.save_json("analyses", {"corruption": ctx.rc.corruption, "n_pairs": ctx.rc.n_pairs,
-                               "ablation": ctx.rc.ablation, "models": summary})
+                               "ablation": ctx.rc.ablation, "models": gather_analyses(ctx.out, ids)})
 
 
 def _listify(d: Any) -> Any:
@@ -154,19 +150,19 @@ def compare(ctx: RunContext) -> None:
 
 
 def circuits(ctx: RunContext) -> None:
-    out: dict[str, Any] = {"models": {}, "method": ctx.rc.circuit_method, "ablation": ctx.rc.circuit_ablation,
+    """Every analysed model's circuit, one job each; then the base's ranking of the same nodes."""
+    from experiments.model_jobs import circuit_job, gather_circuits
+
+    ids = ctx.eligible()
+    params = {"corruption": ctx.rc.corruption, "n_pairs": ctx.rc.n_pairs, "seed": SEEDS["circuits"],
+              "method": ctx.rc.circuit_method, "ablation": ctx.rc.circuit_ablation, "n_random": ctx.rc.circuit_random,
+              "level": ctx.rc.circuit_level, "overlap_fraction": ctx.rc.overlap_fraction, "device": ctx.device}
+    _run_jobs(ctx, [circuit_job(mid, to_dict(ctx.task), params) for mid in ids], "circuits")
+    models, n_nodes = gather_circuits(ctx.out, ids)
+    out: dict[str, Any] = {"models": models, "method": ctx.rc.circuit_method, "ablation": ctx.rc.circuit_ablation,
                            "level": ctx.rc.circuit_level, "n_random": ctx.rc.circuit_random}
-    for mid in ctx.eligible():
-        ctx.log(f"  discovering the circuit of {mid}")
-        r = stages.discover(ctx.model(mid), ctx.task, ctx.rc.corruption, ctx.rc.n_pairs, SEEDS["circuits"],
-                            ctx.rc.circuit_method, ctx.rc.circuit_ablation, ctx.rc.circuit_random,
-                            ctx.rc.circuit_level, ctx.rc.overlap_fraction, progress=False)
-        ctx.save_arrays(f"circuit_inputs_{mid}", {"clean_tokens": r.pop("clean_tokens"),
-                                                  "corrupt_tokens": r.pop("corrupt_tokens")})
-        atomic_write_json(ctx.out / "circuits" / f"{mid}.json", r)
-        out["models"][mid] = {k: r[k] for k in ("node_curve", "edge_curve", "overlap_set", "exact_check", "ranked",
-                                                "node_scores", "trials", "clean_logit_diff", "corrupt_logit_diff")}
-        out["n_nodes"] = r["n_nodes"]
+    if n_nodes is not None:
+        out["n_nodes"] = n_nodes
     out["base_ranked"] = stages.base_ranking(ctx.model("base"), ctx.task, ctx.rc.corruption, ctx.rc.n_pairs,
                                              SEEDS["circuits"], ctx.rc.circuit_method)
     ctx.save_json("circuits", out)

@@ -26,6 +26,7 @@ nothing of the project.
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -98,6 +99,23 @@ class Task:
         if corruption not in self.corruptions:
             raise TaskError(f"task {self.name} has no corruption {corruption!r} (choose from "
                             f"{', '.join(self.corruptions)})")
+
+
+def cached(cache: dict[Any, Any], tokenizer: Any, config: Any, build: Callable[[], Any]) -> Any:
+    """`build()` once per (tokenizer object, config). The entry holds a weak reference to its tokenizer and is
+    used only while that very object is alive: a new tokenizer that Python places at a freed one's address (same
+    id) does not get the old one's token ids."""
+    key = (id(tokenizer), config)
+    hit = cache.get(key)
+    if hit is not None and hit[0]() is tokenizer:
+        return hit[1]
+    value = build()
+    try:
+        ref = weakref.ref(tokenizer)
+    except TypeError:  # an object without weak references: keep it alive instead
+        ref = lambda t=tokenizer: t  # noqa: E731
+    cache[key] = (ref, value)
+    return value
 
 
 def round_half_up(x: float) -> int:

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from tasks.base import (SPLITS, Corruption, Task, TaskError, TrialBatch, check_draw, check_number_ranges,  # noqa: F401
+from tasks.base import (SPLITS, Corruption, Task, TaskError, TrialBatch, cached, check_draw, check_number_ranges,  # noqa: F401
                         check_split_fractions, draw, layout_of, render_text, round_half_up, same_length,
                         single_token, split_of, token_ids, trial_hash)
 from tasks.base import split_range as _split_range
@@ -177,26 +177,27 @@ class Vocab:
         return int(self.numbers.shape[1])
 
 
-_VOCAB_CACHE: dict[tuple[int, CDMConfig], Vocab] = {}
+_VOCAB_CACHE: dict[tuple[int, CDMConfig], Any] = {}
 
 
 def vocab(config: CDMConfig, tokenizer: Any) -> Vocab:
     """The token ids of the config's symbols, or one clear error naming a symbol that breaks the alignment."""
-    key = (id(tokenizer), config)
-    if key not in _VOCAB_CACHE:
-        lo, hi = config.number_range
-        bos = getattr(tokenizer, "bos_token_id", None) if config.prepend_bos else None
-        if config.prepend_bos and bos is None:
-            raise TaskError("prepend_bos is set but the tokenizer has no BOS token")
-        mods = same_length(tokenizer, list(config.modality_words), "the modality words")
-        numbers = same_length(tokenizer, [f" {n}" for n in range(lo, hi + 1)], f"the numbers {lo}..{hi}")
-        _VOCAB_CACHE[key] = Vocab(
-            cue=token_ids(tokenizer, config.cue_word), modalities=(mods[0], mods[1]),
-            answers=(single_token(tokenizer, config.answer_words[0], "answer word"),
-                     single_token(tokenizer, config.answer_words[1], "answer word")),
-            separator=token_ids(tokenizer, config.separator), query=token_ids(tokenizer, config.query_word),
-            bos=bos, number_offset=lo, numbers=np.array(numbers, dtype=np.int64))
-    return _VOCAB_CACHE[key]
+    return cached(_VOCAB_CACHE, tokenizer, config, lambda: _build_vocab(config, tokenizer))
+
+
+def _build_vocab(config: CDMConfig, tokenizer: Any) -> Vocab:
+    lo, hi = config.number_range
+    bos = getattr(tokenizer, "bos_token_id", None) if config.prepend_bos else None
+    if config.prepend_bos and bos is None:
+        raise TaskError("prepend_bos is set but the tokenizer has no BOS token")
+    mods = same_length(tokenizer, list(config.modality_words), "the modality words")
+    numbers = same_length(tokenizer, [f" {n}" for n in range(lo, hi + 1)], f"the numbers {lo}..{hi}")
+    return Vocab(
+        cue=token_ids(tokenizer, config.cue_word), modalities=(mods[0], mods[1]),
+        answers=(single_token(tokenizer, config.answer_words[0], "answer word"),
+                 single_token(tokenizer, config.answer_words[1], "answer word")),
+        separator=token_ids(tokenizer, config.separator), query=token_ids(tokenizer, config.query_word),
+        bos=bos, number_offset=lo, numbers=np.array(numbers, dtype=np.int64))
 
 
 def seq_len(config: CDMConfig, tokenizer: Any) -> int:

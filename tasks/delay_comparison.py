@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from tasks.base import (SPLITS, Corruption, Task, TaskError, TrialBatch, check_draw, check_number_ranges,
+from tasks.base import (SPLITS, Corruption, Task, TaskError, TrialBatch, cached, check_draw, check_number_ranges,
                         check_split_fractions, columns, draw, layout_of, number_columns, number_table, single_token,
                         token_ids)
 from tasks.base import split_range as _split_range
@@ -127,24 +127,25 @@ def required_symbols(config: DelayComparisonConfig) -> list[str]:
             + [f" {n}" for n in range(0, lo)])
 
 
-_VOCAB_CACHE: dict[tuple[int, DelayComparisonConfig], dict[str, Any]] = {}
+_VOCAB_CACHE: dict[tuple[int, DelayComparisonConfig], Any] = {}
 
 
 def vocab(config: DelayComparisonConfig, tokenizer: Any) -> dict[str, Any]:
     """Token ids of every symbol (words may be several tokens; answers one each; numbers of one length)."""
-    key = (id(tokenizer), config)
-    if key not in _VOCAB_CACHE:
-        bos = getattr(tokenizer, "bos_token_id", None) if config.prepend_bos else None
-        if config.prepend_bos and bos is None:
-            raise TaskError("prepend_bos is set but the tokenizer has no BOS token")
-        c = config
-        _VOCAB_CACHE[key] = {
-            "bos": bos, "first": token_ids(tokenizer, c.first_word), "delay": token_ids(tokenizer, c.delay_word),
-            "second": token_ids(tokenizer, c.second_word), "sep": token_ids(tokenizer, c.separator),
-            "query": token_ids(tokenizer, c.query_word),
-            "answers": np.array([single_token(tokenizer, w, "answer word") for w in c.answer_words], dtype=np.int64),
-            "numbers": number_table(tokenizer, *c.number_range)}
-    return _VOCAB_CACHE[key]
+    return cached(_VOCAB_CACHE, tokenizer, config, lambda: _build_vocab(config, tokenizer))
+
+
+def _build_vocab(config: DelayComparisonConfig, tokenizer: Any) -> dict[str, Any]:
+    bos = getattr(tokenizer, "bos_token_id", None) if config.prepend_bos else None
+    if config.prepend_bos and bos is None:
+        raise TaskError("prepend_bos is set but the tokenizer has no BOS token")
+    c = config
+    return {
+        "bos": bos, "first": token_ids(tokenizer, c.first_word), "delay": token_ids(tokenizer, c.delay_word),
+        "second": token_ids(tokenizer, c.second_word), "sep": token_ids(tokenizer, c.separator),
+        "query": token_ids(tokenizer, c.query_word),
+        "answers": np.array([single_token(tokenizer, w, "answer word") for w in c.answer_words], dtype=np.int64),
+        "numbers": number_table(tokenizer, *c.number_range)}
 
 
 def layout(config: DelayComparisonConfig, v: dict[str, Any]) -> tuple[dict[str, int], list[str]]:

@@ -19,12 +19,12 @@ TRAIN = ("steps = 8\neval_every = 4\neval_size = 32\nbatch_size = 16\nwarmup = 2
 MODELS = ("finetuned-s0", "finetuned-s1", "scratch-s0")
 
 
-def config(tmp: Path, base: Path) -> Path:
+def config(tmp: Path, base: Path, executor: str = "") -> Path:
     p = tmp / "ex.toml"
     p.write_text(f'[run]\nname = "ex"\nseeds = [0, 1]\nscratch_seeds = [0]\nn_eval = 32\nn_compare = 32\n'
                  f'n_reliance = 32\nn_pairs = 4\nattention_heads = 1\ncircuit_random = 1\ndetailed_maps = false\n'
                  f'formats = ["html"]\n[model]\nbase = "{base}"\n[finetune]\n{TRAIN}[scratch]\n{TRAIN}'
-                 '[task]\nheldout_number_range = [70, 99]\n')
+                 f'[task]\nheldout_number_range = [70, 99]\n{executor}')
     return p
 
 
@@ -48,11 +48,14 @@ def serial(tmp_path_factory, tiny_base):
 
 
 @pytest.mark.parametrize("kind", ["local", "submitit-local"])
-def test_parallel_executors_give_the_serial_results(serial, tmp_path, kind, monkeypatch):
+def test_parallel_executors_give_the_serial_results(serial, tiny_base, tmp_path, kind, monkeypatch):
     """On the process pool one job also dies midway (the testing hook): it is retried, resumes, and the run
     still gives exactly the serial results."""
     pytest.importorskip("submitit") if kind == "submitit-local" else None
-    cfg, expected = serial
+    _, expected = serial
+    # submitit starts a fresh Python per job: here it takes the training jobs only (the executor's `steps`)
+    steps = '["train"]' if kind == "submitit-local" else '["train", "analyses", "circuits"]'
+    cfg = config(tmp_path, tiny_base, f"[executor]\nsteps = {steps}\npoll_s = 0.1\n")
     if kind == "local":
         monkeypatch.setenv(KILL_ONCE_ENV, "train-finetuned-s1")
     assert run(cfg, tmp_path / "run", "--executor", kind, "--workers", "2") == 0
@@ -61,7 +64,11 @@ def test_parallel_executors_give_the_serial_results(serial, tmp_path, kind, monk
     assert jobs["executor"]["kind"] == kind and {j["state"] for j in jobs["jobs"]} == {"done"}
     assert all(j["refs"] and j["wall_s"] > 0 for j in jobs["jobs"])
     meta = json.loads((tmp_path / "run" / "run.json").read_text())
-    assert meta["executor"] == kind and set(meta["jobs"]) == {f"train-{m}" for m in MODELS}
+    assert meta["executor"] == kind
+    assert set(meta["jobs"]) == {f"{k}-{m}" for k in ("train", "analyse", "circuit") for m in MODELS}
+    ran_here = {j["id"] for j in jobs["jobs"] if j["executor"] == kind}
+    assert ran_here == {f"{k}-{m}" for k in (("train",) if kind == "submitit-local" else
+                                             ("train", "analyse", "circuit")) for m in MODELS}
     assert kind in (tmp_path / "run" / "report.html").read_text()
     if kind == "local":
         assert (tmp_path / "run" / "jobs" / "train-finetuned-s1.killed-once").exists()  # the hook really fired

@@ -111,3 +111,25 @@ def test_a_corruption_the_task_does_not_define_is_refused(tokenizer):
 def test_a_config_class_refuses_another_tasks_name():
     with pytest.raises(TaskError, match="name must be"):
         CDMConfig(name="DelayComparison")
+
+
+def test_the_vocabulary_cache_never_serves_a_dead_tokenizers_ids():
+    """Python may place a new tokenizer at a freed one's address (same id): catches a cache keyed on id alone."""
+    from tasks.base import cached
+
+    class Tok:
+        pass
+
+    cache, t = {}, Tok()
+    assert cached(cache, t, "cfg", lambda: "ids of t") == "ids of t"
+    assert cached(cache, t, "cfg", lambda: "rebuilt") == "ids of t"  # same live object: cached
+
+    class Dead:
+        pass
+
+    import weakref
+
+    d = Dead()
+    cache[(id(t), "cfg")] = (weakref.ref(d), "ids of a dead tokenizer")  # an entry left by another object at t's id
+    del d
+    assert cached(cache, t, "cfg", lambda: "ids of t, rebuilt") == "ids of t, rebuilt"
