@@ -1,6 +1,6 @@
 """Where a run's jobs execute: this process (serial), a process pool on this machine (local), a Slurm cluster
 through submitit (slurm, or submitit's own local executor for testing), or a Ray cluster (ray). Existing engines
-do the scheduling; `run_jobs` only submits, watches, retries and reports.
+do the scheduling; `experiments.dispatch.run_jobs` only submits, watches, retries and reports.
 
 Every executor gives each job only the run folder and the job id (`experiments.jobs.run_job`), so results do not
 depend on where a job ran. Optional engines are extras: `pip install -e .[slurm]` (submitit), `.[ray]`.
@@ -9,16 +9,14 @@ depend on where a job ran. Optional engines are extras: `pip install -e .[slurm]
 from __future__ import annotations
 
 import os
-import time
-from collections import deque
-from collections.abc import Callable
+import traceback
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from experiments.jobs import Job, JobStatus, jobs_dir, run_job, run_job_logged, write_job, write_status
+from experiments.jobs import Job, jobs_dir, run_job, run_job_logged
 
 KINDS = ("serial", "local", "slurm", "submitit-local", "ray")
 STEPS = ("train", "analyses", "circuits")  # the run steps made of independent jobs
@@ -57,10 +55,6 @@ class ExecutorConfig:
             raise ValueError("executor: gpus_per_job >= 0, cpus_per_job, mem_gb and time_min >= 1, poll_s > 0")
 
 
-class JobsFailed(RuntimeError):
-    """Some jobs kept failing; every job that finished is kept."""
-
-
 def _need(module: str, extra: str) -> Any:
     try:
         return __import__(module)
@@ -80,6 +74,8 @@ class Serial:
         try:
             return ("done", run_job(self.run_dir, job.id, progress=self.progress, own_process=False))
         except Exception as e:  # noqa: BLE001  (a failed attempt is retried, then reported)
+            with open(jobs_dir(self.run_dir) / f"{job.id}.log", "a") as f:
+                f.write(traceback.format_exc())
             return ("failed", f"{type(e).__name__}: {e}")
 
     def poll(self, handle: Any) -> tuple[str, Any]:
@@ -114,28 +110,34 @@ class Local:
         self.slot += 1
         return f"cuda:{self.slot % n}" if n > 1 else None
 
-    def submit(self, job: Job) -> Future:
-        try:
-            return self.pool.submit(run_job_logged, str(self.run_dir), job.id, self._device(), self.threads)
-        except BrokenProcessPool:
-            self.pool = ProcessPoolExecutor(self.capacity, mp_context=self.ctx)
-            return self.pool.submit(run_job_logged, str(self.run_dir), job.id, self._device(), self.threads)
+    def submit(self, job: Job) -> tuple[Future, ProcessPoolExecutor]:
+        if getattr(self.pool, "_broken", False):
+            self._rebuild()
+        fut = self.pool.submit(run_job_logged, str(self.run_dir), job.id, self._device(), self.threads)
+        return fut, self.pool
 
-    def poll(self, fut: Future) -> tuple[str, Any]:
+    def _rebuild(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        self.pool = ProcessPoolExecutor(self.capacity, mp_context=self.ctx)
+
+    def poll(self, handle: tuple[Future, ProcessPoolExecutor]) -> tuple[str, Any]:
+        fut, pool = handle
         if not fut.done():
             return ("running", None)
+        if fut.cancelled():
+            return ("interrupted", "cancelled when its worker pool broke")
         e = fut.exception()
         if e is None:
             return ("done", fut.result())
-        if isinstance(e, BrokenProcessPool):  # a worker died (killed): the pool is rebuilt for the retries
-            self.pool.shutdown(wait=False, cancel_futures=True)
-            self.pool = ProcessPoolExecutor(self.capacity, mp_context=self.ctx)
-            return ("failed", "the worker process died (killed, or out of memory)")
+        if isinstance(e, BrokenProcessPool):  # a worker died (killed, or out of memory): every job running broke
+            if pool is self.pool:
+                self._rebuild()
+            return ("interrupted", "a worker process of the pool died (killed, or out of memory)")
         return ("failed", f"{type(e).__name__}: {e}")
 
-    def ref(self, fut: Future) -> str:
-        self.slot_ref = getattr(self, "slot_ref", 0) + 1
-        return f"local-{self.slot_ref}"
+    def ref(self, handle: tuple[Future, ProcessPoolExecutor]) -> str:
+        self.n_submitted = getattr(self, "n_submitted", 0) + 1
+        return f"local-{self.n_submitted}"
 
     def close(self) -> None:
         self.pool.shutdown(wait=True)
@@ -209,73 +211,4 @@ class Ray:
 
 def make_executor(cfg: ExecutorConfig, run_dir: Path, progress: bool) -> Any:
     cls = {"serial": Serial, "local": Local, "slurm": Submitit, "submitit-local": Submitit, "ray": Ray}[cfg.kind]
-    return cls(cfg, Path(run_dir), progress)
-
-
-def run_jobs(run_dir: Path, jobs: list[Job], cfg: ExecutorConfig, progress: bool = True,
-             log: Callable[[str], None] | None = None) -> dict[str, JobStatus]:
-    """Write the jobs, run those not done yet on `cfg`'s executor (retrying each up to cfg.retries times) and
-    return every job's status. Raises JobsFailed naming each job that kept failing and its log; every job that
-    finished stays finished."""
-    log = log or (lambda s: None)
-    run_dir = Path(run_dir)
-    status: dict[str, JobStatus] = {}
-    queue: deque[Job] = deque()
-    for job in jobs:
-        write_job(run_dir, job)
-        status[job.id] = JobStatus(job.id, executor=cfg.kind, log=f"jobs/{job.id}.log")
-        if job.done(run_dir):
-            status[job.id].state = "skipped"
-        else:
-            queue.append(job)
-    if not queue:
-        return status
-    ex = make_executor(cfg, run_dir, progress)
-    running: dict[str, tuple[Job, Any, float]] = {}
-    shown = ""
-    try:
-        while queue or running:
-            while queue and len(running) < ex.capacity:
-                job = queue.popleft()
-                st = status[job.id]
-                st.attempts, st.state = st.attempts + 1, "running"
-                log(f"  {job.id}" + (f" (attempt {st.attempts})" if st.attempts > 1 else ""))
-                write_status(run_dir, st)
-                t0 = time.time()
-                handle = ex.submit(job)
-                st.refs.append(ex.ref(handle))
-                running[job.id] = (job, handle, t0)
-            for jid, (job, handle, t0) in list(running.items()):
-                state, value = ex.poll(handle)
-                if state == "running":
-                    continue
-                del running[jid]
-                st = status[jid]
-                st.wall_s = round(time.time() - t0, 3)
-                if state == "done" and job.done(run_dir):
-                    st.state, st.error = "done", ""
-                else:
-                    st.error = str(value) if state == "failed" else "finished without its outputs"
-                    st.state = "queued" if st.attempts <= cfg.retries else "failed"
-                    if st.state == "queued":
-                        queue.append(job)
-                write_status(run_dir, st)
-            line = summary(status)
-            if line != shown:
-                log(f"  jobs: {line}")
-                shown = line
-            if running:
-                time.sleep(cfg.poll_s)
-    finally:
-        ex.close()
-    failed = [s for s in status.values() if s.state == "failed"]
-    if failed:
-        raise JobsFailed("; ".join(f"job {s.id} failed {s.attempts} times ({s.error}); log: {s.log}"
-                                   for s in failed))
-    return status
-
-
-def summary(status: dict[str, JobStatus]) -> str:
-    """One line: how many jobs are queued, running, done, failed (and were done before)."""
-    states = ("queued", "running", "done", "failed", "skipped")
-    return ", ".join(f"{sum(s.state == k for s in status.values())} {k}" for k in states)
+    return cls(cfg, Path(run_dir).resolve(), progress)  # workers may start elsewhere: never a relative path

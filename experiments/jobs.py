@@ -18,6 +18,7 @@ import json
 import os
 import sys
 import time
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,7 @@ class JobStatus:
 
     id: str
     state: str = "queued"  # queued, running, done, failed, skipped (done before this coordinator started)
-    attempts: int = 0
+    attempts: int = 0  # charged attempts: the job failed, or ended without its outputs, that many times
     executor: str = ""
     refs: list[str] = field(default_factory=list)  # the executor's job id of each attempt
     wall_s: float | None = None
@@ -131,6 +132,9 @@ def run_job_logged(run_dir: str, job_id: str, device: str | None = None, threads
         os.dup2(f.fileno(), 2)
         try:
             return run_job(run_dir, job_id, device=device, threads=threads)
+        except BaseException:
+            traceback.print_exc()
+            raise
         finally:
             sys.stdout.flush()
             sys.stderr.flush()

@@ -11,7 +11,8 @@ import numpy as np
 
 from experiments import contrasts, stages
 from experiments.config import to_dict
-from experiments.executors import ExecutorConfig, run_jobs
+from experiments.dispatch import JobsFailed, run_jobs
+from experiments.executors import ExecutorConfig
 from experiments.jobs import train_job
 from experiments.pipeline import RunContext
 from experiments.train import ModelConfig, TrainConfig, criterion_of
@@ -28,7 +29,7 @@ def train_models(ctx: RunContext) -> None:
     for mid in ctx.model_ids():
         init, seed = mid.split("-s")
         tcfg = ctx.cfg["finetune" if init == "finetuned" else "scratch"]
-        tcfg = TrainConfig(**{**to_dict(tcfg), "seed": int(seed), "device": ctx.device})
+        tcfg = TrainConfig(**{**to_dict(tcfg), "seed": int(seed), "device": ctx.rc.device})  # resolved by the worker
         mcfg = ModelConfig(init="pretrained" if init == "finetuned" else "scratch",
                            base=portable(ctx.cfg["model"].base, ctx.out))
         jobs.append(train_job(mid, to_dict(ctx.task), to_dict(mcfg), to_dict(tcfg)))
@@ -72,10 +73,18 @@ def evaluate(ctx: RunContext) -> None:
 
 def _run_jobs(ctx: RunContext, jobs: list[Any], step: str) -> None:
     """Run a step's jobs on the config's executor (serially here when the executor does not take this step) and
-    record where and how long each ran (results/jobs.json, and the provenance in run.json)."""
+    record where and how long each ran (results/jobs.json, and the provenance in run.json), failed or not."""
     ex = ctx.executor if step in ctx.executor.steps else ExecutorConfig()
     ctx.log(f"  {len(jobs)} {step} jobs on the {ex.kind} executor")
-    status = run_jobs(ctx.out, jobs, ex, progress=ctx.progress, log=ctx.log)
+    try:
+        status = run_jobs(ctx.out, jobs, ex, progress=ctx.progress, log=ctx.log)
+    except JobsFailed as e:
+        _record_jobs(ctx, e.status)
+        raise
+    _record_jobs(ctx, status)
+
+
+def _record_jobs(ctx: RunContext, status: dict[str, Any]) -> None:
     record = ctx.load("jobs") or {"executor": to_dict(ctx.executor), "jobs": []}
     new = {s.id: s.__dict__ for s in status.values()}
     record["executor"] = to_dict(ctx.executor)
@@ -97,7 +106,7 @@ def analyses(ctx: RunContext) -> None:
 
     ids = ctx.eligible()
     params = {"corruption": ctx.rc.corruption, "n_pairs": ctx.rc.n_pairs, "seed": SEEDS["analyses"],
-              "ablation": ctx.rc.ablation, "device": ctx.device}
+              "ablation": ctx.rc.ablation, "device": ctx.rc.device}
     jobs = [analysis_job(mid, to_dict(ctx.task), {**params, "detailed": ctx.rc.detailed_maps and mid in firsts(ids)})
             for mid in ids]
     _run_jobs(ctx, jobs, "analyses")
@@ -156,7 +165,7 @@ def circuits(ctx: RunContext) -> None:
     ids = ctx.eligible()
     params = {"corruption": ctx.rc.corruption, "n_pairs": ctx.rc.n_pairs, "seed": SEEDS["circuits"],
               "method": ctx.rc.circuit_method, "ablation": ctx.rc.circuit_ablation, "n_random": ctx.rc.circuit_random,
-              "level": ctx.rc.circuit_level, "overlap_fraction": ctx.rc.overlap_fraction, "device": ctx.device}
+              "level": ctx.rc.circuit_level, "overlap_fraction": ctx.rc.overlap_fraction, "device": ctx.rc.device}
     _run_jobs(ctx, [circuit_job(mid, to_dict(ctx.task), params) for mid in ids], "circuits")
     models, n_nodes = gather_circuits(ctx.out, ids)
     out: dict[str, Any] = {"models": models, "method": ctx.rc.circuit_method, "ablation": ctx.rc.circuit_ablation,

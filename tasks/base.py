@@ -110,6 +110,8 @@ def cached(cache: dict[Any, Any], tokenizer: Any, config: Any, build: Callable[[
     if hit is not None and hit[0]() is tokenizer:
         return hit[1]
     value = build()
+    for k in [k for k, (r, _) in cache.items() if r() is None]:  # entries of freed tokenizers
+        del cache[k]
     try:
         ref = weakref.ref(tokenizer)
     except TypeError:  # an object without weak references: keep it alive instead

@@ -246,6 +246,7 @@ TASK = Task(
              "fixation/stimulus1/delay/stimulus2/decision periods. Here the numbers are tokens shown once without "
              "noise, f1 spans the number range and |f2 - f1| takes several levels, the delay holds a word and "
              "random distractor numbers, and the answer is 'less'/'more' (choice 1/2).",
-    shortcut="answer more when the second number lies above the middle of the number range (ignoring the first)",
+    shortcut="answer more when the second number lies above the middle of the split's number range (ignoring the "
+             "first)",
     config=DelayComparisonConfig, generate=generate, make_pairs=make_pairs, symbols=required_symbols,
     corruptions=CORRUPTION_INFO, default_corruption="swap")

@@ -3,6 +3,7 @@ and the task commands of the CLI with their bad inputs."""
 
 from __future__ import annotations
 
+import html
 import json
 from pathlib import Path
 
@@ -45,7 +46,7 @@ def test_every_new_task_runs_the_whole_pipeline(suite_dir):
         claims = json.loads((run / "results" / "claims.json").read_text())
         assert [c["key"] for c in claims["claims"]] == ["A", "B", "C"]
         report = (run / "report.html").read_text()
-        assert f"Fine-tuned vs scratch on {task}" in report and TASKS[task].shortcut.split(" (")[0] in report
+        assert f"Fine-tuned vs scratch on {task}" in report and html.escape(TASKS[task].shortcut) in report
 
 
 def test_the_suite_page_shows_each_tasks_own_verdicts(suite_dir):
@@ -57,8 +58,9 @@ def test_the_suite_page_shows_each_tasks_own_verdicts(suite_dir):
         assert r["verdicts"] == {c["key"]: c["verdict"] for c in claims["claims"]}  # copied, not recomputed
         assert f"href='{r['run']}/report.html'" in page
         assert r["models"]["finetuned"].endswith("/ 2") and r["models"]["scratch"].endswith("/ 1")
-    for k in ("A", "B", "C"):  # the tally counts the rows
-        assert sum(s["tally"][k].values()) == sum(r["verdicts"][k] in s["tally"][k] for r in s["tasks"])
+    for k in ("A", "B", "C"):  # the tally counts each verdict of the rows
+        assert s["tally"][k] == {v: sum(r["verdicts"][k] == v for r in s["tasks"])
+                                 for v in ("supported", "not supported", "inconclusive")}
 
 
 def test_suite_refuses_two_configs_with_one_run_name(tmp_path, tiny_base, capsys):
@@ -94,3 +96,44 @@ def test_an_analysis_with_a_corruption_of_another_task_is_refused(tmp_path, caps
     assert main(["patch", "cogbase-6l", "--task", "MultiSensoryIntegration", "--corruption", "context-flip",
                  "--out", str(tmp_path / "p"), "--device", "cpu"]) == 2
     assert "no corruption 'context-flip'" in capsys.readouterr().err and not (tmp_path / "p").exists()
+
+
+def _fake_run(root: Path, name: str, verdicts: dict[str, str]) -> Path:
+    """A finished run's results, written by hand: one fine-tuned model missed the criterion."""
+    run = root / name
+    (run / "results").mkdir(parents=True)
+    acc = {"finetuned-s0": (0.9, 0.7), "finetuned-s1": (0.8, 0.6), "scratch-s0": (0.95, 0.5),
+           "scratch-s1": (0.85, 0.4), "base": (0.5, 0.52)}
+    ev = {"task": {"name": name.upper(), "corruption": "swap"},
+          "eligible": ["finetuned-s0", "scratch-s0", "scratch-s1"],
+          "models": {m: {"test": {"accuracy": t}, "gen": {"accuracy": g}} for m, (t, g) in acc.items()}}
+    parts = {"A": ["in favour", "in favour"], "B": ["against", "inconclusive"], "C": ["undefined"]}
+    cl = {"rule": "the rule", "claims": [{"key": k, "statement": f"claim {k}", "verdict": verdicts[k],
+                                          "parts": [{"outcome": o} for o in parts[k]]} for k in "ABC"]}
+    (run / "results" / "evaluate.json").write_text(json.dumps(ev))
+    (run / "results" / "claims.json").write_text(json.dumps(cl))
+    return run
+
+
+def test_suite_rows_tally_and_page_from_hand_written_runs(tmp_path):
+    """Catches averaging models that missed the criterion, miscounting who met it, verdicts read from the wrong
+    claim, a tally that counts the wrong verdict, and a page that does not show what the rows hold."""
+    from experiments.suite import render, summarise, tally
+
+    rows = [summarise(_fake_run(tmp_path, "one", {"A": "supported", "B": "not supported", "C": "inconclusive"})),
+            summarise(_fake_run(tmp_path, "two", {"A": "supported", "B": "inconclusive", "C": "inconclusive"}))]
+    r = rows[0]
+    assert r.task == "ONE" and r.run == "one" and r.corruption == "swap"
+    assert r.models == {"finetuned": "1 / 2", "scratch": "2 / 2"}
+    assert r.test_accuracy == pytest.approx({"finetuned": 0.9, "scratch": 0.9, "base": 0.5})
+    assert r.gen_accuracy == pytest.approx({"finetuned": 0.7, "scratch": 0.45, "base": 0.52})
+    assert r.verdicts == {"A": "supported", "B": "not supported", "C": "inconclusive"}
+    assert r.parts == {"A": "2 in favour", "B": "1 against, 1 inconclusive", "C": "1 undefined"}
+    t = tally(rows)
+    assert t["A"] == {"supported": 2, "not supported": 0, "inconclusive": 0}
+    assert t["B"] == {"supported": 0, "not supported": 1, "inconclusive": 1}
+    assert t["C"] == {"supported": 0, "not supported": 0, "inconclusive": 2}
+    page = render(rows)
+    assert "<td>1 / 2</td><td>2 / 2</td><td>0.900 / 0.900 / 0.500</td><td>0.700 / 0.450 / 0.520</td>" in page
+    assert "Claim B: supported on 0 of 2 tasks, not supported on 1 of 2 tasks, inconclusive on 1 of 2 tasks" in page
+    assert "href='one/report.html'" in page and "href='two/report.html'" in page

@@ -61,7 +61,8 @@ def test_answers_rederived_from_text_on_10000_trials(name, tokenizer):
     assert np.array_equal(b.meta[f"{m0}_evidence"], signed[:, 0]) and np.array_equal(b.meta[f"{m1}_evidence"],
                                                                                      signed[:, 1])
     assert np.array_equal(b.meta["total_evidence"], signed.sum(1))
-    assert np.array_equal(np.abs(signed), np.vectorize(config.diff)(b.meta["coherence"]))  # coherence -> difference
+    documented = {5: 3, 10: 5, 15: 8, 30: 15, 50: 25, 60: 30}  # round half up of coh * 0.5: not banker's (15 -> 8)
+    assert np.array_equal(np.abs(signed), np.vectorize(documented.get)(b.meta["coherence"]))
     assert b.key_position == m1 and b.positions[m1] == int(config.prepend_bos) + 3
     assert b.positions["answer"] == b.tokens.shape[1] - 1 == 7 + int(config.prepend_bos)
     for table in (b.variables, b.evidence, b.conditions):
