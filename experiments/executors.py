@@ -144,7 +144,9 @@ class Local:
 
 
 class Submitit:
-    """submitit: Slurm (`kind = "slurm"`) or its local executor (`"submitit-local"`, each job a subprocess)."""
+    """submitit: Slurm (`kind = "slurm"`) or its local executor (`"submitit-local"`, each job a subprocess).
+    submitit's own folder (jobs/submitit: its pickled calls, absolute paths, engine logs) is removed once every
+    job it ran has succeeded; after a failure it stays, for the engine's view of what went wrong."""
 
     def __init__(self, cfg: ExecutorConfig, run_dir: Path, progress: bool) -> None:
         submitit = _need("submitit", "slurm")
@@ -161,6 +163,7 @@ class Submitit:
             self.ex.update_parameters(timeout_min=cfg.time_min)
             self.capacity = cfg.workers
         self.threads = cfg.cpus_per_job if cfg.kind == "slurm" else max(1, (os.cpu_count() or 1) // cfg.workers)
+        self.folder, self.failed = folder, False
 
     def submit(self, job: Job) -> Any:
         return self.ex.submit(run_job_logged, str(self.run_dir), job.id, None, self.threads)
@@ -171,13 +174,17 @@ class Submitit:
         try:
             return ("done", sj.result())
         except Exception as e:  # noqa: BLE001  (submitit raises the job's error or its death)
+            self.failed = True
             return ("failed", f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}")
 
     def ref(self, sj: Any) -> str:
         return str(sj.job_id)
 
     def close(self) -> None:
-        pass
+        if not self.failed:
+            import shutil
+
+            shutil.rmtree(self.folder, ignore_errors=True)
 
 
 class Ray:

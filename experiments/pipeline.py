@@ -3,7 +3,9 @@
 runs/<name>/
   run.json                    config, seeds, base (name and weights hash), package versions
   models/<init>-s<seed>/      checkpoints (with curve.csv/json and metrics.json)
-  results/*.json              evaluation, analyses, comparison, circuits, contrasts and claims
+  jobs/<id>.json|.status.json|.log   each training / analysis / circuit job: inputs, outputs, where it ran, log
+  results/*.json              evaluation, analyses, comparison, circuits, contrasts, claims, jobs (per_model/: a
+                              job's own results before the step gathers them)
   arrays/*.npz, arrays/*.csv  every array behind a figure, with labels and the token ids used
   circuits/<model>.json       each model's full graph, curves and random baselines
   figures/*.html|png|svg|csv  plotly figures (sharing one plotly.min.js);  attention.html;  report.html

@@ -70,6 +70,10 @@ def test_parallel_executors_give_the_serial_results(serial, tiny_base, tmp_path,
     assert ran_here == {f"{k}-{m}" for k in (("train",) if kind == "submitit-local" else
                                              ("train", "analyse", "circuit")) for m in MODELS}
     assert f"<td>train-finetuned-s0</td><td>{kind}</td>" in (tmp_path / "run" / "report.html").read_text()
+    assert not (tmp_path / "run" / "jobs" / "submitit").exists()  # submitit's pickles and paths: removed
+    for f in (tmp_path / "run").rglob("*"):  # job records hold no absolute path (logs are diagnostics: not checked)
+        if f.suffix in (".json", ".csv", ".html"):
+            assert str(tmp_path.resolve()) not in f.read_text(), f
     if kind == "local":
         assert (tmp_path / "run" / "jobs" / "train-finetuned-s1.killed-once").exists()  # the hook really fired
         # submitted twice; the pool break is charged only if it ran alone (it may have been a bystander)
