@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from tasks.base import (Corruption, Task, TaskError, TrialBatch, check_draw, check_number_ranges,
+from tasks.base import (Corruption, Task, TaskError, TrialBatch, cached, check_draw, check_number_ranges,
                         check_split_fractions, columns, draw, layout_of, number_columns, number_table,
                         round_half_up, single_token, split_range, token_ids)
 
@@ -168,7 +168,15 @@ class Vocab:
     numbers: np.ndarray  # [number, token] ids of " n" at row n - number_range[0]
 
 
+_VOCAB_CACHE: dict[Any, Any] = {}
+
+
 def vocab(config: MultiSensoryConfig, tokenizer: Any) -> Vocab:
+    """Token ids of every symbol, built once per tokenizer object and config (`tasks.base.cached`)."""
+    return cached(_VOCAB_CACHE, tokenizer, config, lambda: _build_vocab(config, tokenizer))
+
+
+def _build_vocab(config: MultiSensoryConfig, tokenizer: Any) -> Vocab:
     bos = getattr(tokenizer, "bos_token_id", None) if config.prepend_bos else None
     if config.prepend_bos and bos is None:
         raise TaskError("prepend_bos is set but the tokenizer has no BOS token")
