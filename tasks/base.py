@@ -120,6 +120,30 @@ def cached(cache: dict[Any, Any], tokenizer: Any, config: Any, build: Callable[[
     return value
 
 
+def check_name(name: str, expected: str) -> None:
+    if name != expected:
+        raise TaskError(f"name must be {expected!r} for this config class, got {name!r}")
+
+
+def check_coherences(coherences: tuple[int, ...]) -> None:
+    """Coherence levels (percent, as in NeuroGym): a non-empty set of integers in 1..100."""
+    if not coherences:
+        raise TaskError("coherences must not be empty")
+    for c in coherences:
+        if isinstance(c, bool) or not isinstance(c, int) or not 0 < c <= 100:
+            raise TaskError(f"coherence {c!r} is outside 1..100")
+    if len(set(coherences)) != len(coherences):
+        raise TaskError(f"coherences contain duplicates: {coherences}")
+
+
+def with_number_symbols(words: list[str], number_range: tuple[int, ...]) -> list[str]:
+    """What a tokenizer made for this project keeps whole: the task's words, " n" over the number range, the
+    numbers without a space (0..high) and with one below the range (0..low-1)."""
+    lo, hi = number_range
+    return [*words, *(f" {n}" for n in range(lo, hi + 1)), *(str(n) for n in range(0, hi + 1)),
+            *(f" {n}" for n in range(0, lo))]
+
+
 def round_half_up(x: float) -> int:
     return int(math.floor(x + 0.5))
 

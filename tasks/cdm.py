@@ -26,7 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from tasks.base import (SPLITS, Corruption, Task, TaskError, TrialBatch, cached, check_draw, check_number_ranges,  # noqa: F401
+from tasks.base import (SPLITS, Corruption, Task, TaskError, TrialBatch, cached, check_coherences, check_draw,
+                        check_name, with_number_symbols, check_number_ranges,  # noqa: F401
                         check_split_fractions, draw, layout_of, render_text, round_half_up, same_length,
                         single_token, split_of, token_ids, trial_hash)
 from tasks.base import split_range as _split_range
@@ -76,15 +77,8 @@ class CDMConfig:
     prepend_bos: bool = True
 
     def __post_init__(self) -> None:  # noqa: C901
-        if self.name != NAME:
-            raise TaskError(f"name must be {NAME!r} for this config class, got {self.name!r}")
-        if not self.coherences:
-            raise TaskError("coherences must not be empty")
-        for c in self.coherences:
-            if isinstance(c, bool) or not isinstance(c, int) or not 0 < c <= 100:
-                raise TaskError(f"coherence {c!r} is outside 1..100")
-        if len(set(self.coherences)) != len(self.coherences):
-            raise TaskError(f"coherences contain duplicates: {self.coherences}")
+        check_name(self.name, NAME)
+        check_coherences(self.coherences)
         check_number_ranges(self.number_range, self.heldout_number_range)
         if self.diff_per_coherence <= 0:
             raise TaskError("diff_per_coherence must be > 0")
@@ -154,8 +148,8 @@ def task_symbols(config: CDMConfig) -> list[str]:
 
 def required_symbols(config: CDMConfig) -> list[str]:
     """What a tokenizer made for this project keeps whole: the task symbols and the numbers without a space."""
-    lo, hi = config.number_range
-    return task_symbols(config) + [str(n) for n in range(0, hi + 1)] + [f" {n}" for n in range(0, lo)]
+    words = [config.cue_word, *config.modality_words, *config.answer_words, config.separator, config.query_word]
+    return with_number_symbols(words, config.number_range)
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,8 @@ from typing import Any
 
 import numpy as np
 
-from tasks.base import (SPLITS, Corruption, Task, TaskError, TrialBatch, cached, check_draw, check_number_ranges,
+from tasks.base import (SPLITS, Corruption, Task, TaskError, TrialBatch, cached, check_draw, check_name,
+                        check_number_ranges, with_number_symbols,
                         check_split_fractions, columns, draw, layout_of, number_columns, number_table, single_token,
                         token_ids)
 from tasks.base import split_range as _split_range
@@ -74,8 +75,7 @@ class DelayComparisonConfig:
     prepend_bos: bool = True
 
     def __post_init__(self) -> None:
-        if self.name != NAME:
-            raise TaskError(f"name must be {NAME!r} for this config class, got {self.name!r}")
+        check_name(self.name, NAME)
         if not self.differences:
             raise TaskError("differences must not be empty")
         for d in self.differences:
@@ -120,11 +120,8 @@ class DelayComparisonConfig:
 
 
 def required_symbols(config: DelayComparisonConfig) -> list[str]:
-    """What a tokenizer made for this project keeps whole: the task words, " n" over the number range, and the
-    numbers without a space (0..high) and with one below the range (0..low-1)."""
-    lo, hi = config.number_range
-    return (config.words + [f" {n}" for n in range(lo, hi + 1)] + [str(n) for n in range(0, hi + 1)]
-            + [f" {n}" for n in range(0, lo)])
+    """What a tokenizer made for this project keeps whole (`tasks.base.with_number_symbols`)."""
+    return with_number_symbols(config.words, config.number_range)
 
 
 _VOCAB_CACHE: dict[tuple[int, DelayComparisonConfig], Any] = {}

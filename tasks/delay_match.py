@@ -37,7 +37,8 @@ from typing import Any
 
 import numpy as np
 
-from tasks.base import (SPLITS, Corruption, Task, TaskError, TrialBatch, cached, check_draw, check_number_ranges,
+from tasks.base import (SPLITS, Corruption, Task, TaskError, TrialBatch, cached, check_draw, check_name,
+                        check_number_ranges, with_number_symbols,
                         check_split_fractions, columns, draw, layout_of, number_columns, number_table,
                         single_token, split_range, token_ids)
 
@@ -85,8 +86,7 @@ class DelayMatchConfig:
     prepend_bos: bool = True
 
     def __post_init__(self) -> None:
-        if self.name != NAME:
-            raise TaskError(f"name must be {NAME!r} for this config class, got {self.name!r}")
+        check_name(self.name, NAME)
         if not all(_is_int(x) for x in (*self.number_range, *self.heldout_number_range)):
             raise TaskError("number_range and heldout_number_range must hold integers")
         check_number_ranges(self.number_range, self.heldout_number_range)
@@ -129,12 +129,10 @@ class DelayMatchConfig:
 
 
 def required_symbols(config: DelayMatchConfig) -> list[str]:
-    """What a tokenizer made for this project keeps whole: the task words, " n" for the range (and below it), and
-    the numbers without a space."""
-    lo, hi = config.number_range
-    return [config.sample_word, config.delay_word, config.test_word, config.separator, config.query_word,
-            *config.answer_words, *(f" {n}" for n in range(lo, hi + 1)), *(str(n) for n in range(0, hi + 1)),
-            *(f" {n}" for n in range(0, lo))]
+    """What a tokenizer made for this project keeps whole (`tasks.base.with_number_symbols`)."""
+    words = [config.sample_word, config.delay_word, config.test_word, config.separator, config.query_word,
+             *config.answer_words]
+    return with_number_symbols(words, config.number_range)
 
 
 @dataclass(frozen=True)

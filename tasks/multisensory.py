@@ -37,7 +37,8 @@ from typing import Any
 
 import numpy as np
 
-from tasks.base import (Corruption, Task, TaskError, TrialBatch, cached, check_draw, check_number_ranges,
+from tasks.base import (Corruption, Task, TaskError, TrialBatch, cached, check_coherences, check_draw, check_name,
+                        check_number_ranges, with_number_symbols,
                         check_split_fractions, columns, draw, layout_of, number_columns, number_table,
                         round_half_up, single_token, split_range, token_ids)
 
@@ -80,8 +81,7 @@ class MultiSensoryConfig:
     prepend_bos: bool = True
 
     def __post_init__(self) -> None:
-        if self.name != NAME:
-            raise TaskError(f"name must be {NAME!r} for this config class, got {self.name!r}")
+        check_name(self.name, NAME)
         self._check_coherences()
         check_number_ranges(self.number_range, self.heldout_number_range)
         self._check_words()
@@ -96,13 +96,7 @@ class MultiSensoryConfig:
         check_split_fractions(self.split_fractions)
 
     def _check_coherences(self) -> None:
-        if not self.coherences:
-            raise TaskError("coherences must not be empty")
-        for c in self.coherences:
-            if isinstance(c, bool) or not isinstance(c, int) or not 0 < c <= 100:
-                raise TaskError(f"coherence {c!r} is outside 1..100")
-        if len(set(self.coherences)) != len(self.coherences):
-            raise TaskError(f"coherences contain duplicates: {self.coherences}")
+        check_coherences(self.coherences)
         if not self.diff_per_coherence > 0:
             raise TaskError(f"diff_per_coherence must be > 0, got {self.diff_per_coherence}")
         diffs = [self.diff(c) for c in self.coherences]
@@ -151,9 +145,8 @@ def task_symbols(config: MultiSensoryConfig, numbers: bool = True) -> list[str]:
 
 
 def required_symbols(config: MultiSensoryConfig) -> list[str]:
-    """What a tokenizer made for this project keeps whole: the task symbols and the numbers without a space."""
-    lo, hi = config.number_range
-    return task_symbols(config) + [str(n) for n in range(0, hi + 1)] + [f" {n}" for n in range(0, lo)]
+    """What a tokenizer made for this project keeps whole (`tasks.base.with_number_symbols`)."""
+    return with_number_symbols(task_symbols(config, numbers=False), config.number_range)
 
 
 @dataclass(frozen=True)
