@@ -8,10 +8,12 @@ analysis, and get typed results (`interp.results`) that tabulate (`.to_frame()`)
     p = cc.patch(ft, pairs)                                           # Patching [layer, head]
     p.to_frame().head(); p.plot()                                     # tidy DataFrame; plotly heatmap
     cc.attention(ft, pairs, p.top_heads(3)).show()                    # circuitsvis, clean | corrupted
+    p.to_files("out/patching"); Patching.from_files("out/patching")   # JSON + NPZ, never pickled
 
 Every analysis takes a `Model` (from `load` or `train`: the HookedTransformer with its task config and name) or
 a bare HookedTransformer (then the default task). The computations are the library's (`interp.*`), the same as
-the CLI's commands; nothing here prints or writes except `train` (its checkpoint folder).
+the CLI's commands; nothing here prints or writes except `train` (its checkpoint folder) and a result's
+`.to_files(stem)`.
 
 Axes: trial, layer, head, pos, neuron; see `interp.results`.
 """

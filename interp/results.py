@@ -1,5 +1,6 @@
 """Typed results of the analyses: frozen dataclasses that tabulate (`.to_frame()`, a tidy pandas DataFrame with
-labelled columns) and plot (`.plot()`, a plotly figure from `interp.viz`) themselves.
+labelled columns), plot (`.plot()`, a plotly figure from `interp.viz`) and save themselves (`.to_files(stem)`,
+`Type.from_files(stem)`: arrays as NPZ, the rest as JSON, never pickled; `interp.result_io`).
 
 Each wraps what an `interp` function already returns (the functions and their return values are unchanged): a
 `PatchResult`, the DLA / logit-lens arrays, `Ablator.each_head`, `neuron_selectivity`, an EAP `Graph` with its
@@ -28,6 +29,26 @@ from interp.patching import PatchResult
 from interp.stats import mean_ci
 
 
+class Saved:
+    """Saving and loading as files (`interp.result_io`): arrays as NPZ, the rest as JSON; never pickled."""
+
+    def to_files(self, stem: str | Path, provenance: dict[str, Any] | None = None) -> tuple[Path, Path]:
+        """Write `stem`.json and `stem`.npz; returns their paths."""
+        from interp.result_io import save_result
+
+        return save_result(self, stem, provenance)
+
+    @classmethod
+    def from_files(cls, stem: str | Path) -> Any:
+        """The result saved at `stem` (refused if the files hold another type of result)."""
+        from interp.result_io import load_result
+
+        r = load_result(stem)
+        if not isinstance(r, cls):
+            raise TypeError(f"{stem} holds a {type(r).__name__}, not a {cls.__name__}")
+        return r
+
+
 def head_label(layer: int, head: int) -> str:
     return f"L{layer}H{head}"
 
@@ -48,7 +69,7 @@ def _heads(n: int) -> list[str]:
 
 
 @dataclass(frozen=True, eq=False)
-class Patching:
+class Patching(Saved):
     """Exact activation patching of one target (`interp.patching.patch_sweep`) on clean/corrupted pairs.
 
     `result.values` [*axes] are normalised (0 = corrupted run, 1 = clean run; NaN when undefined), `result.raw`
@@ -111,7 +132,7 @@ class Patching:
 
 
 @dataclass(frozen=True, eq=False)
-class Attribution:
+class Attribution(Saved):
     """Direct logit attribution of the answer-minus-wrong logit difference at the answer position, per trial, and
     the logit lens. The components sum to `logit_diff` exactly (`interp.attribution`)."""
 
@@ -196,7 +217,7 @@ class Attribution:
 
 
 @dataclass(frozen=True, eq=False)
-class Ablation:
+class Ablation(Saved):
     """Each head ablated alone (`interp.ablation.Ablator.each_head`): accuracy and mean logit difference
     [layer, head], beside the unablated model's."""
 
@@ -236,7 +257,7 @@ class Ablation:
 
 
 @dataclass(frozen=True, eq=False)
-class Neurons:
+class Neurons(Saved):
     """Standardised regression of each MLP neuron at one position on the task variables, with the model's own
     choice (`coef`, `r2`; `interp.neurons.neuron_selectivity`)."""
 
@@ -278,7 +299,7 @@ def _node_layer(name: str) -> float:
 
 
 @dataclass(frozen=True, eq=False)
-class Circuit:
+class Circuit(Saved):
     """An EAP / EAP-IG edge graph (`interp.circuits.edge_attribution`) with MIB faithfulness curves over nodes and
     over edges beside random circuits (`interp.faithfulness.curve`), and an exact-patching check of the top nodes.
     Node scores are the sums of their outgoing edges; `top` is the top `fraction` of nodes by |score|."""
@@ -359,7 +380,7 @@ class Circuit:
 
 
 @dataclass(frozen=True, eq=False)
-class Comparison:
+class Comparison(Saved):
     """Trained models against a base on the same trials, per layer: debiased CKA of the residual stream at the
     answer position (`cka`, [layer_plus_1]), chance-corrected accuracy kept reverting each layer to the base
     (`reversion`, [layer]), reverting every layer from the top down to layer l (`top_down`, [layer], x from the
@@ -406,7 +427,7 @@ class Comparison:
 
 
 @dataclass(frozen=True, eq=False)
-class AttentionView:
+class AttentionView(Saved):
     """Attention patterns of chosen heads on one or more sequences (views, e.g. a clean trial and its corrupted
     version), shown with circuitsvis: `.html()` is one offline page (`interp.viz.attention_views_page`), `.show()`
     displays it in a notebook. patterns[v] is [head, dest, src] for `heads` in order."""
@@ -473,7 +494,7 @@ class AttentionView:
 
 
 @dataclass(frozen=True, eq=False)
-class Evaluation:
+class Evaluation(Saved):
     """Accuracy (answer logit > wrong logit), incongruent-trial accuracy and mean logit difference on a split,
     per condition of the task in `by_condition`; per_trial_logit_diff is [trial]."""
 
