@@ -101,7 +101,7 @@ class Local:
         self.threads = max(1, (os.cpu_count() or 1) // cfg.workers)
         self.ctx = multiprocessing.get_context("spawn")
         self.pool = ProcessPoolExecutor(cfg.workers, mp_context=self.ctx)
-        self.slot = 0
+        self.slot = self.n_submitted = 0
 
     def _device(self) -> str | None:
         import torch
@@ -136,7 +136,7 @@ class Local:
         return ("failed", f"{type(e).__name__}: {e}")
 
     def ref(self, handle: tuple[Future, ProcessPoolExecutor]) -> str:
-        self.n_submitted = getattr(self, "n_submitted", 0) + 1
+        self.n_submitted += 1
         return f"local-{self.n_submitted}"
 
     def close(self) -> None:

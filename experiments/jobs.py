@@ -83,17 +83,24 @@ def _resolve_base(base: str, run_dir: Path) -> str:
     return str(p) if not os.path.isabs(base) and p.exists() else base
 
 
-def _run_train(run_dir: Path, job: Job, progress: bool, device: str | None) -> None:
+def _train_config(run_dir: Path, job: Job, device: str | None) -> dict[str, Any]:
+    """A training job's config, its base resolved against the run folder and `device` (if given) imposed."""
     from experiments.config import build, build_task
-    from experiments.train import ModelConfig, TrainConfig, train
+    from experiments.train import ModelConfig, TrainConfig
 
     inp = job.inputs
     model = dict(inp["model"], base=_resolve_base(inp["model"]["base"], run_dir))
     tcfg = dict(inp["train"], **({"device": device} if device else {}))
-    cfg = {"task": build_task(inp["task"], f"job {job.id} task"), "model": build(ModelConfig, model, "job model"),
-           "train": build(TrainConfig, tcfg, f"job {job.id} train")}
-    out = Path(run_dir) / "models" / inp["model_id"]
-    train(cfg, out, resume=out.exists(), progress=progress)
+    return {"task": build_task(inp["task"], f"job {job.id} task"), "model": build(ModelConfig, model, "job model"),
+            "train": build(TrainConfig, tcfg, f"job {job.id} train")}
+
+
+def _run_train(run_dir: Path, job: Job, progress: bool, device: str | None,
+               stop_after: int | None = None) -> None:
+    from experiments.train import train
+
+    out = Path(run_dir) / "models" / job.inputs["model_id"]
+    train(_train_config(run_dir, job, device), out, resume=out.exists(), progress=progress, stop_after=stop_after)
 
 
 def _runner(kind: str) -> Any:
@@ -153,14 +160,7 @@ def _maybe_die(run_dir: Path, job_id: str, own_process: bool) -> None:
     marker.write_text("killed once by the testing hook\n")
     job = read_job(run_dir, job_id)
     if job.kind == "train":
-        from experiments.config import build, build_task
-        from experiments.train import ModelConfig, TrainConfig, train
-
-        inp = job.inputs
-        model = dict(inp["model"], base=_resolve_base(inp["model"]["base"], run_dir))
-        cfg = {"task": build_task(inp["task"], "job task"), "model": build(ModelConfig, model, "job model"),
-               "train": build(TrainConfig, inp["train"], "job train")}
-        train(cfg, run_dir / "models" / inp["model_id"], progress=False, stop_after=max(1, inp["train"]["steps"] // 2))
+        _run_train(run_dir, job, False, None, stop_after=max(1, job.inputs["train"]["steps"] // 2))
     if not own_process:
         raise RuntimeError("killed by the testing hook")
     os._exit(137)
