@@ -29,12 +29,12 @@ from typing import Any
 import numpy as np
 from jaxtyping import Int
 
-from interp.results import (Ablation, AttentionView, Attribution, Circuit, Comparison, Evaluation, Neurons,
-                            Patching)
+from interp.results import (Ablation, AttentionView, Attribution, AttributionPatching, Circuit, Comparison,
+                            Evaluation, Neurons, Patching)
 from tasks.base import TrialBatch
 
-__all__ = ["Model", "Pairs", "load", "train", "evaluate", "trials", "pairs", "patch", "attribute", "ablate",
-           "neurons", "discover", "compare", "attention"]
+__all__ = ["Model", "Pairs", "load", "train", "evaluate", "trials", "pairs", "patch", "attribution_patching",
+           "attribute", "ablate", "neurons", "discover", "compare", "attention"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -192,6 +192,26 @@ def patch(model: Model | Any, pairs: Pairs | Sequence[TrialBatch], what: str = "
     return Patching(r, name, getattr(pairs, "corruption", ""), len(clean))
 
 
+def attribution_patching(model: Model | Any, pairs: Pairs | Sequence[TrialBatch], method: str = "atp", steps: int = 8,
+                         exact: Patching | None = None) -> AttributionPatching:
+    """Attribution patching of head outputs per position ("atp": one gradient; "ig": integrated gradients over
+    `steps`), and with `exact` (exact patching of "heads_by_pos" on the same pairs) its agreement with it."""
+    from interp.atp import agreement, attribution_patch
+    from interp.patching import position_token_labels
+
+    m, _, name = _parts(model)
+    clean = pairs[0] if not isinstance(pairs, Pairs) else pairs.clean
+    est = attribution_patch(m, *_pair_args(pairs), nodes="heads", method=method, steps=steps)
+    agree: dict[str, Any] = {}
+    if exact is not None:
+        if exact.result.what != "heads_by_pos":
+            raise ValueError(f"agreement needs exact patching of heads_by_pos, got {exact.result.what}")
+        agree = agreement(est["values"], exact.values, exact.result.first_diff, pos_axis=1)
+    labels = position_token_labels(m.tokenizer, clean.tokens, clean.position_labels)
+    return AttributionPatching(method, est["values"], tuple(labels), agree, name, getattr(pairs, "corruption", ""),
+                               len(clean))
+
+
 def attribute(model: Model | Any, trials: TrialBatch, neuron_layers: Sequence[int] = ()) -> Attribution:
     """Direct logit attribution per trial (embeddings, each head, each b_O, each MLP, bias; neurons of
     `neuron_layers`) and the logit lens, on the trials."""
@@ -218,15 +238,22 @@ def ablate(model: Model | Any, trials: TrialBatch, method: str = "mean", referen
 
 
 def neurons(model: Model | Any, trials: TrialBatch, position: str = "answer", layers: Sequence[int] | None = None,
-            top_k: int = 10) -> Neurons:
-    """Each MLP neuron's standardised regression on context, relevant and irrelevant evidence and the model's
-    choice, at a named position (needs at least 8 trials; a few hundred for stable betas)."""
+            top_k: int = 10, ablate_top: bool = False, ablator: Any = None) -> Neurons:
+    """Each MLP neuron's standardised regression on the task's variables and the model's choice, at a named
+    position (needs at least 8 trials; a few hundred for stable betas). `ablate_top`: also each variable's
+    `top_k` neurons mean-ablated together on the same trials (`top_ablation`; or with `ablator`, an
+    `interp.ablation.Ablator` of the caller's own trials and method)."""
+    from interp.ablation import Ablator
     from interp.neurons import neuron_selectivity
 
     m, _, name = _parts(model)
     sel = neuron_selectivity(m, trials, position=position, layers=None if layers is None else tuple(layers),
                              top_k=top_k)
-    return Neurons.from_dict(sel, len(trials), name)
+    effects = None
+    if ablate_top or ablator is not None:
+        ab = ablator or Ablator(m, trials.tokens, trials.answer_ids, trials.wrong_ids, "mean")
+        effects = {v: ab.neurons([(l, i) for l, i, _ in sel["top"][v]]) for v in sel["top"]}
+    return Neurons.from_dict(sel, len(trials), name, effects)
 
 
 def discover(model: Model | Any, pairs: Pairs | Sequence[TrialBatch], method: str = "eap-ig",

@@ -1,7 +1,8 @@
 """The analysis commands of the CLI: patch, attribute, ablate, neurons, compare, discover, run, suite, export.
 
-Each writes its arrays (NPZ and a tidy CSV with labels) and a JSON with the model's hash, the task config and the
-exact token ids used, so anyone can recompute the numbers.
+Each computes one typed result (`interp.results`, through `experiments.api`) and writes it the same way: OUT/<stem>.json
+and .npz (the result, loadable with `Type.from_files`, with its provenance: the model's hash, the task config, the
+seed and the exact token ids used), OUT/<stem>.csv (its tidy table) and its figures under OUT/figures.
 """
 
 from __future__ import annotations
@@ -80,28 +81,41 @@ def _figures(args: argparse.Namespace, out: Path, figs: dict[str, Any]) -> None:
     print(f"figures: {len(command_figures.write(out, figs, args.figures))} files under {out / 'figures'}")
 
 
+def _save(args: argparse.Namespace, out: Path, stem: str, result: Any, provenance: dict[str, Any]) -> None:
+    """Any typed result the same way: OUT/stem.json + .npz (the result and its provenance), OUT/stem.csv (its
+    tidy table) and its figures under OUT/figures."""
+    from interp.store import atomic_write_text
+
+    result.to_files(out / stem, provenance)
+    atomic_write_text(out / f"{stem}.csv", result.to_frame().to_csv(index=False))
+    _figures(args, out, result.figures())
+
+
+def _model(model: Any, task: Any, info: dict[str, Any]) -> Any:
+    from experiments.api import Model
+
+    return Model(model, task, str(info.get("name") or "model"), info)
+
+
+def _inputs(**batches: Any) -> dict[str, Any]:
+    """The exact token ids an analysis used (and the answer / wrong ids of the first batch)."""
+    first = next(iter(batches.values()))
+    return {**{f"{k}_tokens": b.tokens for k, b in batches.items()}, "answer_ids": first.answer_ids,
+            "wrong_ids": first.wrong_ids}
+
+
 def cmd_patch(args: argparse.Namespace) -> None:
-    from interp.patching import patch_sweep, position_token_labels
-    from interp.store import atomic_write_csv, atomic_write_json, atomic_write_npz
-    from tasks.registry import make_pairs
+    from experiments import api
 
     _check(args)
     model, info = load(args.checkpoint, args.device)
-    task = task_for(args, info)
-    clean, bad = make_pairs(task, args.n, seed=args.seed, tokenizer=model.tokenizer, corruption=args.corruption)
-    labels = position_token_labels(model.tokenizer, clean.tokens, clean.position_labels)
-    r = patch_sweep(model, clean.tokens, bad.tokens, clean.answer_ids, clean.wrong_ids, args.what, args.direction,
-                    position_labels=labels, progress=True)
+    m = _model(model, task_for(args, info), info)
+    pairs = api.pairs(m, args.n, seed=args.seed, corruption=args.corruption)
+    res = api.patch(m, pairs, args.what, args.direction, progress=True)
     out = _out(args)
-    atomic_write_npz(out / f"patch_{args.what}.npz", {"values": r.values, "raw": r.raw, "clean_tokens": clean.tokens,
-                                                      "corrupt_tokens": bad.tokens, "answer_ids": clean.answer_ids,
-                                                      "wrong_ids": clean.wrong_ids})
-    atomic_write_csv(out / f"patch_{args.what}.csv", r.rows())
-    atomic_write_json(out / "patch.json", _provenance(args, info, task, {
-        "what": args.what, "direction": args.direction, "corruption": args.corruption, "axes": list(r.axes),
-        "labels": r.labels, "clean_logit_diff": r.clean_logit_diff, "corrupt_logit_diff": r.corrupt_logit_diff,
-        "clean_tokens": clean.tokens, "corrupt_tokens": bad.tokens}))
-    _figures(args, out, command_figures.patch(r, info.get("name"), args.corruption, args.n))
+    _save(args, out, "patching", res, _provenance(args, info, m.task, _inputs(clean=pairs.clean,
+                                                                              corrupt=pairs.corrupted)))
+    r = res.result
     print(f"patched {args.what} ({args.direction}, {args.corruption}, {args.n} pairs): clean logit diff "
           f"{r.clean_logit_diff:.3f}, corrupted {r.corrupt_logit_diff:.3f}")
     if not r.defined:
@@ -118,77 +132,54 @@ def cmd_patch(args: argparse.Namespace) -> None:
 
 
 def cmd_attribute(args: argparse.Namespace) -> None:
-    from interp.attribution import direct_logit_attribution, logit_lens
-    from interp.store import atomic_write_csv, atomic_write_json, atomic_write_npz
-    from tasks.registry import generate
+    from experiments import api
 
     _check(args)
     model, info = load(args.checkpoint, args.device)
-    task = task_for(args, info)
-    b = generate(task, args.n, seed=args.seed, tokenizer=model.tokenizer, split="test")
-    d = direct_logit_attribution(model, b.tokens, b.answer_ids, b.wrong_ids, neuron_layers=tuple(args.neuron_layers))
-    lens = logit_lens(model, b.tokens, b.answer_ids, b.wrong_ids)
+    m = _model(model, task_for(args, info), info)
+    b = api.trials(m, args.n, seed=args.seed)
+    res = api.attribute(m, b, neuron_layers=args.neuron_layers)
     out = _out(args)
-    arrays = {"heads": d["heads"], "mlp": d["mlp"], "attn_bias": d["attn_bias"], "embed": d["embed"],
-              "pos_embed": d["pos_embed"], "bias": d["bias"], "total": d["total"], "logit_diff": d["logit_diff"],
-              "logit_lens": lens, "tokens": b.tokens, "answer_ids": b.answer_ids, "wrong_ids": b.wrong_ids}
-    for l, v in d["neurons"].items():
-        arrays[f"neurons_L{l}"] = v
-    atomic_write_npz(out / "attribution.npz", arrays)
-    heads = d["heads"].mean(0)
-    rows = [{"component": f"L{l}H{h}", "layer": l, "head": h, "mean_logit_diff": float(heads[l, h])}
-            for l in range(heads.shape[0]) for h in range(heads.shape[1])]
-    rows += [{"component": f"MLP{l}", "layer": l, "head": "", "mean_logit_diff": float(v)}
-             for l, v in enumerate(d["mlp"].mean(0))]
-    rows += [{"component": c, "layer": "", "head": "", "mean_logit_diff": float(d[c].mean())}
-             for c in ("embed", "pos_embed", "bias")]
-    atomic_write_csv(out / "attribution.csv", rows)
-    atomic_write_json(out / "attribution.json", _provenance(args, info, task, {"tokens": b.tokens,
-                                                                              "neuron_layers": args.neuron_layers}))
-    _figures(args, out, command_figures.attribution(d, lens, info.get("name")))
-    print(f"direct logit attribution on {args.n} trials: mean logit diff {d['logit_diff'].mean():.3f} = sum of parts "
-          f"{d['total'].mean():.3f}")
+    _save(args, out, "attribution", res, _provenance(args, info, m.task, {**_inputs(trials=b),
+                                                                         "neuron_layers": args.neuron_layers}))
+    parts = res.to_frame()
+    print(f"direct logit attribution on {args.n} trials: mean logit diff {res.logit_diff.mean():.3f} = sum of parts "
+          f"{parts['value'].sum():.3f}")
     print("logit lens (mean logit diff read before each layer, then the output): "
-          + " ".join(f"{v:.2f}" for v in lens.mean(0)))
-    for r in sorted(rows, key=lambda r: -abs(r["mean_logit_diff"]))[:5]:
-        print(f"  {r['component']}: {r['mean_logit_diff']:+.3f}")
+          + " ".join(f"{v:.2f}" for v in res.logit_lens.mean(0)))
+    for _, r in parts.reindex(parts["value"].abs().sort_values(ascending=False).index).head(5).iterrows():
+        print(f"  {r['component']}: {r['value']:+.3f}")
     print(f"wrote {out}")
 
 
+def _units(specs: list[str] | None) -> list[tuple[int, ...]]:
+    return [tuple(int(x) for x in u.split(".")) for u in specs or []]
+
+
 def cmd_ablate(args: argparse.Namespace) -> None:
+    from experiments import api
     from interp.ablation import Ablator
-    from interp.store import atomic_write_csv, atomic_write_json, atomic_write_npz
-    from tasks.registry import generate
 
     _check(args)
     model, info = load(args.checkpoint, args.device)
-    task = task_for(args, info)
-    b = generate(task, args.n, seed=args.seed, tokenizer=model.tokenizer, split="test")
-    ref = generate(task, args.n, seed=args.seed + 1, tokenizer=model.tokenizer, split="test")
-    ab = Ablator(model, b.tokens, b.answer_ids, b.wrong_ids, args.method, ref.tokens, args.seed)
-    extra: dict[str, Any] = {"method": args.method, "baseline": ab.baseline, "tokens": b.tokens,
-                             "reference_tokens": ref.tokens}
-    if args.heads:
-        units = [tuple(int(x) for x in u.split(".")) for u in args.heads]
-        extra["set"] = {"heads": units, **ab.heads(units)}
-    if args.neurons:
-        units = [tuple(int(x) for x in u.split(".")) for u in args.neurons]
-        extra["neuron_set"] = {"neurons": units, **ab.neurons(units)}
-    each = ab.each_head(progress=True)
+    m = _model(model, task_for(args, info), info)
+    b, ref = api.trials(m, args.n, seed=args.seed), api.trials(m, args.n, seed=args.seed + 1)
+    res = api.ablate(m, b, args.method, reference=ref, seed=args.seed, progress=True)
+    extra: dict[str, Any] = {"method": args.method, **_inputs(trials=b, reference=ref)}
+    if args.heads or args.neurons:
+        ab = Ablator(model, b.tokens, b.answer_ids, b.wrong_ids, args.method, ref.tokens, args.seed)
+        if args.heads:
+            extra["set"] = {"heads": _units(args.heads), **ab.heads(_units(args.heads))}
+        if args.neurons:
+            extra["neuron_set"] = {"neurons": _units(args.neurons), **ab.neurons(_units(args.neurons))}
     out = _out(args)
-    atomic_write_npz(out / "ablation_heads.npz", {"accuracy": each["accuracy"], "logit_diff": each["logit_diff"],
-                                                  "tokens": b.tokens})
-    atomic_write_csv(out / "ablation_heads.csv", [
-        {"layer": l, "head": h, "accuracy": float(each["accuracy"][l, h]), "logit_diff": float(each["logit_diff"][l, h])}
-        for l in range(each["accuracy"].shape[0]) for h in range(each["accuracy"].shape[1])])
-    atomic_write_json(out / "ablation.json", _provenance(args, info, task, extra))
-    _figures(args, out, command_figures.ablation(each, ab.baseline, args.method, info.get("name"), args.n))
-    print(f"{args.method} ablation on {args.n} trials: baseline accuracy {ab.baseline['accuracy']:.3f}, logit diff "
-          f"{ab.baseline['logit_diff']:.3f}")
-    d = each["logit_diff"] - ab.baseline["logit_diff"]
+    _save(args, out, "ablation", res, _provenance(args, info, m.task, extra))
+    print(f"{args.method} ablation on {args.n} trials: baseline accuracy {res.baseline_accuracy:.3f}, logit diff "
+          f"{res.baseline_logit_diff:.3f}")
+    d = res.logit_diff - res.baseline_logit_diff
     for i in np.argsort(d.ravel())[:5]:
         l, h = np.unravel_index(i, d.shape)
-        print(f"  L{l}H{h}: accuracy {each['accuracy'][l, h]:.3f}, logit diff change {d[l, h]:+.3f}")
+        print(f"  L{l}H{h}: accuracy {res.accuracy[l, h]:.3f}, logit diff change {d[l, h]:+.3f}")
     for key in ("set", "neuron_set"):
         if key in extra:
             print(f"  {key}: accuracy {extra[key]['accuracy']:.3f}, logit diff {extra[key]['logit_diff']:.3f}")
@@ -196,116 +187,85 @@ def cmd_ablate(args: argparse.Namespace) -> None:
 
 
 def cmd_neurons(args: argparse.Namespace) -> None:
-    from interp.ablation import Ablator
-    from interp.neurons import neuron_selectivity
-    from interp.store import atomic_write_csv, atomic_write_json, atomic_write_npz
-    from tasks.registry import generate
+    from experiments import api
 
     _check(args)
     model, info = load(args.checkpoint, args.device)
-    task = task_for(args, info)
-    b = generate(task, args.n, seed=args.seed, tokenizer=model.tokenizer, split="test")
-    sel = neuron_selectivity(model, b, position=args.position, layers=tuple(args.layers) if args.layers else None,
-                             top_k=args.top_k)
-    ab = Ablator(model, b.tokens, b.answer_ids, b.wrong_ids, "mean")
-    variables = sel["variables"]
-    effects = {v: ab.neurons([(l, i) for l, i, _ in sel["top"][v]]) for v in variables}
+    m = _model(model, task_for(args, info), info)
+    b = api.trials(m, args.n, seed=args.seed)
+    res = api.neurons(m, b, position=args.position, layers=args.layers or None, top_k=args.top_k, ablate_top=True)
     out = _out(args)
-    atomic_write_npz(out / "neurons.npz", {"coef": sel["coef"], "r2": sel["r2"], "tokens": b.tokens})
-    atomic_write_csv(out / "neurons.csv", [
-        {"layer": sel["layers"][li], "neuron": n, **{v: float(sel["coef"][li, n, k]) for k, v in enumerate(variables)},
-         "r2": float(sel["r2"][li, n])} for li in range(sel["coef"].shape[0]) for n in range(sel["coef"].shape[1])])
-    atomic_write_json(out / "neurons.json", _provenance(args, info, task, {
-        "position": args.position, "top": sel["top"], "ablating_top": effects, "baseline": ab.baseline,
-        "tokens": b.tokens}))
-    _figures(args, out, command_figures.neurons(sel, info.get("name"), args.n))
+    _save(args, out, "neurons", res, _provenance(args, info, m.task, _inputs(trials=b)))
     print(f"neuron selectivity at '{args.position}' on {args.n} trials (standardised betas):")
-    for v in variables:
-        t = sel["top"][v][:3]
+    for v in res.variables:
+        t = res.top[v][:3]
         print(f"  {v}: top " + ", ".join(f"L{l}N{n} ({c:+.2f})" for l, n, c in t) +
-              f"; mean-ablating the top {args.top_k}: accuracy {effects[v]['accuracy']:.3f} "
-              f"(baseline {ab.baseline['accuracy']:.3f})")
+              f"; mean-ablating the top {args.top_k}: accuracy {res.top_ablation[v]['accuracy']:.3f}")
     print(f"wrote {out}")
 
 
 def cmd_compare(args: argparse.Namespace) -> None:
-    from experiments import stages
-    from interp.compare import check_same_shape
-    from interp.store import atomic_write_json, portable
-    from interp.stats import mean_ci
+    from experiments import api
+    from interp.store import portable
 
     _check(args)
-    base, binfo = load(args.base, args.device)
-    models = {}
-    infos = []
+    base_model, binfo = load(args.base, args.device)
+    loaded = {}
     for kind, paths in (("finetuned", args.finetuned), ("scratch", args.scratch or [])):
         for i, p in enumerate(paths):
-            models[f"{kind}-s{i}"], info = load(p, args.device)
-            infos.append(info)
-            check_same_shape(models[f"{kind}-s{i}"], base, f"comparing {p} with the base")
-    task = task_for(args, infos[0])  # --config / --task, else the first fine-tuned model's own task
-    _, reps = stages.representations_of({**models, "base": base}, task, args.n, args.seed)
-    from tasks.registry import generate
-
-    rel = generate(task, args.n, seed=args.seed + 1, tokenizer=base.tokenizer, split="test")
-    per_model = {mid: {"cka_base": stages.cka_with(reps[mid], reps["base"]),
-                       "reliance_base": stages.reliance(m, base, rel), "weight_change": stages.weight_change(m, base)}
-                 for mid, m in models.items()}
-    summary = {}
-    for kind in ("finetuned", "scratch"):
-        per = [v for k, v in per_model.items() if k.startswith(kind)]
-        if per:
-            cka = mean_ci(np.array([p["cka_base"]["debiased"]["resid"]["answer"] for p in per]))
-            rev = mean_ci(np.array([[x["accuracy_retained"] for x in p["reliance_base"]["reversion_layer"]]
-                                    for p in per]))
-            summary[kind] = {"cka_resid_answer": [v.tolist() for v in cka], "reversion_layer": [v.tolist() for v in rev]}
+            loaded[f"{kind}-s{i}"] = load(p, args.device)
+    task = task_for(args, next(iter(loaded.values()))[1])  # --config / --task, else the first fine-tuned model's
+    models = {k: _model(mdl, task, info) for k, (mdl, info) in loaded.items()}
+    base = _model(base_model, task, binfo)
+    b = api.trials(base, args.n, seed=args.seed)
+    res = api.compare(models, base, b)
     out = _out(args)
-    atomic_write_json(out / "compare.json", _provenance(args, binfo, task, {
-        "finetuned": [portable(p, out) for p in args.finetuned], "scratch": [portable(p, out) for p in args.scratch or []],
-        "base": portable(args.base, out), "summary": summary, "per_model": per_model,
-        "trials": {"cka": {"split": "test", "n": args.n, "seed": args.seed},
-                   "reliance": {"split": "test", "n": args.n, "seed": args.seed + 1}}}))
-    _figures(args, out, command_figures.compare(per_model))
-    for kind, s in summary.items():
-        print(f"{kind}: debiased CKA with the base per layer (mean over models) "
-              + " ".join(f"{v:.2f}" for v in s["cka_resid_answer"][0]))
-        print(f"{kind}: accuracy kept (chance-corrected) reverting one layer to the base "
-              + " ".join(f"{v:.2f}" for v in s["reversion_layer"][0]))
+    _save(args, out, "comparison", res, _provenance(args, binfo, task, {
+        "finetuned": [portable(p, out) for p in args.finetuned],
+        "scratch": [portable(p, out) for p in args.scratch or []],
+        "base": portable(args.base, out), "weights_sha256_of": {k: i.get("weights_sha256") for k, (_, i) in
+                                                                loaded.items()}, **_inputs(trials=b)}))
+    for kind in ("finetuned", "scratch"):
+        keys = [k for k in res.cka if k.startswith(kind)]
+        if keys:
+            print(f"{kind}: debiased CKA with the base per layer (mean over {len(keys)} models) "
+                  + " ".join(f"{v:.2f}" for v in np.mean([res.cka[k] for k in keys], 0)))
+            print(f"{kind}: accuracy kept (chance-corrected) reverting one layer to the base "
+                  + " ".join(f"{v:.2f}" for v in np.mean([res.reversion[k] for k in keys], 0)))
     print(f"wrote {out}")
 
 
 def cmd_discover(args: argparse.Namespace) -> None:
-    from experiments import stages
-    from interp.store import atomic_write_json
+    from experiments import api, stages
 
     _check(args)
     model, info = load(args.checkpoint, args.device)
-    task = task_for(args, info)
-    r = stages.discover(model, task, args.corruption, args.n, args.seed, args.method, args.ablation,
-                        n_random=args.random, level=args.level, overlap_fraction=args.fraction, progress=True)
+    m = _model(model, task_for(args, info), info)
+    pairs = api.pairs(m, args.n, seed=args.seed, corruption=args.corruption)
+    res = api.discover(m, pairs, args.method, args.ablation, n_random=args.random, level=args.level,
+                       fraction=args.fraction, seed=args.seed, progress=True)
+    extra: dict[str, Any] = _inputs(clean=pairs.clean, corrupt=pairs.corrupted)
     if args.base:
-        base_ranked = stages.base_ranking(load(args.base, args.device)[0], task, args.corruption, args.n, args.seed,
+        base_ranked = stages.base_ranking(load(args.base, args.device)[0], m.task, args.corruption, args.n, args.seed,
                                           args.method)
-        k = len(r["overlap_set"])
-        r["base_top"] = base_ranked[:k]
-        r["share_in_base_top"] = {"value": len(set(r["overlap_set"]) & set(base_ranked[:k])) / k,
-                                  "chance": k / r["n_nodes"]}
+        k = len(res.top)
+        extra["base_top"] = base_ranked[:k]
+        extra["share_in_base_top"] = {"value": len(set(res.top) & set(base_ranked[:k])) / k,
+                                      "chance": k / len(res.node_scores)}
     out = _out(args)
-    atomic_write_json(out / "circuit.json", _provenance(args, info, task, r))
-    _figures(args, out, command_figures.circuit(r, info.get("name")))
-    for level in ("node", "edge"):
-        c = r[f"{level}_curve"]
-        reached = c["level_reached"]
-        rc = np.asarray(c["random_cpr"], float)
-        print(f"{level}s: m(full) {c['m_full']:.3f}, m(empty) {c['m_empty']:.3f}; CPR {c['cpr']:.3f} (random "
-              f"{np.mean(rc):.3f}), CMD {c['cmd']:.3f}; size at {args.level:.0%}: "
+    _save(args, out, "circuit", res, _provenance(args, info, m.task, extra))
+    for c in (res.node_curve, res.edge_curve):
+        reached = c.level_reached
+        print(f"{c.level}s: m(full) {c.m_full:.3f}, m(empty) {c.m_empty:.3f}; CPR {c.cpr:.3f} (random "
+              f"{np.mean(c.random_cpr):.3f}), CMD {c.cmd:.3f}; size at {args.level:.0%}: "
               f"{reached['size'] if reached['size'] is not None else 'not reached by a proper sub-circuit'}"
-              if c["defined"] else f"{level}s: faithfulness undefined (m(full) - m(empty) too small)")
-    print(f"top {len(r['overlap_set'])} nodes: {', '.join(r['overlap_set'])}")
+              if c.defined else f"{c.level}s: faithfulness undefined (m(full) - m(empty) too small)")
+    print(f"top {len(res.top)} nodes: {', '.join(res.top)}")
     if args.base:
-        s = r["share_in_base_top"]
-        print(f"share among the base's top {len(r['overlap_set'])}: {s['value']:.2f} (chance {s['chance']:.2f})")
-    print(f"exact-patching check of the top nodes: Spearman {r['exact_check']['spearman']:.2f}; wrote {out}")
+        s = extra["share_in_base_top"]
+        print(f"share among the base's top {len(res.top)}: {s['value']:.2f} (chance {s['chance']:.2f})")
+    rho = res.summary()["exact_check"]["spearman"]
+    print(f"exact-patching check of the top nodes: Spearman {rho:.2f}; wrote {out}")
 
 
 def cmd_run(args: argparse.Namespace) -> None:

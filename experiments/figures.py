@@ -1,5 +1,7 @@
-"""Every figure of a run, rebuilt from the run's stored results (so `cogcircuits export` needs no recomputation).
-Intervals are the project's one definition (`interp.stats.mean_ci`: 95% t-interval over seeds)."""
+"""Every figure of a run, rebuilt from the run's stored results (so `cogcircuits export` needs no recomputation):
+the run-level figures that set models side by side (training, accuracy, comparisons with the base, contrasts,
+faithfulness over seeds), then each typed per-model result's own figures (`Result.figures()`). Intervals are the
+project's one definition (`interp.stats.mean_ci`: 95% t-interval over seeds)."""
 
 from __future__ import annotations
 
@@ -21,11 +23,6 @@ GROUPS = ("finetuned", "scratch")
 def load_results(run: Path, name: str) -> dict[str, Any]:
     p = Path(run) / "results" / f"{name}.json"
     return json.loads(p.read_text()) if p.exists() else {}
-
-
-def _arr(run: Path, name: str) -> np.ndarray:
-    with np.load(run / "arrays" / f"{name}.npz") as z:
-        return z["values"]
 
 
 def _group(mid: str) -> str:
@@ -158,7 +155,7 @@ def _contrasts(c: dict[str, Any], figs: dict[str, Any]) -> None:
                                             {k: c[k]["chance"] for k in keys})
 
 
-def _circuits(run: Path, ci: dict[str, Any], figs: dict[str, Any]) -> None:
+def _circuits(ci: dict[str, Any], figs: dict[str, Any]) -> None:
     for level in ("node", "edge"):
         per_model = {m: r[f"{level}_curve"]["faithfulness"] for m, r in ci["models"].items()}
         rnd = {}
@@ -174,47 +171,23 @@ def _circuits(run: Path, ci: dict[str, Any], figs: dict[str, Any]) -> None:
         figs[f"faithfulness_{level}"] = viz.faithfulness_curves(
             grid, per_model, rnd, f"Faithfulness of the top-ranked {level}s ({ci['method']}, {ci['ablation']} "
                                   f"ablation; MIB grid), beside {ci['n_random']} random circuits per size")
-    for mid in firsts(list(ci["models"])):
-        full = json.loads((run / "circuits" / f"{mid}.json").read_text())
-        keep = set(full["overlap_set"]) | {"embed", "logits"}
-        edges = [e for e in full["edges"] if e["from"] in keep and e["to"] in keep][:60]
-        figs[f"circuit_{mid}"] = viz.circuit_graph(_layout(full["overlap_set"], full["node_scores"]), edges,
-                                                   f"{mid}: its top {len(full['overlap_set'])} nodes and their "
-                                                   "strongest edges")
 
 
-def _analyses(run: Path, an: dict[str, Any], figs: dict[str, Any]) -> None:
-    for mid in firsts(list(an["models"])):
-        s = an["models"][mid]
-        pos_labels = s["position_labels"]
-        heads = _arr(run, f"patch_heads_{mid}")
-        L_labels, H_labels = [f"L{i}" for i in range(heads.shape[0])], [f"H{i}" for i in range(heads.shape[1])]
-        figs[f"patch_heads_{mid}"] = viz.heatmap(heads, L_labels, H_labels, f"{mid}: denoising patching of head "
-                                                 f"outputs ({an['corruption']})", "normalised effect")
-        for what in ("resid_pre", "attn_out", "mlp_out"):
-            if (run / "arrays" / f"patch_{what}_{mid}.npz").exists():  # per-position maps (run.detailed_maps)
-                figs[f"patch_{what}_{mid}"] = viz.heatmap(_arr(run, f"patch_{what}_{mid}"), L_labels, pos_labels,
-                                                          f"{mid}: denoising patching of {what} per layer x position",
-                                                          "normalised effect")
-        if (run / "arrays" / f"patch_heads_by_pos_{mid}.npz").exists():
-            hp = _arr(run, f"patch_heads_by_pos_{mid}")  # [layer, pos, head]
-            figs[f"patch_heads_by_pos_{mid}"] = viz.heatmap(
-                hp.transpose(0, 2, 1).reshape(-1, hp.shape[1]), [f"L{l}H{h}" for l in range(hp.shape[0])
-                                                                for h in range(hp.shape[2])], pos_labels,
-                f"{mid}: head x position patching", "normalised effect")
-        figs[f"dla_heads_{mid}"] = viz.heatmap(_arr(run, f"dla_heads_{mid}"), L_labels, H_labels,
-                                               f"{mid}: direct logit attribution per head", "logit diff")
-        base_ld = s["ablation_baseline"]["logit_diff"]
-        figs[f"ablation_heads_{mid}"] = viz.heatmap(_arr(run, f"ablation_heads_logit_diff_{mid}") - base_ld,
-                                                    L_labels, H_labels, f"{mid}: change in logit diff when each head "
-                                                    f"is {an['ablation']}-ablated", "delta logit diff")
+def _per_model(run: Path, ids: list[str], figs: dict[str, Any]) -> None:
+    """Every figure of every typed result saved for the first analysed model of each init, named
+    "<figure>_<model>": whatever analyses the models ran, each result says which figures describe it."""
+    from experiments.model_jobs import model_results
+
+    for mid in firsts(ids):
+        for res in model_results(run, mid).values():
+            figs.update({f"{name}_{mid}": fig for name, fig in res.figures().items()})
 
 
 def build_figures(run: Path) -> dict[str, Any]:
     """{name: plotly figure} for everything the run has computed so far."""
     run = Path(run)
     figs: dict[str, Any] = {}
-    ev, an, co = load_results(run, "evaluate"), load_results(run, "analyses"), load_results(run, "compare")
+    ev, co = load_results(run, "evaluate"), load_results(run, "compare")
     ci, c = load_results(run, "circuits"), load_results(run, "contrasts")
     if ev:
         _training(ev, figs)
@@ -224,22 +197,9 @@ def build_figures(run: Path) -> dict[str, Any]:
     if c:
         _contrasts(c, figs)
     if ci and ci.get("models"):
-        _circuits(run, ci, figs)
-    if an and an.get("models"):
-        _analyses(run, an, figs)
+        _circuits(ci, figs)
+    _per_model(run, (ev or {}).get("eligible", []), figs)
     return figs
-
-
-def _layout(names: list[str], scores: dict[str, float]) -> list[dict[str, Any]]:
-    nodes = [{"name": "embed", "x": -1, "y": 0, "score": 0.0}, {"name": "logits", "x": 99, "y": 0, "score": 0.0}]
-    per_layer: dict[float, int] = {}
-    for n in names:
-        x = float(n[3:]) + 0.5 if n.startswith("MLP") else float(n[1:n.index("H")])
-        per_layer[x] = per_layer.get(x, 0) + 1
-        nodes.append({"name": n, "x": x, "y": per_layer[x], "score": scores.get(n, 0.0)})
-    top = max([n["x"] for n in nodes if n["name"] != "logits"] + [0])
-    nodes[1]["x"] = top + 1
-    return nodes
 
 
 def export_run(run: Path, figs: dict[str, Any], formats: tuple[str, ...] | list[str], strict: bool = True

@@ -1,6 +1,7 @@
 """The per-model analyses of a run as jobs: one model's patching / DLA / ablation / neurons ("analyse") and one
-model's circuit discovery ("circuit"). Each reads its model from models/<id>/ and writes only its own files;
-the run's steps then gather them, so any executor can run them in any order."""
+model's circuit discovery ("circuit"). Each reads its model from models/<id>/ and writes only its own typed
+results (results/per_model/<id>/<stem>.json + .npz); the run's steps then gather their summaries, so any
+executor can run them in any order, and a new analysis needs no code here."""
 
 from __future__ import annotations
 
@@ -8,30 +9,27 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from experiments import stages
 from experiments.jobs import Job
-from interp.store import atomic_write_csv, atomic_write_json, atomic_write_npz
+from interp.store import atomic_write_json, atomic_write_npz
 
-ARRAY_KEYS = ("atp_heads_by_pos", "ig_heads_by_pos", "dla_heads", "dla_mlp", "ablation_heads_accuracy",
-              "ablation_heads_logit_diff", "neuron_coef", "neuron_r2", "neuron_coef_correct", "neuron_r2_correct")
-CIRCUIT_KEYS = ("node_curve", "edge_curve", "overlap_set", "exact_check", "ranked", "node_scores", "trials",
-                "clean_logit_diff", "corrupt_logit_diff")
+INDEX = "index.json"
 
 
-def summary_path(mid: str) -> str:
-    return f"results/per_model/analyses-{mid}.json"
+def model_dir(mid: str) -> str:
+    """Where a model's typed results live: <stem>.json + <stem>.npz each, the analyses' index, their inputs."""
+    return f"results/per_model/{mid}"
 
 
 def analysis_job(mid: str, task: dict[str, Any], params: dict[str, Any]) -> Job:
     """params: corruption, n_pairs, seed, ablation, detailed, device."""
-    return Job(f"analyse-{mid}", "analyse", {"model_id": mid, "task": task, **params}, (summary_path(mid),))
+    return Job(f"analyse-{mid}", "analyse", {"model_id": mid, "task": task, **params}, (f"{model_dir(mid)}/{INDEX}",))
 
 
 def circuit_job(mid: str, task: dict[str, Any], params: dict[str, Any]) -> Job:
     """params: corruption, n_pairs, seed, method, ablation, n_random, level, overlap_fraction, device."""
-    return Job(f"circuit-{mid}", "circuit", {"model_id": mid, "task": task, **params}, (f"circuits/{mid}.json",))
+    return Job(f"circuit-{mid}", "circuit", {"model_id": mid, "task": task, **params},
+               (f"{model_dir(mid)}/circuit.json",))
 
 
 def _load(run_dir: Path, inp: dict[str, Any], device: str | None) -> tuple[Any, Any]:
@@ -43,52 +41,67 @@ def _load(run_dir: Path, inp: dict[str, Any], device: str | None) -> tuple[Any, 
     return model, build_task(inp["task"], f"job {inp['model_id']} task")
 
 
-def _save_arrays(run_dir: Path, name: str, arrays: dict[str, np.ndarray], rows: list[dict] | None = None) -> None:
-    atomic_write_npz(run_dir / "arrays" / f"{name}.npz", arrays)
-    if rows is not None:
-        atomic_write_csv(run_dir / "arrays" / f"{name}.csv", rows)
-
-
 def run_analysis(run_dir: Path, job: Job, progress: bool, device: str | None) -> None:
+    """Every result of `stages.analyse_model` saved the same way (its files, the trials it covers as provenance,
+    the token ids in inputs.npz); the index, written last, lists them."""
     inp, mid = job.inputs, job.inputs["model_id"]
     model, task = _load(run_dir, inp, device)
-    r = stages.analyse_model(model, task, inp["corruption"], inp["n_pairs"], seed=inp["seed"],
-                             ablation=inp["ablation"], detailed=inp["detailed"], progress=progress)
-    inputs = {k: r[k] for k in ("clean_tokens", "corrupt_tokens", "answer_ids", "wrong_ids")}
-    for what in stages.PATCHED:
-        if f"patch_{what}" in r:
-            pr = r[f"patch_{what}"]
-            _save_arrays(run_dir, f"patch_{what}_{mid}", {"values": pr.values, "raw": pr.raw, **inputs}, pr.rows())
-    for key in ARRAY_KEYS:
-        if key in r:
-            _save_arrays(run_dir, f"{key}_{mid}", {"values": np.asarray(r[key])})
-    pr = r["patch_heads"]
-    atomic_write_json(run_dir / summary_path(mid), {
-        "position_labels": r["position_labels"], "clean_logit_diff": pr.clean_logit_diff,
-        "corrupt_logit_diff": pr.corrupt_logit_diff, "first_diff": pr.first_diff, "detailed": inp["detailed"],
-        "ablation_baseline": r["ablation_baseline"], "neuron_top": r["neuron_top"],
-        "neuron_top_ablation": r["neuron_top_ablation"], "neuron_choice_is_correct": r["neuron_choice_is_correct"],
-        "trials": r["trials"], **{k: r[k] for k in ("atp_agreement", "ig_agreement") if k in r}})
+    results, inputs = stages.analyse_model(model, task, inp["corruption"], inp["n_pairs"], seed=inp["seed"],
+                                           ablation=inp["ablation"], detailed=inp["detailed"], progress=progress,
+                                           name=mid)
+    d = run_dir / model_dir(mid)
+    atomic_write_npz(d / "inputs.npz", inputs)
+    for stem, (res, covers) in results.items():
+        res.to_files(d / stem, {"model": mid, "trials": covers, "inputs": "inputs.npz"})
+    atomic_write_json(d / INDEX, {"results": list(results), "detailed": inp["detailed"]})
 
 
 def run_circuit(run_dir: Path, job: Job, progress: bool, device: str | None) -> None:
     inp, mid = job.inputs, job.inputs["model_id"]
     model, task = _load(run_dir, inp, device)
-    r = stages.discover(model, task, inp["corruption"], inp["n_pairs"], inp["seed"], inp["method"], inp["ablation"],
-                        inp["n_random"], inp["level"], inp["overlap_fraction"], progress=False)
-    _save_arrays(run_dir, f"circuit_inputs_{mid}", {"clean_tokens": r.pop("clean_tokens"),
-                                                    "corrupt_tokens": r.pop("corrupt_tokens")})
-    atomic_write_json(run_dir / "circuits" / f"{mid}.json", r)
+    res, pairs = stages.discover(model, task, inp["corruption"], inp["n_pairs"], inp["seed"], inp["method"],
+                                 inp["ablation"], inp["n_random"], inp["level"], inp["overlap_fraction"], name=mid)
+    res.to_files(run_dir / model_dir(mid) / "circuit", {
+        "model": mid, "trials": stages.trials("test", inp["n_pairs"], inp["seed"], inp["corruption"], task),
+        "clean_tokens": pairs.clean.tokens, "corrupt_tokens": pairs.corrupted.tokens})
+
+
+def model_results(run_dir: Path, mid: str) -> dict[str, Any]:
+    """{stem: typed result} of everything saved for one model (its analyses, then its circuit)."""
+    from interp.result_io import load_result
+
+    d = Path(run_dir) / model_dir(mid)
+    stems = json.loads((d / INDEX).read_text())["results"] if (d / INDEX).exists() else []
+    stems += ["circuit"] if (d / "circuit.json").exists() else []
+    return {stem: load_result(d / stem) for stem in stems}
 
 
 def gather_analyses(run_dir: Path, ids: list[str]) -> dict[str, Any]:
-    return {mid: json.loads((run_dir / summary_path(mid)).read_text()) for mid in ids}
+    """Per model: each analysis's summary and the trials it covers."""
+    from interp.result_io import load_provenance
+
+    out = {}
+    for mid in ids:
+        d = Path(run_dir) / model_dir(mid)
+        index = json.loads((d / INDEX).read_text())
+        out[mid] = {"detailed": index["detailed"],
+                    "results": {stem: load_result_summary(d / stem) for stem in index["results"]},
+                    "trials": {stem: load_provenance(d / stem)["trials"] for stem in index["results"]}}
+    return out
+
+
+def load_result_summary(stem: Path) -> dict[str, Any]:
+    from interp.result_io import load_result
+
+    return load_result(stem).summary()
 
 
 def gather_circuits(run_dir: Path, ids: list[str]) -> tuple[dict[str, Any], int | None]:
+    from interp.result_io import load_provenance
+
     models, n_nodes = {}, None
     for mid in ids:
-        r = json.loads((run_dir / "circuits" / f"{mid}.json").read_text())
-        models[mid] = {k: r[k] for k in CIRCUIT_KEYS}
-        n_nodes = r["n_nodes"]
+        stem = Path(run_dir) / model_dir(mid) / "circuit"
+        models[mid] = {**load_result_summary(stem), "trials": load_provenance(stem)["trials"]}
+        n_nodes = models[mid]["n_nodes"]
     return models, n_nodes

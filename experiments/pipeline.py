@@ -4,10 +4,12 @@ runs/<name>/
   run.json                    config, seeds, base (name and weights hash), package versions
   models/<init>-s<seed>/      checkpoints (with curve.csv/json and metrics.json)
   jobs/<id>.json|.status.json|.log   each training / analysis / circuit job: inputs, outputs, where it ran, log
-  results/*.json              evaluation, analyses, comparison, circuits, contrasts, claims, jobs (per_model/: a
-                              job's own results before the step gathers them)
-  arrays/*.npz, arrays/*.csv  every array behind a figure, with labels and the token ids used
-  circuits/<model>.json       each model's full graph, curves and random baselines
+  results/*.json              evaluation, analyses, comparison, circuits, contrasts, claims, jobs: what the
+                              report and the contrasts read (per-model analyses and circuits: their summaries)
+  results/per_model/<model>/  each analysis's typed result as <stem>.json + <stem>.npz (`interp.result_io`;
+                              load with e.g. `Patching.from_files(...)`), with the trials it covers; index.json
+                              lists them; inputs.npz holds the token ids; circuit.* the full graph and curves
+  arrays/accuracy_by_condition.csv   accuracy per condition, split and model
   figures/*.html|png|svg|csv  plotly figures (sharing one plotly.min.js);  attention.html;  report.html
   stages/<step>.json          a step's completion marker: a rerun skips finished steps
 
@@ -25,7 +27,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from experiments.config import to_dict
@@ -33,8 +34,7 @@ from experiments.executors import ExecutorConfig
 from experiments.runconfig import RunConfig, load_run_config  # noqa: F401  (re-exported for callers)
 from experiments.train import pick_device
 from interp.models import load_checkpoint, load_model
-from interp.store import (OutputExistsError, atomic_write_csv, atomic_write_json, atomic_write_npz, portable,
-                          prepare_out_dir, versions)
+from interp.store import OutputExistsError, atomic_write_json, portable, prepare_out_dir, versions
 
 
 def config_hash(cfg: dict[str, Any]) -> str:
@@ -83,11 +83,6 @@ class RunContext:
 
     def save_json(self, name: str, obj: Any) -> None:
         atomic_write_json(self.out / "results" / f"{name}.json", obj)
-
-    def save_arrays(self, name: str, arrays: dict[str, np.ndarray], rows: list[dict[str, Any]] | None = None) -> None:
-        atomic_write_npz(self.out / "arrays" / f"{name}.npz", arrays)
-        if rows is not None:
-            atomic_write_csv(self.out / "arrays" / f"{name}.csv", rows)
 
 
 class Run:

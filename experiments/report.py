@@ -103,17 +103,21 @@ def _circuits(ci: dict[str, Any], figs: dict[str, Any]) -> str:
            _table(rows, ["model", "level", "items", "m(full)", "m(empty)", "f(empty) / f(full)", "CPR", "CMD",
                          f"random CPR mean (range, {ci['n_random']} draws)", "CPR beats random", f"size at {lvl}",
                          "random sets of that size reaching it"])]
-    for name in ("faithfulness_node", "faithfulness_edge") + tuple(f"circuit_{m}" for m in firsts(list(ci["models"]))):
+    for name in ("faithfulness_node", "faithfulness_edge"):
         if name in figs:
             out.append(f"<h4>{esc(name)}</h4>{figure_div(figs[name])}")
     return "\n".join(out)
 
 
 def _analyses(an: dict[str, Any], figs: dict[str, Any]) -> str:
-    rows = [[mid, _num(s["atp_agreement"]["spearman"], "{:.2f}"), _num(s["atp_agreement"]["top_k_recall"], "{:.0%}"),
-             _num(s["ig_agreement"]["spearman"], "{:.2f}"), _num(s["ig_agreement"]["top_k_recall"], "{:.0%}"),
-             s["atp_agreement"]["n_compared"], _num(s["neuron_choice_is_correct"], "{:.1%}")]
-            for mid, s in an["models"].items() if "atp_agreement" in s]
+    rows = []
+    for mid, s in an["models"].items():
+        r = s["results"]
+        if "atp" in r and "ig" in r:
+            atp, ig = r["atp"]["agreement"], r["ig"]["agreement"]
+            rows.append([mid, _num(atp["spearman"], "{:.2f}"), _num(atp["top_k_recall"], "{:.0%}"),
+                         _num(ig["spearman"], "{:.2f}"), _num(ig["top_k_recall"], "{:.0%}"), atp["n_compared"],
+                         _num(r["neurons"]["choice_is_correct"], "{:.1%}")])
     out = ["<h2 id='analyses'>Descriptive analyses</h2><p>Attribution patching against exact head x position "
            "patching, over the positions at or after the first token where clean and corrupted inputs differ "
            "(earlier ones are zero in both by construction); top-10 recall = share of exact patching's 10 largest "
@@ -121,14 +125,13 @@ def _analyses(an: dict[str, Any], figs: dict[str, Any]) -> str:
            "separately, the correct answer: they coincide on the share of trials shown.</p>",
            _table(rows, ["model", "AtP Spearman", "AtP top-10 recall", "IG Spearman", "IG top-10 recall",
                          "entries compared", "model choice = correct answer"]),
-           "<p>Per-position maps and attribution patching are computed for the first analysed model of each init "
-           "(the ones drawn below); head patching, DLA, head ablation and neurons for every analysed model.</p>"]
+           "<p>Per-position maps and attribution patching are computed for the first analysed model of each init; "
+           "head patching, DLA, head ablation, neurons and the circuit for every analysed model. Below, every figure "
+           "of every result saved for the first model of each init (results/per_model/&lt;model&gt;/).</p>"]
     for mid in firsts(list(an["models"])):
-        for kind in ("patch_heads", "patch_heads_by_pos", "patch_resid_pre", "patch_attn_out", "patch_mlp_out",
-                     "dla_heads", "ablation_heads"):
-            name = f"{kind}_{mid}"
-            if name in figs:
-                out.append(f"<h4>{esc(name)}</h4>{figure_div(figs[name])}")
+        names = [n for n in figs if n.endswith(f"_{mid}")]
+        out.append(f"<h3 id='model-{esc(mid)}'>{esc(mid)}</h3>" + "".join(
+            f"<h4>{esc(n)}</h4>{figure_div(figs[n])}" for n in names))
     return "\n".join(out)
 
 

@@ -1,6 +1,7 @@
-"""The computations of each `cogcircuits run` stage, one model (or one model and its reference) at a time. Each
-returns plain results (numbers, arrays, typed results' dicts) and says which trials it covers; the pipeline
-decides where they are stored. Models are identified as "finetuned-s{seed}", "scratch-s{seed}", "base".
+"""The computations of each `cogcircuits run` stage, one model (or one model and its reference) at a time. The
+per-model analyses return typed results (`interp.results`, through `experiments.api`, the notebook's own
+functions) with the trials each covers; the comparisons return plain numbers; the pipeline decides where they
+are stored. Models are identified as "finetuned-s{seed}", "scratch-s{seed}", "base".
 """
 
 from __future__ import annotations
@@ -10,15 +11,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from interp.ablation import Ablator
-from interp.atp import agreement, attribution_patch
-from interp.attribution import direct_logit_attribution
-from interp.circuits import edge_attribution, exact_node_effects
+from interp.circuits import edge_attribution
 from interp.compare import cross_model_patching, layer_cka, relative_weight_change, representations, weight_reversion
-from interp.faithfulness import CircuitEvaluator, curve
 from interp.metrics import accuracy_by_condition, evaluate_batch, incongruent_accuracy
-from interp.neurons import neuron_selectivity
-from interp.patching import patch_sweep, position_token_labels
+from interp.result_base import Result
+from interp.results import Circuit
 from interp.stats import spearman
 from tasks.registry import generate, make_pairs, task_of
 
@@ -73,42 +70,37 @@ def evaluate_model(model: Any, task: Any, n: int, seed: int) -> dict[str, Any]:
 
 
 def analyse_model(model: Any, task: Any, corruption: str, n: int, seed: int, ablation: str,
-                  detailed: bool = True, progress: bool = False) -> dict[str, Any]:
-    """Exact patching of head outputs, DLA per head, head ablation and neuron selectivity; `detailed` adds
-    patching per position (head x position, residual stream, attention and MLP outputs) and attribution patching
-    with its agreement with exact patching."""
-    tok = model.tokenizer
-    clean, bad = make_pairs(task, n, seed=seed, tokenizer=tok, corruption=corruption)
-    args = (model, clean.tokens, bad.tokens, clean.answer_ids, clean.wrong_ids)
-    labels = position_token_labels(tok, clean.tokens, clean.position_labels)
-    res: dict[str, Any] = {"position_labels": labels, "clean_tokens": clean.tokens, "corrupt_tokens": bad.tokens,
-                           "answer_ids": clean.answer_ids, "wrong_ids": clean.wrong_ids}
+                  detailed: bool = True, progress: bool = False, name: str = "model"
+                  ) -> tuple[dict[str, tuple[Result, dict[str, Any]]], dict[str, np.ndarray]]:
+    """Exact patching of head outputs, DLA per head with the logit lens, head ablation and neuron selectivity;
+    `detailed` adds patching per position (head x position, residual stream, attention and MLP outputs) and
+    attribution patching with its agreement with exact patching. Returns {name: (typed result, the trials it
+    covers)} and the token ids of those trials."""
+    from experiments import api
+    from interp.ablation import Ablator
+
+    m = api.Model(model, task, name)
+    pairs = api.pairs(m, n, seed=seed, corruption=corruption)
+    on_pairs = trials("test", n, seed, corruption, task)
+    out: dict[str, tuple[Result, dict[str, Any]]] = {}
     for what in PATCHED if detailed else ("heads",):
-        res[f"patch_{what}"] = patch_sweep(*args, what=what, position_labels=labels, progress=progress)
+        out[f"patch_{what}"] = api.patch(m, pairs, what, progress=progress), on_pairs
     if detailed:
-        exact = res["patch_heads_by_pos"]
+        exact = out["patch_heads_by_pos"][0]
         for method, steps in (("atp", 1), ("ig", 8)):
-            est = attribution_patch(*args, nodes="heads", method=method, steps=steps)
-            res[f"{method}_heads_by_pos"] = est["values"]
-            res[f"{method}_agreement"] = agreement(est["values"], exact.values, exact.first_diff, pos_axis=1)
-    test = generate(task, n, seed=seed, tokenizer=tok, split="test")
-    dla = direct_logit_attribution(model, test.tokens, test.answer_ids, test.wrong_ids)
-    res["dla_heads"], res["dla_mlp"] = dla["heads"].mean(0), dla["mlp"].mean(0)
-    ref = generate(task, n, seed=seed + 1, tokenizer=tok, split="test")
+            out[method] = api.attribution_patching(m, pairs, method, steps, exact=exact), on_pairs  # type: ignore
+    test, ref = api.trials(m, n, seed), api.trials(m, n, seed + 1)
+    out["attribution"] = api.attribute(m, test), trials("test", n, seed)
+    out["ablation"] = (api.ablate(m, test, ablation, reference=ref, progress=progress),
+                       {**trials("test", n, seed), "reference": trials("test", n, seed + 1)})
+    big = api.trials(m, max(4 * n, 128), seed + 2)
     ab = Ablator(model, test.tokens, test.answer_ids, test.wrong_ids, method=ablation, reference_tokens=ref.tokens)
-    each = ab.each_head(progress=progress)
-    res["ablation_heads_accuracy"], res["ablation_heads_logit_diff"] = each["accuracy"], each["logit_diff"]
-    res["ablation_baseline"] = ab.baseline
-    big = generate(task, max(4 * n, 128), seed=seed + 2, tokenizer=tok, split="test")
-    sel = neuron_selectivity(model, big, position="answer", top_k=10)
-    for k in ("coef", "r2", "coef_correct", "r2_correct"):
-        res[f"neuron_{k}"] = sel[k]
-    res["neuron_top"], res["neuron_choice_is_correct"] = sel["top"], sel["choice_is_correct"]
-    res["neuron_top_ablation"] = {v: ab.neurons([(l, i) for l, i, _ in sel["top"][v]]) for v in sel["top"]}
-    res["trials"] = {"patching_and_attribution_patching": trials("test", n, seed, corruption, task),
-                     "dla_and_ablation": trials("test", n, seed), "ablation_reference": trials("test", n, seed + 1),
-                     "neurons": trials("test", len(big), seed + 2)}
-    return res
+    out["neurons"] = (api.neurons(m, big, position="answer", top_k=10, ablator=ab),
+                      {**trials("test", len(big), seed + 2), "top_neurons_ablated_on": trials("test", n, seed)})
+    inputs = {"clean_tokens": pairs.clean.tokens, "corrupt_tokens": pairs.corrupted.tokens,
+              "answer_ids": pairs.clean.answer_ids, "wrong_ids": pairs.clean.wrong_ids, "test_tokens": test.tokens,
+              "reference_tokens": ref.tokens, "neuron_tokens": big.tokens}
+    return out, inputs
 
 
 def representations_of(models: dict[str, Any], task: Any, n: int, seed: int) -> tuple[Any, dict[str, Any]]:
@@ -154,32 +146,17 @@ def map_similarity(maps: dict[str, np.ndarray], order: list[str]) -> np.ndarray:
 
 
 def discover(model: Any, task: Any, corruption: str, n: int, seed: int, method: str, ablation: str,
-             n_random: int, level: float, overlap_fraction: float, progress: bool = False) -> dict[str, Any]:
+             n_random: int, level: float, overlap_fraction: float, progress: bool = False, name: str = "model"
+             ) -> tuple[Circuit, Any]:
     """EAP / EAP-IG graph; MIB faithfulness curves over nodes and over edges beside random circuits; the top
-    `overlap_fraction` of nodes (the set compared across models); and an exact-patching check of the ranking."""
-    tok = model.tokenizer
-    clean, bad = make_pairs(task, n, seed=seed, tokenizer=tok, corruption=corruption)
-    args = (clean.tokens, bad.tokens, clean.answer_ids, clean.wrong_ids)
-    g = edge_attribution(model, *args, method=method, steps=8)
-    ns = g.node_scores()
-    ranked = sorted(ns, key=lambda k: -abs(ns[k]))
-    edges = g.edges()
-    ev = CircuitEvaluator(model, *args, ablation=ablation, seed=seed)
-    node_curve = curve(ev, ranked, "node", n_random=n_random, seed=seed, at_level=level, progress=progress)
-    edge_curve = curve(ev, [(u, v) for u, v, _ in edges], "edge", n_random=n_random, seed=seed + 1,
-                       at_level=level, progress=progress)
-    top = ranked[:min(8, len(ranked))]
-    exact = exact_node_effects(model, *args, top)
-    k = max(1, int(round(overlap_fraction * len(ranked))))
-    return {"method": method, "ablation": ablation, "corruption": corruption, "n_pairs": n,
-            "trials": trials("test", n, seed, corruption, task),
-            "clean_logit_diff": g.clean_logit_diff, "corrupt_logit_diff": g.corrupt_logit_diff,
-            "node_scores": ns, "ranked": ranked, "node_curve": node_curve.to_dict(),
-            "edge_curve": edge_curve.to_dict(), "overlap_set": ranked[:k], "n_nodes": len(ranked),
-            "edges": [{"from": u, "to": v, "score": s} for u, v, s in edges],
-            "exact_check": {"nodes": top, "eap": [ns[t] for t in top], "exact": [exact[t] for t in top],
-                            "spearman": spearman([ns[t] for t in top], [exact[t] for t in top])},
-            "clean_tokens": clean.tokens, "corrupt_tokens": bad.tokens}
+    `overlap_fraction` of nodes (the set compared across models); and an exact-patching check of the ranking.
+    Returns the circuit and the pairs it was found on."""
+    from experiments import api
+
+    m = api.Model(model, task, name)
+    pairs = api.pairs(m, n, seed=seed, corruption=corruption)
+    return api.discover(m, pairs, method, ablation, n_random=n_random, level=level, fraction=overlap_fraction,
+                        seed=seed, progress=progress), pairs
 
 
 def base_ranking(base: Any, task: Any, corruption: str, n: int, seed: int, method: str) -> list[str]:

@@ -179,13 +179,15 @@ def circuits(ctx: RunContext) -> None:
 
 def head_maps(ctx: RunContext) -> dict[str, dict[str, np.ndarray]]:
     """Per-model head maps compared between models: patching effect and ablation effect, both [layer, head]."""
-    an = ctx.load("analyses")
+    from experiments.model_jobs import model_dir
+    from interp.results import Ablation, Patching
+
     maps: dict[str, dict[str, np.ndarray]] = {"patching_map": {}, "ablation_map": {}}
-    for mid, s in an.get("models", {}).items():
-        with np.load(ctx.out / "arrays" / f"patch_heads_{mid}.npz") as z:
-            maps["patching_map"][mid] = z["values"]
-        with np.load(ctx.out / "arrays" / f"ablation_heads_logit_diff_{mid}.npz") as z:
-            maps["ablation_map"][mid] = z["values"] - s["ablation_baseline"]["logit_diff"]
+    for mid in ctx.load("analyses").get("models", {}):
+        d = ctx.out / model_dir(mid)
+        maps["patching_map"][mid] = Patching.from_files(d / "patch_heads").values
+        ab = Ablation.from_files(d / "ablation")
+        maps["ablation_map"][mid] = ab.logit_diff - ab.baseline_logit_diff
     return maps
 
 
@@ -214,9 +216,11 @@ def attention(ctx: RunContext) -> None:
         atomic_write_text(ctx.out / "attention.html", attention_page([], "No model met the criterion: no attention "
                                                                           "views"))
         return
+    from experiments.model_jobs import model_dir
+    from interp.results import Patching
+
     lead = shown[0]
-    with np.load(ctx.out / "arrays" / f"patch_heads_{lead}.npz") as z:
-        vals = z["values"]
+    vals = Patching.from_files(ctx.out / model_dir(lead) / "patch_heads").values
     order = np.argsort(-np.abs(np.nan_to_num(vals)).ravel())[: ctx.rc.attention_heads]
     heads = [(int(i // vals.shape[1]), int(i % vals.shape[1])) for i in order]
     panels = stages.attention_panels({m: ctx.model(m) for m in shown}, ctx.task, ctx.rc.corruption, heads,

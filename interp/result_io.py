@@ -25,14 +25,14 @@ FORMAT = 1
 
 
 def allowed_types() -> dict[str, type]:
-    """The classes a result file may name (the API's results and what they hold)."""
-    from interp import results
+    """The classes a result file may name: every defined result type (`interp.result_base.Result` subclasses,
+    the API's among them) and the plain dataclasses they hold."""
+    import interp.results  # noqa: F401  (defines the API's result types)
     from interp.faithfulness import CircuitCurve
     from interp.patching import PatchResult
+    from interp.result_base import RESULT_TYPES
 
-    classes = [results.Patching, results.Attribution, results.Ablation, results.Neurons, results.Circuit,
-               results.Comparison, results.AttentionView, results.Evaluation, PatchResult, CircuitCurve]
-    return {c.__name__: c for c in classes}
+    return {**RESULT_TYPES, "PatchResult": PatchResult, "CircuitCurve": CircuitCurve}
 
 
 def _encode(value: Any, arrays: dict[str, np.ndarray]) -> Any:

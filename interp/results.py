@@ -1,10 +1,14 @@
-"""Typed results of the analyses: frozen dataclasses that tabulate (`.to_frame()`, a tidy pandas DataFrame with
-labelled columns), plot (`.plot()`, a plotly figure from `interp.viz`) and save themselves (`.to_files(stem)`,
-`Type.from_files(stem)`: arrays as NPZ, the rest as JSON, never pickled; `interp.result_io`).
+"""Typed results of the per-component analyses: frozen dataclasses (`interp.result_base.Result`) that tabulate
+(`.to_frame()`, a tidy pandas DataFrame with labelled columns), plot (`.plot()`, a plotly figure from
+`interp.viz`), name the figures that describe them (`.figures()`), give their headline numbers (`.summary()`) and
+save themselves (`.to_files(stem)`, `Type.from_files(stem)`: arrays as NPZ, the rest as JSON, never pickled;
+`interp.result_io`). The whole-model results (Circuit, Comparison, AttentionView, Evaluation) live in
+`interp.results_model` and are importable from here.
 
 Each wraps what an `interp` function already returns (the functions and their return values are unchanged): a
-`PatchResult`, the DLA / logit-lens arrays, `Ablator.each_head`, `neuron_selectivity`, an EAP `Graph` with its
-`CircuitCurve`s, CKA and reliance profiles, attention patterns. `experiments.api` builds them.
+`PatchResult`, attribution patching's estimate, the DLA / logit-lens arrays, `Ablator.each_head`,
+`neuron_selectivity`, an EAP `Graph` with its `CircuitCurve`s, CKA and reliance profiles, attention patterns.
+`experiments.api` builds them; the CLI's analysis commands and `cogcircuits run` save them (docs/analyses.md).
 
 Axes: trial, layer, head, pos (positions, labelled "name: token"), neuron, variable; `layer_plus_1` is the
 residual stream read before each layer and after the last. Components are named "L{l}H{h}", "L{l} b_O",
@@ -13,10 +17,7 @@ residual stream read before each layer and after the last. Components are named 
 
 from __future__ import annotations
 
-import html
-import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,52 +25,14 @@ import pandas as pd
 from jaxtyping import Float
 
 from interp import viz
-from interp.faithfulness import CircuitCurve
 from interp.patching import PatchResult
+from interp.result_base import Result, head_label, head_labels, layer_labels
+from interp.result_base import top_heads as top_heads_of
 from interp.stats import mean_ci
 
 
-class Saved:
-    """Saving and loading as files (`interp.result_io`): arrays as NPZ, the rest as JSON; never pickled."""
-
-    def to_files(self, stem: str | Path, provenance: dict[str, Any] | None = None) -> tuple[Path, Path]:
-        """Write `stem`.json and `stem`.npz; returns their paths."""
-        from interp.result_io import save_result
-
-        return save_result(self, stem, provenance)
-
-    @classmethod
-    def from_files(cls, stem: str | Path) -> Any:
-        """The result saved at `stem` (refused if the files hold another type of result)."""
-        from interp.result_io import load_result
-
-        r = load_result(stem)
-        if not isinstance(r, cls):
-            raise TypeError(f"{stem} holds a {type(r).__name__}, not a {cls.__name__}")
-        return r
-
-
-def head_label(layer: int, head: int) -> str:
-    return f"L{layer}H{head}"
-
-
-def _top_heads(scores: Float[np.ndarray, "layer head"], k: int) -> list[tuple[int, int]]:
-    """The k (layer, head) with the largest |score| (NaN last, ties in layer-major order)."""
-    mag = np.abs(np.nan_to_num(np.asarray(scores, float), nan=-1.0)).ravel()
-    order = np.argsort(-mag, kind="stable")[:k]
-    return [(int(i // scores.shape[1]), int(i % scores.shape[1])) for i in order]
-
-
-def _layers(n: int) -> list[str]:
-    return [f"L{i}" for i in range(n)]
-
-
-def _heads(n: int) -> list[str]:
-    return [f"H{i}" for i in range(n)]
-
-
 @dataclass(frozen=True, eq=False)
-class Patching(Saved):
+class Patching(Result):
     """Exact activation patching of one target (`interp.patching.patch_sweep`) on clean/corrupted pairs.
 
     `result.values` [*axes] are normalised (0 = corrupted run, 1 = clean run; NaN when undefined), `result.raw`
@@ -112,7 +75,7 @@ class Patching(Saved):
         return np.nan_to_num(e.reshape(e.shape[0], e.shape[1], -1), nan=0.0).max(axis=2)
 
     def top_heads(self, k: int = 3) -> list[tuple[int, int]]:
-        return _top_heads(self.heads_effect(), k)
+        return top_heads_of(self.heads_effect(), k)
 
     def plot(self) -> Any:
         """Heatmap: layer x head, layer x position, or (layer, head) rows x position columns. Normalised values;
@@ -130,9 +93,57 @@ class Patching(Saved):
         rows = [head_label(l, h) for l in range(v.shape[0]) for h in range(v.shape[1])]
         return viz.heatmap(v.reshape(len(rows), -1), rows, lab[other], title, unit)
 
+    def figures(self) -> dict[str, Any]:
+        return {f"patch_{self.result.what}": self.plot()}
+
+    def summary(self) -> dict[str, Any]:
+        r = self.result
+        return {"what": r.what, "direction": r.direction, "clean_logit_diff": r.clean_logit_diff,
+                "corrupt_logit_diff": r.corrupt_logit_diff, "defined": r.defined, "first_diff": r.first_diff,
+                "labels": r.labels, "n_pairs": self.n_pairs, "corruption": self.corruption}
+
 
 @dataclass(frozen=True, eq=False)
-class Attribution(Saved):
+class AttributionPatching(Result):
+    """Attribution patching (`interp.atp.attribution_patch`: gradient x activation difference, "atp", or integrated
+    gradients, "ig") of head outputs per position [layer, pos, head], normalised like exact patching, and, when
+    exact patching of the same pairs was given, its agreement with it (`interp.atp.agreement`: Spearman and top-10
+    recall over the positions that can differ)."""
+
+    method: str
+    values: Float[np.ndarray, "layer pos head"]
+    position_labels: tuple[str, ...]
+    agreement: dict[str, Any]
+    model: str = "model"
+    corruption: str = ""
+    n_pairs: int = 0
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per (layer, pos, head): component, layer, pos, position label, head, value."""
+        L, P, H = self.values.shape
+        return pd.DataFrame([{"component": head_label(l, h), "layer": l, "pos": p, "position": self.position_labels[p],
+                              "head": h, "value": float(self.values[l, p, h])}
+                             for l in range(L) for p in range(P) for h in range(H)])
+
+    def plot(self) -> Any:
+        """Heatmap: rows (layer, head), columns positions with their tokens."""
+        L, P, H = self.values.shape
+        rows = [head_label(l, h) for l in range(L) for h in range(H)]
+        agree = (f"; Spearman with exact patching {self.agreement['spearman']:.2f}"
+                 if self.agreement.get("spearman") is not None else "")
+        return viz.heatmap(self.values.transpose(0, 2, 1).reshape(L * H, P), rows, list(self.position_labels),
+                           f"{self.model}: {self.method} estimate of head x position patching ({self.corruption}, "
+                           f"{self.n_pairs} pairs{agree})", "normalised effect (estimate)")
+
+    def figures(self) -> dict[str, Any]:
+        return {f"{self.method}_heads_by_pos": self.plot()}
+
+    def summary(self) -> dict[str, Any]:
+        return {"method": self.method, "agreement": self.agreement, "n_pairs": self.n_pairs}
+
+
+@dataclass(frozen=True, eq=False)
+class Attribution(Result):
     """Direct logit attribution of the answer-minus-wrong logit difference at the answer position, per trial, and
     the logit lens. The components sum to `logit_diff` exactly (`interp.attribution`)."""
 
@@ -190,14 +201,14 @@ class Attribution(Saved):
         return pd.DataFrame({"read_before": x, "value": m, "ci_low": lo, "ci_high": hi})
 
     def top_heads(self, k: int = 3) -> list[tuple[int, int]]:
-        return _top_heads(self.heads.mean(0), k)
+        return top_heads_of(self.heads.mean(0), k)
 
     def plot(self, kind: str = "heads") -> Any:
         """"heads": heatmap of the mean DLA [layer, head]; "components": bars per component (heads summed per
         layer with b_O; mean, 95% CI over trials); "lens": the logit lens."""
         n, L, H = self.heads.shape
         if kind == "heads":
-            return viz.heatmap(self.heads.mean(0), _layers(L), _heads(H),
+            return viz.heatmap(self.heads.mean(0), layer_labels(L), head_labels(H),
                                f"{self.model}: direct logit attribution per head ({n} trials)", "logit diff")
         if kind == "components":
             parts = {"embed": self.embed, "pos_embed": self.pos_embed}
@@ -215,9 +226,16 @@ class Attribution(Saved):
                                 f"{self.model}: logit lens ({n} trials)", "read before layer", "logit diff")
         raise ValueError(f"unknown plot {kind!r} (choose heads, components, lens)")
 
+    def figures(self) -> dict[str, Any]:
+        return {"dla_heads": self.plot("heads"), "dla_components": self.plot("components"),
+                "logit_lens": self.plot("lens")}
+
+    def summary(self) -> dict[str, Any]:
+        return {"logit_diff": float(self.logit_diff.mean()), "n_trials": int(self.heads.shape[0])}
+
 
 @dataclass(frozen=True, eq=False)
-class Ablation(Saved):
+class Ablation(Result):
     """Each head ablated alone (`interp.ablation.Ablator.each_head`): accuracy and mean logit difference
     [layer, head], beside the unablated model's."""
 
@@ -239,25 +257,32 @@ class Ablation(Saved):
                              for l in range(L) for h in range(H)])
 
     def top_heads(self, k: int = 3) -> list[tuple[int, int]]:
-        return _top_heads(self.logit_diff - self.baseline_logit_diff, k)
+        return top_heads_of(self.logit_diff - self.baseline_logit_diff, k)
 
     def plot(self, metric: str = "logit_diff") -> Any:
         """Heatmap [layer, head] of the change in mean logit difference ("logit_diff") or of accuracy."""
         L, H = self.accuracy.shape
         if metric == "logit_diff":
-            return viz.heatmap(self.logit_diff - self.baseline_logit_diff, _layers(L), _heads(H),
+            return viz.heatmap(self.logit_diff - self.baseline_logit_diff, layer_labels(L), head_labels(H),
                                f"{self.model}: change in logit diff, each head {self.method}-ablated "
                                f"({self.n_trials} trials; unablated {self.baseline_logit_diff:.3f})",
                                "delta logit diff")
         if metric == "accuracy":
-            return viz.heatmap(self.accuracy, _layers(L), _heads(H),
+            return viz.heatmap(self.accuracy, layer_labels(L), head_labels(H),
                                f"{self.model}: accuracy, each head {self.method}-ablated ({self.n_trials} trials; "
                                f"unablated {self.baseline_accuracy:.3f})", "accuracy", zmid=self.baseline_accuracy)
         raise ValueError(f"unknown metric {metric!r} (choose logit_diff, accuracy)")
 
+    def figures(self) -> dict[str, Any]:
+        return {"ablation_heads_logit_diff": self.plot("logit_diff"), "ablation_heads_accuracy": self.plot("accuracy")}
+
+    def summary(self) -> dict[str, Any]:
+        return {"method": self.method, "baseline_accuracy": self.baseline_accuracy,
+                "baseline_logit_diff": self.baseline_logit_diff, "n_trials": self.n_trials}
+
 
 @dataclass(frozen=True, eq=False)
-class Neurons(Saved):
+class Neurons(Result):
     """Standardised regression of each MLP neuron at one position on the task variables, with the model's own
     choice (`coef`, `r2`; `interp.neurons.neuron_selectivity`)."""
 
@@ -271,11 +296,16 @@ class Neurons(Saved):
     choice_is_correct: float
     n_trials: int
     model: str = "model"
+    r2_correct: Float[np.ndarray, "layer neuron"] | None = None
+    top_ablation: dict[str, dict[str, float]] = field(default_factory=dict)  # {variable: accuracy, logit_diff}
 
     @classmethod
-    def from_dict(cls, sel: dict[str, Any], n_trials: int, model: str = "model") -> Neurons:
+    def from_dict(cls, sel: dict[str, Any], n_trials: int, model: str = "model",
+                  top_ablation: dict[str, dict[str, float]] | None = None) -> Neurons:
+        """From `neuron_selectivity(...)`; `top_ablation`: each variable's top neurons ablated together."""
         return cls(tuple(sel["layers"]), sel["position"], tuple(sel["variables"]), sel["coef"], sel["r2"],
-                   sel["coef_correct"], sel["top"], sel["choice_is_correct"], n_trials, model)
+                   sel["coef_correct"], sel["top"], sel["choice_is_correct"], n_trials, model,
+                   sel.get("r2_correct"), dict(top_ablation or {}))
 
     def to_frame(self) -> pd.DataFrame:
         """One row per (layer, neuron, variable): beta (model's choice), beta_correct and the neuron's r2."""
@@ -284,8 +314,15 @@ class Neurons(Saved):
                               "beta": float(self.coef[i, n, v]), "beta_correct": float(self.coef_correct[i, n, v]),
                               "r2": float(self.r2[i, n])} for i in range(Li) for n in range(N) for v in range(V)])
 
-    def plot(self) -> Any:
-        """Heatmap of the most selective neurons' betas (rows "L{l}N{i}") per variable."""
+    def plot(self, kind: str = "top") -> Any:
+        """"top": heatmap of the most selective neurons' betas (rows "L{l}N{i}") per variable; "r2": R^2 of every
+        neuron's regression [layer, neuron]."""
+        if kind == "r2":
+            return viz.heatmap(self.r2, [f"L{l}" for l in self.layers], [str(i) for i in range(self.r2.shape[1])],
+                               f"{self.model}: R^2 of each neuron's regression on the task variables "
+                               f"({self.n_trials} trials)", "R^2", zmid=None)
+        if kind != "top":
+            raise ValueError(f"unknown plot {kind!r} (choose top, r2)")
         row = {l: i for i, l in enumerate(self.layers)}
         top = list(dict.fromkeys((l, i) for v in self.variables for l, i, _ in self.top[v]))
         coef = np.array([self.coef[row[l], i] for l, i in top]).reshape(len(top), len(self.variables))
@@ -293,230 +330,16 @@ class Neurons(Saved):
                            f"{self.model}: standardised betas of the most selective neurons at '{self.position}' "
                            f"({self.n_trials} trials)", "beta")
 
+    def figures(self) -> dict[str, Any]:
+        return {"neuron_top_coef": self.plot("top"), "neuron_r2": self.plot("r2")}
 
-def _node_layer(name: str) -> float:
-    return float(name[3:]) + 0.5 if name.startswith("MLP") else float(name[1:name.index("H")])
-
-
-@dataclass(frozen=True, eq=False)
-class Circuit(Saved):
-    """An EAP / EAP-IG edge graph (`interp.circuits.edge_attribution`) with MIB faithfulness curves over nodes and
-    over edges beside random circuits (`interp.faithfulness.curve`), and an exact-patching check of the top nodes.
-    Node scores are the sums of their outgoing edges; `top` is the top `fraction` of nodes by |score|."""
-
-    method: str
-    ablation: str
-    corruption: str
-    n_pairs: int
-    clean_logit_diff: float
-    corrupt_logit_diff: float
-    node_scores: dict[str, float]
-    edges: tuple[tuple[str, str, float], ...]  # (upstream, downstream, score), by |score|
-    node_curve: CircuitCurve
-    edge_curve: CircuitCurve
-    top: tuple[str, ...]
-    exact: dict[str, float]  # exact denoising effect of patching each of the first top nodes
-    model: str = "model"
-
-    @property
-    def ranked(self) -> list[str]:
-        return sorted(self.node_scores, key=lambda k: -abs(self.node_scores[k]))
-
-    def to_frame(self) -> pd.DataFrame:
-        """One row per edge: rank, upstream (from), downstream (to), score (normalised by clean - corrupted)."""
-        return pd.DataFrame([{"rank": i, "from": u, "to": v, "score": s} for i, (u, v, s) in enumerate(self.edges)])
-
-    def nodes_frame(self) -> pd.DataFrame:
-        """One row per node: rank, node, kind (head / mlp), layer, head (<NA> for MLPs), score, in_top, and the
-        exact patching effect where checked."""
-        rows = []
-        for i, n in enumerate(self.ranked):
-            mlp = n.startswith("MLP")
-            rows.append({"rank": i, "node": n, "kind": "mlp" if mlp else "head", "layer": int(_node_layer(n)),
-                         "head": None if mlp else int(n[n.index("H") + 1:]), "score": self.node_scores[n],
-                         "in_top": n in self.top, "exact": self.exact.get(n, np.nan)})
-        return pd.DataFrame(rows).astype({"head": "Int64"})
-
-    def curve_frame(self) -> pd.DataFrame:
-        """Faithfulness per level (node, edge) and size: fraction, size, faithfulness, and the random circuits'
-        mean and 2.5 / 97.5 percentiles."""
-        rows = []
-        for c in (self.node_curve, self.edge_curve):
-            for p, k, f, r in zip(c.grid, c.sizes, c.faithfulness, c.random_faithfulness):
-                r = np.asarray(r, float)
-                with warnings.catch_warnings():  # undefined faithfulness is NaN everywhere
-                    warnings.simplefilter("ignore", RuntimeWarning)
-                    stats = (np.nanmean(r), np.nanpercentile(r, 2.5), np.nanpercentile(r, 97.5)) if r.size else \
-                        (np.nan,) * 3
-                rows.append({"level": c.level, "fraction": p, "size": k, "faithfulness": f, "random_mean": stats[0],
-                             "random_low": stats[1], "random_high": stats[2]})
-        return pd.DataFrame(rows)
-
-    def plot(self, kind: str = "graph", max_edges: int = 60) -> Any:
-        """"graph": the top nodes and their strongest edges; "node" / "edge": the faithfulness curve beside random
-        circuits (mean dashed, 2.5-97.5 percentile band)."""
-        if kind == "graph":
-            nodes = [{"name": "embed", "x": -1.0, "y": 0, "score": 0.0}]
-            per_layer: dict[float, int] = {}
-            for n in self.top:
-                x = _node_layer(n)
-                per_layer[x] = per_layer.get(x, 0) + 1
-                nodes.append({"name": n, "x": x, "y": per_layer[x], "score": self.node_scores[n]})
-            nodes.append({"name": "logits", "x": max([n["x"] for n in nodes] + [0]) + 1, "y": 0, "score": 0.0})
-            keep = set(self.top) | {"embed", "logits"}
-            edges = [{"from": u, "to": v, "score": s} for u, v, s in self.edges if u in keep and v in keep][:max_edges]
-            return viz.circuit_graph(nodes, edges, f"{self.model}: its top {len(self.top)} nodes and their strongest "
-                                                   f"edges ({self.method})")
-        if kind in ("node", "edge"):
-            f = self.curve_frame()
-            f = f[f["level"] == kind]
-            c = self.node_curve if kind == "node" else self.edge_curve
-            return viz.faithfulness_curves(list(f["fraction"]), {self.model: list(f["faithfulness"])},
-                                           {"random": (f["random_mean"].to_numpy(), f["random_low"].to_numpy(),
-                                                       f["random_high"].to_numpy())},
-                                           f"{self.model}: faithfulness of the top-ranked {kind}s ({self.method}, "
-                                           f"{self.ablation} ablation; CPR {c.cpr:.3f}) beside random circuits")
-        raise ValueError(f"unknown plot {kind!r} (choose graph, node, edge)")
+    def summary(self) -> dict[str, Any]:
+        return {"position": self.position, "variables": list(self.variables), "top": self.top,
+                "choice_is_correct": self.choice_is_correct, "top_ablation": self.top_ablation,
+                "n_trials": self.n_trials}
 
 
-@dataclass(frozen=True, eq=False)
-class Comparison(Saved):
-    """Trained models against a base on the same trials, per layer: debiased CKA of the residual stream at the
-    answer position (`cka`, [layer_plus_1]), chance-corrected accuracy kept reverting each layer to the base
-    (`reversion`, [layer]), reverting every layer from the top down to layer l (`top_down`, [layer], x from the
-    top), with the base's residual stream patched in (`cmap`, [layer]), and relative weight change."""
+from interp.results_model import AttentionView, Circuit, Comparison, Evaluation  # noqa: E402  (re-exported)
 
-    base: str
-    cka: dict[str, np.ndarray]
-    reversion: dict[str, np.ndarray]
-    top_down: dict[str, np.ndarray]
-    cmap: dict[str, np.ndarray]
-    weight_change: dict[str, dict[str, float]]
-    n_trials: int
-
-    def _x(self, measure: str) -> list[str]:
-        L = len(next(iter(self.reversion.values())))
-        return {"cka": [f"resid_pre L{i}" for i in range(L)] + ["final"], "reversion": _layers(L),
-                "cmap": _layers(L), "top_down": _layers(L)[::-1],
-                "weight_change": list(next(iter(self.weight_change.values())))}[measure]
-
-    def _series(self, measure: str) -> dict[str, list[float]]:
-        if measure == "weight_change":
-            return {m: list(d.values()) for m, d in self.weight_change.items()}
-        return {m: list(np.asarray(v, float)) for m, v in getattr(self, measure).items()}
-
-    def to_frame(self) -> pd.DataFrame:
-        """One row per (model, measure, x): measure is cka, reversion, top_down, cmap or weight_change; x the
-        layer (or component) label."""
-        return pd.DataFrame([{"model": m, "measure": meas, "x": x, "value": float(y)}
-                             for meas in ("cka", "reversion", "top_down", "cmap", "weight_change")
-                             for m, ys in self._series(meas).items() for x, y in zip(self._x(meas), ys)])
-
-    def plot(self, measure: str = "cka") -> Any:
-        """One line per model (groups by the name before "-s", e.g. finetuned-s0) for one measure."""
-        titles = {"cka": ("Debiased CKA with the base (residual stream, answer position)", "CKA"),
-                  "reversion": ("Accuracy kept reverting one layer to the base", "(acc - 0.5) / (acc_full - 0.5)"),
-                  "top_down": ("Accuracy kept reverting every layer from the top down", "accuracy kept"),
-                  "cmap": ("Accuracy kept with the base's residual stream patched in", "accuracy kept"),
-                  "weight_change": ("Relative weight change from the base", "||W - W_base|| / ||W_base||")}
-        if measure not in titles:
-            raise ValueError(f"unknown measure {measure!r} (choose {', '.join(titles)})")
-        t, y = titles[measure]
-        return viz.profiles(self._x(measure), self._series(measure), f"{t} ({self.base}, {self.n_trials} trials)",
-                            "layer", y, hline=None if measure in ("cka", "weight_change") else 0.0, bands=False)
-
-
-@dataclass(frozen=True, eq=False)
-class AttentionView(Saved):
-    """Attention patterns of chosen heads on one or more sequences (views, e.g. a clean trial and its corrupted
-    version), shown with circuitsvis: `.html()` is one offline page (`interp.viz.attention_views_page`), `.show()`
-    displays it in a notebook. patterns[v] is [head, dest, src] for `heads` in order."""
-
-    heads: tuple[tuple[int, int], ...]
-    titles: tuple[str, ...]
-    texts: tuple[str, ...]
-    tokens: tuple[tuple[str, ...], ...]
-    patterns: tuple[np.ndarray, ...]
-    title: str = "Attention"
-    notes: tuple[str, ...] = ()
-
-    @property
-    def head_names(self) -> list[str]:
-        return [head_label(l, h) for l, h in self.heads]
-
-    def html(self) -> str:
-        """The self-contained page (circuitsvis inlined, renders from disk without network)."""
-        views = [{"title": t, "text": x, "tokens": list(k), "attention": p}
-                 for t, x, k, p in zip(self.titles, self.texts, self.tokens, self.patterns)]
-        return viz.attention_views_page(views, self.head_names, self.title, self.notes)
-
-    def _repr_html_(self) -> str:
-        return (f"<iframe srcdoc=\"{html.escape(self.html(), quote=True)}\" "
-                "style='width:100%;height:720px;border:0' sandbox='allow-scripts'></iframe>")
-
-    def save(self, path: str | Path) -> Path:
-        from interp.store import atomic_write_text
-
-        atomic_write_text(Path(path), self.html())
-        return Path(path)
-
-    def show(self) -> Path | None:
-        """In a notebook (IPython present): display the view inline, return None. Elsewhere: write it to a
-        temporary HTML file (opened by nothing) and return its path."""
-        try:
-            from IPython.display import HTML, display
-        except ImportError:
-            import tempfile
-
-            fd, name = tempfile.mkstemp(suffix=".html", prefix="attention-")
-            with open(fd, "w", encoding="utf-8") as f:
-                f.write(self.html())
-            return Path(name)
-        display(HTML(self._repr_html_()))
-        return None
-
-    def to_frame(self) -> pd.DataFrame:
-        """One row per (view, head, dest, src) with src <= dest (attention is causal): view title, head name,
-        dest and src positions and their tokens, weight."""
-        rows = []
-        for t, toks, p in zip(self.titles, self.tokens, self.patterns):
-            for i, name in enumerate(self.head_names):
-                for d in range(p.shape[1]):
-                    rows += [{"view": t, "head": name, "dest": d, "src": s, "dest_token": toks[d],
-                              "src_token": toks[s], "weight": float(p[i, d, s])} for s in range(d + 1)]
-        return pd.DataFrame(rows)
-
-    def plot(self, view: int = 0, head: int = 0) -> Any:
-        """Heatmap of one head's pattern in one view: rows dest, columns src, labelled "i: token"."""
-        toks = [f"{i}: {t}" for i, t in enumerate(self.tokens[view])]
-        return viz.heatmap(self.patterns[view][head], toks, toks, f"{self.head_names[head]}: {self.titles[view]}",
-                           "attention", zmid=None)
-
-
-@dataclass(frozen=True, eq=False)
-class Evaluation(Saved):
-    """Accuracy (answer logit > wrong logit), incongruent-trial accuracy and mean logit difference on a split,
-    per condition of the task in `by_condition`; per_trial_logit_diff is [trial]."""
-
-    split: str
-    n: int
-    seed: int
-    accuracy: float
-    incongruent_accuracy: float
-    logit_diff: float
-    by_condition: tuple[dict[str, Any], ...]
-    per_trial_logit_diff: Float[np.ndarray, " trial"]
-    model: str = "model"
-
-    def to_frame(self) -> pd.DataFrame:
-        """One row per condition: the task's condition variables, n, accuracy."""
-        return pd.DataFrame(list(self.by_condition))
-
-    def plot(self) -> Any:
-        from interp.metrics import condition_label
-
-        f = self.to_frame()
-        cats = [condition_label(r) for r in self.by_condition]
-        return viz.bars(cats, {self.model: (f["accuracy"].to_numpy(), np.zeros(len(f)))},
-                        f"{self.model}: accuracy per condition ({self.split}, {self.n} trials; overall "
-                        f"{self.accuracy:.3f})", "accuracy")
+__all__ = ["Result", "Patching", "AttributionPatching", "Attribution", "Ablation", "Neurons", "Circuit",
+           "Comparison", "AttentionView", "Evaluation", "head_label"]

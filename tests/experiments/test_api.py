@@ -170,18 +170,29 @@ def test_neuron_frame_uses_layer_numbers_not_row_indices(ft):
     assert n.plot().data[0].y[0].startswith("L1N")
 
 
-def test_discover_equals_the_cli_stage_and_its_frames_hold_the_curves(easy):
-    from experiments.stages import discover
+def test_discover_equals_the_library_composition_and_its_frames_hold_the_curves(easy):
+    """The API (which the CLI and `run` use) against the library's own functions called by hand on the same
+    pairs and seeds: catches pairs of another seed, clean and corrupted swapped, the wrong seed per level."""
+    from interp.circuits import edge_attribution
+    from interp.faithfulness import CircuitEvaluator, curve
+    from tasks.registry import make_pairs
 
     c = cc.discover(easy, cc.pairs(easy, 12, seed=5, corruption="relevant-flip"), method="eap", n_random=3, seed=5)
-    s = discover(easy.model, easy.task, "relevant-flip", 12, 5, "eap", "corrupted", 3, 0.8, 0.2)
+    clean, bad = make_pairs(easy.task, 12, seed=5, tokenizer=easy.tokenizer, corruption="relevant-flip")
+    args = (clean.tokens, bad.tokens, clean.answer_ids, clean.wrong_ids)
+    g = edge_attribution(easy.model, *args, method="eap")
+    ns = g.node_scores()
+    ranked = sorted(ns, key=lambda k: -abs(ns[k]))
+    ev = CircuitEvaluator(easy.model, *args, ablation="corrupted", seed=5)
+    want = {"node": curve(ev, ranked, "node", n_random=3, seed=5, at_level=0.8),
+            "edge": curve(ev, [(u, v) for u, v, _ in g.edges()], "edge", n_random=3, seed=6, at_level=0.8)}
     assert c.node_curve.defined and c.edge_curve.defined, "the easy model must separate full from empty circuits"
-    assert c.node_scores == pytest.approx(s["node_scores"])
-    assert list(c.top) == s["overlap_set"]
+    assert c.node_scores == pytest.approx(ns)
+    assert list(c.top) == ranked[:round(0.2 * len(ranked))]
     for level in ("node", "edge"):
-        got, want = getattr(c, f"{level}_curve"), s[f"{level}_curve"]
-        np.testing.assert_allclose(got.faithfulness, want["faithfulness"])
-        np.testing.assert_allclose(got.random_faithfulness, want["random_faithfulness"])
+        got = getattr(c, f"{level}_curve")
+        np.testing.assert_allclose(got.faithfulness, want[level].faithfulness)
+        np.testing.assert_allclose(got.random_faithfulness, want[level].random_faithfulness)
         cf = c.curve_frame()
         cf = cf[cf["level"] == level]
         np.testing.assert_allclose(cf["faithfulness"], got.faithfulness)

@@ -14,6 +14,8 @@ import pytest
 
 from experiments.cli import build_parser, main
 from interp.models import load_model, save_checkpoint
+from interp.result_io import load_provenance
+from interp.results import Ablation, Attribution, Circuit, Comparison, Neurons, Patching
 from tasks.cdm import CDMConfig, make_pairs
 
 COMMANDS = ("patch", "attribute", "ablate", "neurons", "discover", "compare")
@@ -64,9 +66,8 @@ def test_patch_heads_by_pos_heatmap_is_labelled_with_token_strings(capsys, tmp_p
     labels = position_token_labels(model.tokenizer, clean.tokens, clean.position_labels)
     assert any(t in " ".join(labels) for t in (" color", " motion"))  # they are token strings, not indices
     assert [html.unescape(x) for x in trace["x"]] == labels
-    with np.load(out / "patch_heads_by_pos.npz") as z:
-        unpatched = json.loads((out / "patch.json").read_text())["corrupt_logit_diff"]
-        vals = z["values"] if np.isfinite(z["values"]).any() else z["raw"] - unpatched  # [layer, pos, head]
+    r = Patching.from_files(out / "patching").result
+    vals = r.values if np.isfinite(r.values).any() else r.raw - r.corrupt_logit_diff  # [layer, pos, head]
     L, P, H = vals.shape
     assert trace["y"] == [f"L{l}H{h}" for l in range(L) for h in range(H)]
     z = numbers(trace["z"])  # row L{l}H{h}, column position
@@ -98,13 +99,47 @@ def test_every_analysis_command_writes_its_figures(capsys, tmp_path, ckpt, tiny_
     assert [p.name for p in figs.glob("*.js")] == ["plotly.min.js"]
 
 
+SAVED = {"patch": ("patching", Patching, ("clean", "corrupt")), "attribute": ("attribution", Attribution, ("trials",)),
+         "ablate": ("ablation", Ablation, ("trials", "reference")), "neurons": ("neurons", Neurons, ("trials",)),
+         "discover": ("circuit", Circuit, ("clean", "corrupt")), "compare": ("comparison", Comparison, ("trials",))}
+
+
+@pytest.mark.parametrize("cmd", COMMANDS)
+def test_every_command_saves_its_typed_result_table_and_inputs(capsys, tmp_path, ckpt, tiny_base, cmd):
+    """The same writer for every command: the typed result loads back as its type, the CSV is its table, and the
+    provenance holds the token ids of trials that the task regenerates from the recorded seed (catches tokens
+    of another batch, or of the clean trials recorded as the corrupted ones)."""
+    import pandas as pd
+
+    from tasks.cdm import generate
+
+    out = tmp_path / cmd
+    assert main(argv(cmd, ckpt, tiny_base, out)) == 0, capsys.readouterr().err
+    stem, cls, batches = SAVED[cmd]
+    res = cls.from_files(out / stem)
+    table = pd.read_csv(out / f"{stem}.csv")
+    assert len(table) == len(res.to_frame()) > 0 and list(table.columns) == list(res.to_frame().columns)
+    prov = load_provenance(out / stem)
+    assert prov["command"] == cmd and prov["seed"] == 0 and prov["task"]["name"] == "ContextDecisionMaking"
+    tok = load_model(ckpt)[1]
+    n = {"patch": 4, "attribute": 8, "ablate": 8, "neurons": 32, "discover": 4, "compare": 16}[cmd]
+    if "clean" in batches:
+        clean, bad = make_pairs(CDMConfig(), n, seed=0, tokenizer=tok, corruption="context-flip")
+        expect = {"clean": clean.tokens, "corrupt": bad.tokens}
+    else:
+        expect = {"trials": generate(CDMConfig(), n, seed=0, tokenizer=tok, split="test").tokens,
+                  "reference": generate(CDMConfig(), n, seed=1, tokenizer=tok, split="test").tokens}
+    for b in batches:
+        np.testing.assert_array_equal(np.asarray(prov[f"{b}_tokens"]), expect[b])
+    assert not any(str(tmp_path) in p.read_text() for p in out.rglob("*.json"))
+
+
 def test_heads_heatmap_holds_the_commands_numbers(capsys, tmp_path, ckpt):
     out = tmp_path / "a"
     assert main(["ablate", str(ckpt), "--n", "8", "--method", "zero", "--out", str(out)]) == 0
     trace = plotly_data((out / "figures" / "ablation_heads_logit_diff.html").read_text())[0]
-    base = json.loads((out / "ablation.json").read_text())["baseline"]["logit_diff"]
-    with np.load(out / "ablation_heads.npz") as z:
-        np.testing.assert_allclose(numbers(trace["z"]), z["logit_diff"] - base, atol=1e-9)
+    a = Ablation.from_files(out / "ablation")
+    np.testing.assert_allclose(numbers(trace["z"]), a.logit_diff - a.baseline_logit_diff, atol=1e-9)
     assert trace["y"] == ["L0", "L1"] and trace["x"] == ["H0", "H1", "H2", "H3"]
 
 

@@ -55,18 +55,24 @@ def test_every_promised_file(run_dir, tiny_base):
         assert (run_dir / f).is_file(), f
     for mid in ("finetuned-s0", "finetuned-s1", "scratch-s0", "scratch-s1"):
         assert (run_dir / "models" / mid / "checkpoint.json").is_file()
-        assert (run_dir / "circuits" / f"{mid}.json").is_file()
+        for stem in ("circuit", "patch_heads", "attribution", "ablation", "neurons"):
+            assert (run_dir / "results" / "per_model" / mid / f"{stem}.json").is_file(), (mid, stem)
     idx = json.loads((run_dir / "figures" / "index.json").read_text())
     for name in ("learning_curves", "psychometric_relevant", "psychometric_irrelevant", "accuracy_by_condition",
                  "accuracy_by_split", "steps_to_criterion", "patch_heads_finetuned-s0", "patch_resid_pre_scratch-s0",
-                 "dla_heads_finetuned-s0", "ablation_heads_finetuned-s0", "cka_base", "cmap", "reversion",
+                 "dla_heads_finetuned-s0", "ablation_heads_logit_diff_finetuned-s0", "atp_heads_by_pos_finetuned-s0",
+                 "neuron_r2_scratch-s0", "cka_base", "cmap", "reversion",
                  "cka_between", "pair_contrasts", "faithfulness_node", "faithfulness_edge", "circuit_finetuned-s0"):
         assert name in idx["figures"], name
         page = (run_dir / "figures" / f"{name}.html").read_text()
         assert 'src="plotly.min.js"' in page and len(page) < 200_000  # one shared bundle, not one each
         assert (run_dir / "figures" / f"{name}.csv").stat().st_size > 0
-    with np.load(run_dir / "arrays" / "patch_heads_finetuned-s0.npz") as z:
-        assert z["values"].shape == (2, 4) and z["clean_tokens"].shape == (6, 12)
+    from interp.results import Patching
+
+    d = run_dir / "results" / "per_model" / "finetuned-s0"
+    assert Patching.from_files(d / "patch_heads").values.shape == (2, 4)
+    with np.load(d / "inputs.npz") as z:
+        assert z["clean_tokens"].shape == z["corrupt_tokens"].shape == (6, 12)
     meta = json.loads((run_dir / "run.json").read_text())
     assert meta["versions"]["torch"] and meta["config"]["run"]["seeds"] == [0, 1]
     assert meta["base"]["name"] == tiny_base.name and len(meta["base"]["weights_sha256"]) == 64
@@ -287,3 +293,62 @@ def test_a_gpt2_small_shaped_run(tmp_path, tokenizer):
     co = json.loads((tmp_path / "run" / "results" / "compare.json").read_text())
     assert len(co["per_model"]["finetuned-s0"]["reliance_base"]["reversion_layer"]) == 12
     assert (tmp_path / "run" / "report.html").is_file()
+
+
+def test_a_new_analysis_needs_no_new_branches(run_dir, tmp_path, tiny_base, capsys):
+    """A result type defined here, unknown to the project, saved into a finished run's per-model folder and listed
+    in its index: the analyses step gathers its summary, `cogcircuits export` and the report draw its figure, the
+    coverage table lists its trials, and the CLI's writer saves it like any command's result. Catches any place
+    that enumerates the known analyses instead of the saved results."""
+    import argparse
+    from dataclasses import dataclass
+
+    import pandas as pd
+    import plotly.graph_objects as go
+
+    from experiments import cli_analyses
+    from experiments.cli import main
+    from interp.result_base import Result
+
+    @dataclass(frozen=True, eq=False)
+    class PlantedProfile(Result):
+        per_layer: np.ndarray
+        label: str
+
+        def to_frame(self) -> pd.DataFrame:
+            return pd.DataFrame({"layer": range(len(self.per_layer)), "value": self.per_layer})
+
+        def figures(self) -> dict:
+            return {"planted_profile": go.Figure(go.Bar(y=self.per_layer.tolist(), name=self.label))}
+
+        def summary(self) -> dict:
+            return {"label": self.label, "peak_layer": int(np.argmax(self.per_layer))}
+
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    d = run / "results" / "per_model" / "finetuned-s0"
+    PlantedProfile(np.array([0.25, 0.75]), "planted").to_files(
+        d / "planted", {"model": "finetuned-s0", "trials": {"split": "test", "n": 3, "seed": 987654}})
+    index = json.loads((d / "index.json").read_text())
+    (d / "index.json").write_text(json.dumps({**index, "results": index["results"] + ["planted"]}))
+    for step in ("analyses", "figures", "report"):  # the analyses step re-gathers: its jobs are done, so skipped
+        (run / "stages" / f"{step}.json").unlink()
+    from experiments.pipeline import Run, load_run_config
+
+    # in this process, where the new type is defined (a new analysis's module is imported by whatever computes it)
+    Run(load_run_config(str(tiny_config(tmp_path, tiny_base))), run, progress=False).run()
+    an = json.loads((run / "results" / "analyses.json").read_text())["models"]["finetuned-s0"]
+    assert an["results"]["planted"] == {"label": "planted", "peak_layer": 1}
+    report = (run / "report.html").read_text()
+    assert "planted_profile_finetuned-s0" in report and "987654" in report  # its figure and its trials
+    shutil.rmtree(run / "figures")
+    assert main(["export", str(run), "--format", "html"]) == 0
+    page = (run / "figures" / "planted_profile_finetuned-s0.html").read_text()
+    assert '"y":[0.25,0.75]' in page.replace(" ", "")
+    args = argparse.Namespace(figures=["html"])
+    out = tmp_path / "cli"
+    out.mkdir()
+    cli_analyses._save(args, out, "planted", PlantedProfile(np.array([1.0, 0.5]), "cli"), {"seed": 1})
+    assert PlantedProfile.from_files(out / "planted").label == "cli"
+    assert pd.read_csv(out / "planted.csv")["value"].tolist() == [1.0, 0.5]
+    assert (out / "figures" / "planted_profile.html").is_file()

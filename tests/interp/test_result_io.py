@@ -89,3 +89,21 @@ def test_an_npz_holding_objects_is_refused_not_unpickled(results, tmp_path):
     np.savez(tmp_path / "e.npz", a0=np.array([{"x": 1}], dtype=object))
     with pytest.raises(ValueError, match="allow_pickle"):
         load_result(tmp_path / "e")
+
+
+def test_a_result_type_name_is_registered_once(tmp_path):
+    """Defining a result type registers it for loading; a second, different class of the same name is refused
+    (else a file would load as whichever class was defined last)."""
+    from dataclasses import dataclass
+
+    from interp.result_base import RESULT_TYPES, Result
+
+    @dataclass(frozen=True, eq=False)
+    class OneNumber(Result):
+        x: float
+
+    assert RESULT_TYPES["OneNumber"] is OneNumber
+    OneNumber(2.5).to_files(tmp_path / "n")
+    assert load_result(tmp_path / "n").x == 2.5
+    with pytest.raises(TypeError, match="already defined"):
+        type("Patching", (Result,), {"__module__": "somewhere.else"})
