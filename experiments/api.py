@@ -249,11 +249,12 @@ def neurons(model: Model | Any, trials: TrialBatch, position: str = "answer", la
     m, _, name = _parts(model)
     sel = neuron_selectivity(m, trials, position=position, layers=None if layers is None else tuple(layers),
                              top_k=top_k)
-    effects = None
+    effects, baseline = None, None
     if ablate_top or ablator is not None:
         ab = ablator or Ablator(m, trials.tokens, trials.answer_ids, trials.wrong_ids, "mean")
         effects = {v: ab.neurons([(l, i) for l, i, _ in sel["top"][v]]) for v in sel["top"]}
-    return Neurons.from_dict(sel, len(trials), name, effects)
+        baseline = {k: float(v) for k, v in ab.baseline.items()}
+    return Neurons.from_dict(sel, len(trials), name, effects, baseline)
 
 
 def discover(model: Model | Any, pairs: Pairs | Sequence[TrialBatch], method: str = "eap-ig",
@@ -281,11 +282,12 @@ def discover(model: Model | Any, pairs: Pairs | Sequence[TrialBatch], method: st
 
 
 def compare(models: Mapping[str, Model | Any] | Sequence[Model], base: Model | Any, trials: TrialBatch,
-            cmap: bool = True) -> Comparison:
-    """Each model against `base` on the same trials: debiased CKA of the residual stream at the answer position,
+            cmap: bool = True, reliance_trials: TrialBatch | None = None) -> Comparison:
+    """Each model against `base`: debiased CKA of the residual stream at the answer position on `trials`;
     accuracy kept reverting layers to the base (one layer; top down) and with the base's residual stream patched
-    in (`cmap`), relative weight change. Models must have the base's shape; name them "finetuned-s0" etc. for
-    grouped plots (a sequence of Models is named by their `name`)."""
+    in (`cmap`) on `reliance_trials` (default: the same trials); relative weight change. Models must have the
+    base's shape; name them "finetuned-s0" etc. for grouped plots (a sequence of Models is named by their
+    `name`)."""
     from experiments.stages import reliance
     from interp.compare import check_same_shape, layer_cka, relative_weight_change, representations
 
@@ -293,19 +295,22 @@ def compare(models: Mapping[str, Model | Any] | Sequence[Model], base: Model | A
     b, _, bname = _parts(base)
     pos = {"answer": trials.positions["answer"]}
     rep_b = representations(b, trials.tokens, pos)["resid"]
-    out: dict[str, dict[str, Any]] = {k: {} for k in ("cka", "reversion", "top_down", "cmap", "weight_change")}
+    rel_trials = trials if reliance_trials is None else reliance_trials
+    out: dict[str, dict[str, Any]] = {k: {} for k in ("cka", "reversion", "top_down", "cmap", "weight_change",
+                                                      "full")}
     for key, model in named.items():
         m = _parts(model)[0]
         check_same_shape(m, b, f"comparing {key} with the base")
         rep = representations(m, trials.tokens, pos)["resid"]
         out["cka"][key] = layer_cka({"resid": rep}, {"resid": rep_b}, debiased=True)["resid"]["answer"]
-        rel = reliance(m, b, trials, cmap=cmap)
+        rel = reliance(m, b, rel_trials, cmap=cmap)
+        out["full"][key] = {k: float(v) for k, v in rel["full"].items()}
         kept = lambda rows: np.array([r["accuracy_retained"] for r in rows])  # noqa: E731
         out["reversion"][key], out["top_down"][key] = kept(rel["reversion_layer"]), kept(rel["reversion_top_down"])
         if cmap:
             out["cmap"][key] = kept(rel["cmap_resid"])
         out["weight_change"][key] = relative_weight_change(m, b)
-    return Comparison(bname, **out, n_trials=len(trials))
+    return Comparison(bname, **out, n_trials=len(trials), n_reliance_trials=len(rel_trials))
 
 
 def attention(model: Model | Any, tokens_or_prompt: str | Pairs | TrialBatch | Sequence[int] | Int[np.ndarray, " pos"],

@@ -91,6 +91,13 @@ def _save(args: argparse.Namespace, out: Path, stem: str, result: Any, provenanc
     _figures(args, out, result.figures())
 
 
+def trials(*args: Any) -> dict[str, Any]:
+    """What an analysis covers (split, n, seed; corruption and which pairs), as `cogcircuits run` records it."""
+    from experiments.stages import trials as covered
+
+    return covered(*args)
+
+
 def _model(model: Any, task: Any, info: dict[str, Any]) -> Any:
     from experiments.api import Model
 
@@ -113,8 +120,9 @@ def cmd_patch(args: argparse.Namespace) -> None:
     pairs = api.pairs(m, args.n, seed=args.seed, corruption=args.corruption)
     res = api.patch(m, pairs, args.what, args.direction, progress=True)
     out = _out(args)
-    _save(args, out, "patching", res, _provenance(args, info, m.task, _inputs(clean=pairs.clean,
-                                                                              corrupt=pairs.corrupted)))
+    _save(args, out, "patching", res, _provenance(args, info, m.task, {
+        **_inputs(clean=pairs.clean, corrupt=pairs.corrupted), "trials": trials("test", args.n, args.seed,
+                                                                                args.corruption, m.task)}))
     r = res.result
     print(f"patched {args.what} ({args.direction}, {args.corruption}, {args.n} pairs): clean logit diff "
           f"{r.clean_logit_diff:.3f}, corrupted {r.corrupt_logit_diff:.3f}")
@@ -140,8 +148,8 @@ def cmd_attribute(args: argparse.Namespace) -> None:
     b = api.trials(m, args.n, seed=args.seed)
     res = api.attribute(m, b, neuron_layers=args.neuron_layers)
     out = _out(args)
-    _save(args, out, "attribution", res, _provenance(args, info, m.task, {**_inputs(trials=b),
-                                                                         "neuron_layers": args.neuron_layers}))
+    _save(args, out, "attribution", res, _provenance(args, info, m.task, {
+        **_inputs(trials=b), "neuron_layers": args.neuron_layers, "trials": trials("test", args.n, args.seed)}))
     parts = res.to_frame()
     print(f"direct logit attribution on {args.n} trials: mean logit diff {res.logit_diff.mean():.3f} = sum of parts "
           f"{parts['value'].sum():.3f}")
@@ -165,7 +173,8 @@ def cmd_ablate(args: argparse.Namespace) -> None:
     m = _model(model, task_for(args, info), info)
     b, ref = api.trials(m, args.n, seed=args.seed), api.trials(m, args.n, seed=args.seed + 1)
     res = api.ablate(m, b, args.method, reference=ref, seed=args.seed, progress=True)
-    extra: dict[str, Any] = {"method": args.method, **_inputs(trials=b, reference=ref)}
+    extra: dict[str, Any] = {"method": args.method, **_inputs(trials=b, reference=ref), "trials": {
+        **trials("test", args.n, args.seed), "reference": trials("test", args.n, args.seed + 1)}}
     if args.heads or args.neurons:
         ab = Ablator(model, b.tokens, b.answer_ids, b.wrong_ids, args.method, ref.tokens, args.seed)
         if args.heads:
@@ -195,12 +204,14 @@ def cmd_neurons(args: argparse.Namespace) -> None:
     b = api.trials(m, args.n, seed=args.seed)
     res = api.neurons(m, b, position=args.position, layers=args.layers or None, top_k=args.top_k, ablate_top=True)
     out = _out(args)
-    _save(args, out, "neurons", res, _provenance(args, info, m.task, _inputs(trials=b)))
+    _save(args, out, "neurons", res, _provenance(args, info, m.task, {**_inputs(trials=b),
+                                                                     "trials": trials("test", args.n, args.seed)}))
     print(f"neuron selectivity at '{args.position}' on {args.n} trials (standardised betas):")
     for v in res.variables:
         t = res.top[v][:3]
         print(f"  {v}: top " + ", ".join(f"L{l}N{n} ({c:+.2f})" for l, n, c in t) +
-              f"; mean-ablating the top {args.top_k}: accuracy {res.top_ablation[v]['accuracy']:.3f}")
+              f"; mean-ablating the top {args.top_k}: accuracy {res.top_ablation[v]['accuracy']:.3f} "
+              f"(unablated {res.ablation_baseline['accuracy']:.3f})")
     print(f"wrote {out}")
 
 
@@ -217,14 +228,16 @@ def cmd_compare(args: argparse.Namespace) -> None:
     task = task_for(args, next(iter(loaded.values()))[1])  # --config / --task, else the first fine-tuned model's
     models = {k: _model(mdl, task, info) for k, (mdl, info) in loaded.items()}
     base = _model(base_model, task, binfo)
-    b = api.trials(base, args.n, seed=args.seed)
-    res = api.compare(models, base, b)
+    b, rel = api.trials(base, args.n, seed=args.seed), api.trials(base, args.n, seed=args.seed + 1)
+    res = api.compare(models, base, b, reliance_trials=rel)
     out = _out(args)
     _save(args, out, "comparison", res, _provenance(args, binfo, task, {
         "finetuned": [portable(p, out) for p in args.finetuned],
         "scratch": [portable(p, out) for p in args.scratch or []],
         "base": portable(args.base, out), "weights_sha256_of": {k: i.get("weights_sha256") for k, (_, i) in
-                                                                loaded.items()}, **_inputs(trials=b)}))
+                                                                loaded.items()},
+        **_inputs(trials=b, reliance=rel), "trials": {"cka": trials("test", args.n, args.seed),
+                                                      "reliance": trials("test", args.n, args.seed + 1)}}))
     for kind in ("finetuned", "scratch"):
         keys = [k for k in res.cka if k.startswith(kind)]
         if keys:
@@ -244,7 +257,8 @@ def cmd_discover(args: argparse.Namespace) -> None:
     pairs = api.pairs(m, args.n, seed=args.seed, corruption=args.corruption)
     res = api.discover(m, pairs, args.method, args.ablation, n_random=args.random, level=args.level,
                        fraction=args.fraction, seed=args.seed, progress=True)
-    extra: dict[str, Any] = _inputs(clean=pairs.clean, corrupt=pairs.corrupted)
+    extra: dict[str, Any] = {**_inputs(clean=pairs.clean, corrupt=pairs.corrupted),
+                             "trials": trials("test", args.n, args.seed, args.corruption, m.task)}
     if args.base:
         base_ranked = stages.base_ranking(load(args.base, args.device)[0], m.task, args.corruption, args.n, args.seed,
                                           args.method)

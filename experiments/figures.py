@@ -179,8 +179,10 @@ def _per_model(run: Path, ids: list[str], figs: dict[str, Any]) -> None:
     from experiments.model_jobs import model_results
 
     for mid in firsts(ids):
-        for res in model_results(run, mid).values():
-            figs.update({f"{name}_{mid}": fig for name, fig in res.figures().items()})
+        for stem, res in model_results(run, mid).items():
+            for name, fig in res.figures().items():
+                key = f"{name}_{mid}" if f"{name}_{mid}" not in figs else f"{stem}-{name}_{mid}"  # 2 of one kind
+                figs[key] = fig
 
 
 def build_figures(run: Path) -> dict[str, Any]:

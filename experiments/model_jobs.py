@@ -32,48 +32,62 @@ def circuit_job(mid: str, task: dict[str, Any], params: dict[str, Any]) -> Job:
                (f"{model_dir(mid)}/circuit.json",))
 
 
-def _load(run_dir: Path, inp: dict[str, Any], device: str | None) -> tuple[Any, Any]:
+def _load(run_dir: Path, inp: dict[str, Any], device: str | None) -> tuple[Any, Any, dict[str, Any]]:
+    """The job's model and task, and the provenance every result it saves carries."""
     from experiments.config import build_task
     from experiments.train import pick_device
     from interp.models import load_checkpoint
+    from interp.store import versions
 
-    model = load_checkpoint(run_dir / "models" / inp["model_id"], pick_device(device or inp["device"]))[0]
-    return model, build_task(inp["task"], f"job {inp['model_id']} task")
+    model, _, meta = load_checkpoint(run_dir / "models" / inp["model_id"], pick_device(device or inp["device"]))
+    prov = {"model": inp["model_id"], "checkpoint": f"models/{inp['model_id']}",
+            "weights_sha256": meta.get("weights_sha256"), "task": inp["task"], "versions": versions()}
+    return model, build_task(inp["task"], f"job {inp['model_id']} task"), prov
 
 
 def run_analysis(run_dir: Path, job: Job, progress: bool, device: str | None) -> None:
     """Every result of `stages.analyse_model` saved the same way (its files, the trials it covers as provenance,
     the token ids in inputs.npz); the index, written last, lists them."""
     inp, mid = job.inputs, job.inputs["model_id"]
-    model, task = _load(run_dir, inp, device)
+    model, task, prov = _load(run_dir, inp, device)
     results, inputs = stages.analyse_model(model, task, inp["corruption"], inp["n_pairs"], seed=inp["seed"],
                                            ablation=inp["ablation"], detailed=inp["detailed"], progress=progress,
                                            name=mid)
     d = run_dir / model_dir(mid)
     atomic_write_npz(d / "inputs.npz", inputs)
     for stem, (res, covers) in results.items():
-        res.to_files(d / stem, {"model": mid, "trials": covers, "inputs": "inputs.npz"})
+        res.to_files(d / stem, {**prov, "trials": covers, "inputs": "inputs.npz"})
     atomic_write_json(d / INDEX, {"results": list(results), "detailed": inp["detailed"]})
 
 
 def run_circuit(run_dir: Path, job: Job, progress: bool, device: str | None) -> None:
     inp, mid = job.inputs, job.inputs["model_id"]
-    model, task = _load(run_dir, inp, device)
+    model, task, prov = _load(run_dir, inp, device)
     res, pairs = stages.discover(model, task, inp["corruption"], inp["n_pairs"], inp["seed"], inp["method"],
                                  inp["ablation"], inp["n_random"], inp["level"], inp["overlap_fraction"], name=mid)
-    res.to_files(run_dir / model_dir(mid) / "circuit", {
-        "model": mid, "trials": stages.trials("test", inp["n_pairs"], inp["seed"], inp["corruption"], task),
-        "clean_tokens": pairs.clean.tokens, "corrupt_tokens": pairs.corrupted.tokens})
+    d = run_dir / model_dir(mid)
+    atomic_write_npz(d / "circuit_inputs.npz", {"clean_tokens": pairs.clean.tokens,
+                                                "corrupt_tokens": pairs.corrupted.tokens,
+                                                "answer_ids": pairs.clean.answer_ids, "wrong_ids": pairs.clean.wrong_ids})
+    res.to_files(d / "circuit", {**prov, "trials": stages.trials("test", inp["n_pairs"], inp["seed"],
+                                                                 inp["corruption"], task),
+                                 "inputs": "circuit_inputs.npz"})
+
+
+def saved_stems(run_dir: Path, mid: str) -> list[str]:
+    """Every result saved for one model: its analyses in their order, then any other (e.g. its circuit)."""
+    d = Path(run_dir) / model_dir(mid)
+    listed = json.loads((d / INDEX).read_text())["results"] if (d / INDEX).exists() else []
+    others = sorted(p.stem for p in d.glob("*.json") if p.name != INDEX and p.stem not in listed
+                    and p.with_suffix(".npz").exists())
+    return listed + others
 
 
 def model_results(run_dir: Path, mid: str) -> dict[str, Any]:
-    """{stem: typed result} of everything saved for one model (its analyses, then its circuit)."""
+    """{stem: typed result} of everything saved for one model."""
     from interp.result_io import load_result
 
-    d = Path(run_dir) / model_dir(mid)
-    stems = json.loads((d / INDEX).read_text())["results"] if (d / INDEX).exists() else []
-    stems += ["circuit"] if (d / "circuit.json").exists() else []
-    return {stem: load_result(d / stem) for stem in stems}
+    return {stem: load_result(Path(run_dir) / model_dir(mid) / stem) for stem in saved_stems(run_dir, mid)}
 
 
 def gather_analyses(run_dir: Path, ids: list[str]) -> dict[str, Any]:

@@ -113,7 +113,7 @@ def _analyses(an: dict[str, Any], figs: dict[str, Any]) -> str:
     rows = []
     for mid, s in an["models"].items():
         r = s["results"]
-        if "atp" in r and "ig" in r:
+        if {"atp", "ig", "neurons"} <= set(r):
             atp, ig = r["atp"]["agreement"], r["ig"]["agreement"]
             rows.append([mid, _num(atp["spearman"], "{:.2f}"), _num(atp["top_k_recall"], "{:.0%}"),
                          _num(ig["spearman"], "{:.2f}"), _num(ig["top_k_recall"], "{:.0%}"), atp["n_compared"],

@@ -1,38 +1,67 @@
 """Typed results as files: every array of a result in one NPZ, everything else (labels, numbers, provenance) in
-one JSON beside it, and back. Loading never unpickles: the JSON names the result's type, which must be one of
-the allowed classes, and arrays are read with `allow_pickle=False`.
+one JSON beside it, and back. Loading never unpickles: the JSON names the result's type, which must be a defined
+result type (`interp.result_base.Result`), and arrays are read with `allow_pickle=False`.
 
     save_result(patching, "out/patching")     # out/patching.json + out/patching.npz
     load_result("out/patching")               # an equal Patching
 
 Encoding of a field value: an array becomes {"__array__": key into the NPZ}; a nested dataclass
-{"__type__": name, "fields": {...}}; a tuple {"__tuple__": [...]} (frozen results use tuples); a dict whose keys
-are not all strings {"__items__": [[key, value], ...]}; numpy scalars become Python numbers.
+{"__type__": name, "fields": {...}} (only the plain dataclasses results hold: PatchResult, CircuitCurve); a tuple
+{"__tuple__": [...]} (frozen results use tuples); a dict whose keys are not all strings
+{"__items__": [[key, value], ...]}; numpy scalars become Python numbers.
+
+The JSON records the NPZ's sha256 (a .json is never read with another save's .npz) and the module defining the
+result's type: a type not yet defined in this process is imported from there when that module belongs to the
+project (`interp.*`, `experiments.*`), so a new analysis's results load in any process (export, report, workers).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import importlib
+import io
 import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from interp.store import atomic_write_json, atomic_write_npz
+from interp.store import atomic_write_bytes, atomic_write_json
 
-FORMAT = 1
+FORMAT = 2  # 1: before the NPZ hash and the module were recorded
+IMPORTABLE = ("interp.", "experiments.")  # where a result type named by a file may be imported from
 
 
-def allowed_types() -> dict[str, type]:
-    """The classes a result file may name: every defined result type (`interp.result_base.Result` subclasses,
-    the API's among them) and the plain dataclasses they hold."""
+def result_types() -> dict[str, type]:
+    """Every defined result type (`interp.result_base.Result` subclasses, the API's among them)."""
     import interp.results  # noqa: F401  (defines the API's result types)
-    from interp.faithfulness import CircuitCurve
-    from interp.patching import PatchResult
     from interp.result_base import RESULT_TYPES
 
-    return {**RESULT_TYPES, "PatchResult": PatchResult, "CircuitCurve": CircuitCurve}
+    return dict(RESULT_TYPES)
+
+
+def held_types() -> dict[str, type]:
+    """The plain dataclasses a result may hold."""
+    from interp.faithfulness import CircuitCurve
+    from interp.patching import PatchResult
+
+    return {"PatchResult": PatchResult, "CircuitCurve": CircuitCurve}
+
+
+def _result_type(name: str, module: str | None, where: Path) -> type:
+    """The result type a file names; imported from its recorded module when not yet defined (project modules
+    only)."""
+    types = result_types()
+    if name not in types and module and module.startswith(IMPORTABLE):
+        importlib.import_module(module)
+        types = result_types()
+    if name not in types:
+        raise ValueError(f"{where} names type {name!r}, which is not a result type ({', '.join(sorted(types))})"
+                         + (f"; its module {module!r} is not one results are imported from" if module else ""))
+    if module and types[name].__module__ != module:
+        raise ValueError(f"{where} names {name} from {module}, but {name} here is {types[name].__module__}'s")
+    return types[name]
 
 
 def _encode(value: Any, arrays: dict[str, np.ndarray]) -> Any:
@@ -70,34 +99,45 @@ def _decode(value: Any, arrays: Any, types: dict[str, type]) -> Any:
     if "__type__" in value:
         name = value["__type__"]
         if name not in types:
-            raise ValueError(f"result file names type {name!r}, which is not a result type "
+            raise ValueError(f"result file names type {name!r} inside a result, which is not one a result holds "
                              f"({', '.join(sorted(types))})")
         return types[name](**{k: _decode(v, arrays, types) for k, v in value["fields"].items()})
     return {k: _decode(v, arrays, types) for k, v in value.items()}
 
 
 def save_result(result: Any, stem: str | Path, provenance: dict[str, Any] | None = None) -> tuple[Path, Path]:
-    """Write `stem`.json and `stem`.npz (atomically); `provenance` (config, seed, model hash ...) is kept beside."""
-    types = allowed_types()
-    if type(result).__name__ not in types:
-        raise TypeError(f"{type(result).__name__} is not a result type ({', '.join(sorted(types))})")
+    """Write `stem`.npz, then `stem`.json naming it by hash (each atomically); `provenance` (config, seed, model
+    hash ...) is kept beside."""
+    cls = type(result)
+    if result_types().get(cls.__name__) is not cls or not dataclasses.is_dataclass(result):
+        raise TypeError(f"{cls.__name__} is not a result type (a dataclass deriving from interp.result_base.Result)")
     arrays: dict[str, np.ndarray] = {}
-    body = _encode(result, arrays)
+    fields = {f.name: _encode(getattr(result, f.name), arrays) for f in dataclasses.fields(result)}
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    data = buf.getvalue()
     stem = Path(stem)
-    atomic_write_npz(stem.with_suffix(".npz"), arrays)
-    atomic_write_json(stem.with_suffix(".json"), {"format": FORMAT, "result": body, "provenance": provenance or {}})
+    atomic_write_bytes(stem.with_suffix(".npz"), data)
+    atomic_write_json(stem.with_suffix(".json"), {
+        "format": FORMAT, "type": cls.__name__, "module": cls.__module__, "fields": fields,
+        "npz_sha256": hashlib.sha256(data).hexdigest(), "provenance": provenance or {}})
     return stem.with_suffix(".json"), stem.with_suffix(".npz")
 
 
 def load_result(stem: str | Path) -> Any:
     """The result saved at `stem` (its .json and .npz), rebuilt without unpickling anything."""
     stem = Path(stem)
-    meta = json.loads(stem.with_suffix(".json").read_text())
-    if meta.get("format") != FORMAT:
-        raise ValueError(f"{stem.with_suffix('.json')}: unknown result file format {meta.get('format')!r}")
-    with np.load(stem.with_suffix(".npz"), allow_pickle=False) as z:
+    where = stem.with_suffix(".json")
+    meta = json.loads(where.read_text())
+    if meta.get("format") != FORMAT or "type" not in meta:
+        raise ValueError(f"{where}: not a result file of format {FORMAT}")
+    cls = _result_type(meta["type"], meta.get("module"), where)
+    data = stem.with_suffix(".npz").read_bytes()
+    if hashlib.sha256(data).hexdigest() != meta.get("npz_sha256"):
+        raise ValueError(f"{stem.with_suffix('.npz')} is not the array file saved with {where} (its sha256 differs)")
+    with np.load(io.BytesIO(data), allow_pickle=False) as z:
         arrays = {k: z[k] for k in z.files}
-    return _decode(meta["result"], arrays, allowed_types())
+    return cls(**{k: _decode(v, arrays, held_types()) for k, v in meta["fields"].items()})
 
 
 def load_provenance(stem: str | Path) -> dict[str, Any]:

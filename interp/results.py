@@ -298,14 +298,17 @@ class Neurons(Result):
     model: str = "model"
     r2_correct: Float[np.ndarray, "layer neuron"] | None = None
     top_ablation: dict[str, dict[str, float]] = field(default_factory=dict)  # {variable: accuracy, logit_diff}
+    ablation_baseline: dict[str, float] = field(default_factory=dict)  # the same trials, nothing ablated
 
     @classmethod
     def from_dict(cls, sel: dict[str, Any], n_trials: int, model: str = "model",
-                  top_ablation: dict[str, dict[str, float]] | None = None) -> Neurons:
-        """From `neuron_selectivity(...)`; `top_ablation`: each variable's top neurons ablated together."""
+                  top_ablation: dict[str, dict[str, float]] | None = None,
+                  ablation_baseline: dict[str, float] | None = None) -> Neurons:
+        """From `neuron_selectivity(...)`; `top_ablation`: each variable's top neurons ablated together, beside
+        `ablation_baseline`, the unablated model on the same trials."""
         return cls(tuple(sel["layers"]), sel["position"], tuple(sel["variables"]), sel["coef"], sel["r2"],
                    sel["coef_correct"], sel["top"], sel["choice_is_correct"], n_trials, model,
-                   sel.get("r2_correct"), dict(top_ablation or {}))
+                   sel.get("r2_correct"), dict(top_ablation or {}), dict(ablation_baseline or {}))
 
     def to_frame(self) -> pd.DataFrame:
         """One row per (layer, neuron, variable): beta (model's choice), beta_correct and the neuron's r2."""
@@ -336,6 +339,7 @@ class Neurons(Result):
     def summary(self) -> dict[str, Any]:
         return {"position": self.position, "variables": list(self.variables), "top": self.top,
                 "choice_is_correct": self.choice_is_correct, "top_ablation": self.top_ablation,
+                "ablation_baseline": self.ablation_baseline,
                 "n_trials": self.n_trials}
 
 

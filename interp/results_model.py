@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import html
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -136,6 +136,8 @@ class Comparison(Result):
     cmap: dict[str, np.ndarray]
     weight_change: dict[str, dict[str, float]]
     n_trials: int
+    full: dict[str, dict[str, float]] = field(default_factory=dict)  # each model unreverted: accuracy, logit_diff
+    n_reliance_trials: int | None = None  # trials of reversion and cmap (None: the CKA trials)
 
     def _x(self, measure: str) -> list[str]:
         L = len(next(iter(self.reversion.values())))
@@ -165,13 +167,30 @@ class Comparison(Result):
         if measure not in titles:
             raise ValueError(f"unknown measure {measure!r} (choose {', '.join(titles)})")
         t, y = titles[measure]
-        return viz.profiles(self._x(measure), self._series(measure), f"{t} ({self.base}, {self.n_trials} trials)",
+        n = self.n_trials if measure in ("cka", "weight_change") or self.n_reliance_trials is None \
+            else self.n_reliance_trials
+        return viz.profiles(self._x(measure), self._series(measure), f"{t} ({self.base}, {n} trials)",
                             "layer", y, hline=None if measure in ("cka", "weight_change") else 0.0, bands=False)
 
     def figures(self) -> dict[str, Any]:
         names = {"cka": "cka_base", "cmap": "cmap", "reversion": "reversion", "top_down": "reversion_top_down",
                  "weight_change": "weight_change"}
         return {name: self.plot(m) for m, name in names.items() if m != "cmap" or self.cmap}
+
+    def summary(self) -> dict[str, Any]:
+        """Per group of models (the name before "-s"): mean and 95% t-interval over models of CKA with the base
+        per layer and of the accuracy kept reverting one layer; each model's unreverted accuracy."""
+        from interp.stats import mean_ci
+
+        out: dict[str, Any] = {"full": self.full, "groups": {}}
+        for g in dict.fromkeys(m.split("-s")[0] for m in self.cka):
+            ms = [m for m in self.cka if m.split("-s")[0] == g]
+            entry: dict[str, Any] = {"models": ms}
+            for k in ("cka", "reversion"):
+                mean, lo, hi = mean_ci(np.array([np.asarray(getattr(self, k)[m], float) for m in ms]))
+                entry[k] = {"mean": mean.tolist(), "ci_low": lo.tolist(), "ci_high": hi.tolist()}
+            out["groups"][g] = entry
+        return out
 
 
 @dataclass(frozen=True, eq=False)

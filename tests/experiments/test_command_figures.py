@@ -101,7 +101,7 @@ def test_every_analysis_command_writes_its_figures(capsys, tmp_path, ckpt, tiny_
 
 SAVED = {"patch": ("patching", Patching, ("clean", "corrupt")), "attribute": ("attribution", Attribution, ("trials",)),
          "ablate": ("ablation", Ablation, ("trials", "reference")), "neurons": ("neurons", Neurons, ("trials",)),
-         "discover": ("circuit", Circuit, ("clean", "corrupt")), "compare": ("comparison", Comparison, ("trials",))}
+         "discover": ("circuit", Circuit, ("clean", "corrupt")), "compare": ("comparison", Comparison, ("trials", "reliance"))}
 
 
 @pytest.mark.parametrize("cmd", COMMANDS)
@@ -127,11 +127,39 @@ def test_every_command_saves_its_typed_result_table_and_inputs(capsys, tmp_path,
         clean, bad = make_pairs(CDMConfig(), n, seed=0, tokenizer=tok, corruption="context-flip")
         expect = {"clean": clean.tokens, "corrupt": bad.tokens}
     else:
+        later = generate(CDMConfig(), n, seed=1, tokenizer=tok, split="test").tokens
         expect = {"trials": generate(CDMConfig(), n, seed=0, tokenizer=tok, split="test").tokens,
-                  "reference": generate(CDMConfig(), n, seed=1, tokenizer=tok, split="test").tokens}
+                  "reference": later, "reliance": later}
     for b in batches:
         np.testing.assert_array_equal(np.asarray(prov[f"{b}_tokens"]), expect[b])
+    from interp.store import file_sha256
+
+    src = tiny_base if cmd == "compare" else ckpt  # compare's provenance is the base's
+    assert prov["weights_sha256"] == file_sha256(src / "model.safetensors") and prov["versions"]["torch"]
+    assert prov["trials"]
     assert not any(str(tmp_path) in p.read_text() for p in out.rglob("*.json"))
+
+
+def test_ablate_and_compare_use_their_other_trials(capsys, tmp_path, ckpt, tiny_base):
+    """`ablate` takes its mean / resample activations from other trials of the split (seed + 1) and `compare`
+    reverts layers on other trials than CKA's: the saved numbers equal the API's given those trials and differ
+    from the same trials reused (catches the reference or the reliance batch dropped)."""
+    from experiments import api as cc
+
+    m, base = cc.load(ckpt, device="cpu"), cc.load(tiny_base, device="cpu")
+    t0, t1 = cc.trials(m, 16, seed=0), cc.trials(m, 16, seed=1)
+    assert main(["ablate", str(ckpt), "--n", "16", "--out", str(tmp_path / "a")]) == 0
+    saved = Ablation.from_files(tmp_path / "a" / "ablation")
+    np.testing.assert_allclose(saved.logit_diff, cc.ablate(m, t0, "mean", reference=t1).logit_diff, atol=1e-6)
+    assert not np.allclose(saved.logit_diff, cc.ablate(m, t0, "mean").logit_diff, atol=1e-6)
+    assert main(["compare", "--finetuned", str(ckpt), "--base", str(tiny_base), "--n", "16",
+                 "--out", str(tmp_path / "c")]) == 0
+    c = Comparison.from_files(tmp_path / "c" / "comparison")
+    want = cc.compare({"finetuned-s0": m}, base, t0, reliance_trials=t1)
+    np.testing.assert_allclose(c.cka["finetuned-s0"], want.cka["finetuned-s0"], atol=1e-6)
+    assert c.full["finetuned-s0"] == pytest.approx(want.full["finetuned-s0"])
+    same = cc.compare({"finetuned-s0": m}, base, t0)
+    assert c.full["finetuned-s0"] != pytest.approx(same.full["finetuned-s0"])
 
 
 def test_heads_heatmap_holds_the_commands_numbers(capsys, tmp_path, ckpt):

@@ -295,6 +295,35 @@ def test_a_gpt2_small_shaped_run(tmp_path, tokenizer):
     assert (tmp_path / "run" / "report.html").is_file()
 
 
+def test_the_runs_results_are_the_apis_on_the_recorded_trials(run_dir):
+    """A model's saved results in the run folder equal the API's on the trials its provenance records (the run's
+    seeds: pairs and test trials of the analyses seed, ablation reference seed + 1, neurons seed + 2), and name
+    the checkpoint's weights. Catches a seed, trial count, corruption or reference that the run changed."""
+    from experiments import api as cc
+    from experiments.steps import SEEDS
+    from interp.result_io import load_provenance
+    from interp.results import Ablation, Attribution, Neurons, Patching
+
+    d = run_dir / "results" / "per_model" / "scratch-s1"
+    m = cc.load(run_dir / "models" / "scratch-s1", device="cpu")
+    seed = SEEDS["analyses"]
+    prov = load_provenance(d / "ablation")
+    meta = json.loads((run_dir / "models" / "scratch-s1" / "checkpoint.json").read_text())
+    assert prov["weights_sha256"] == meta["weights_sha256"] and prov["trials"]["seed"] == seed
+    assert prov["trials"]["reference"]["seed"] == seed + 1
+    pairs, test, ref = cc.pairs(m, 6, seed=seed), cc.trials(m, 6, seed), cc.trials(m, 6, seed + 1)
+    with np.load(d / "inputs.npz") as z:
+        np.testing.assert_array_equal(z["clean_tokens"], pairs.clean.tokens)
+        np.testing.assert_array_equal(z["reference_tokens"], ref.tokens)
+    np.testing.assert_allclose(Patching.from_files(d / "patch_heads").result.raw, cc.patch(m, pairs).result.raw,
+                               atol=1e-5)
+    np.testing.assert_allclose(Attribution.from_files(d / "attribution").heads, cc.attribute(m, test).heads, atol=1e-5)
+    np.testing.assert_allclose(Ablation.from_files(d / "ablation").logit_diff,
+                               cc.ablate(m, test, "mean", reference=ref).logit_diff, atol=1e-5)
+    neurons = Neurons.from_files(d / "neurons")
+    np.testing.assert_allclose(neurons.coef, cc.neurons(m, cc.trials(m, 128, seed + 2)).coef, atol=1e-4)
+
+
 def test_a_new_analysis_needs_no_new_branches(run_dir, tmp_path, tiny_base, capsys):
     """A result type defined here, unknown to the project, saved into a finished run's per-model folder and listed
     in its index: the analyses step gathers its summary, `cogcircuits export` and the report draw its figure, the

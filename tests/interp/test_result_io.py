@@ -76,19 +76,72 @@ def test_a_file_of_another_type_is_refused(results, tmp_path):
 
 
 def test_a_file_naming_a_type_outside_the_results_is_refused(results, tmp_path):
-    save_result(results["evaluation"], tmp_path / "e")
-    meta = json.loads((tmp_path / "e.json").read_text())
-    meta["result"]["__type__"] = "Popen"
-    (tmp_path / "e.json").write_text(json.dumps(meta))
-    with pytest.raises(ValueError, match="not a result type"):
-        load_result(tmp_path / "e")
+    """Only result types at the top and only the plain dataclasses results hold inside: a file cannot make the
+    loader construct anything else, nor import a module outside the project."""
+    import sys
+
+    save_result(results["patching"], tmp_path / "p")
+    meta = json.loads((tmp_path / "p.json").read_text())
+    for type_, module in (("Popen", "subprocess"), ("CircuitCurve", "interp.faithfulness"), ("Thing", "antigravity")):
+        (tmp_path / "p.json").write_text(json.dumps({**meta, "type": type_, "module": module}))
+        with pytest.raises(ValueError, match="not a result type"):
+            load_result(tmp_path / "p")
+    assert "antigravity" not in sys.modules  # refused before any import
+    nested = json.loads(json.dumps(meta))
+    nested["fields"]["result"]["__type__"] = "Evaluation"  # a result type where only PatchResult may be
+    (tmp_path / "p.json").write_text(json.dumps(nested))
+    with pytest.raises(ValueError, match="inside a result"):
+        load_result(tmp_path / "p")
+
+
+def test_an_npz_from_another_save_is_refused(results, tmp_path):
+    """A .json is read only with the .npz saved with it (e.g. not a stale one left by an interrupted rewrite)."""
+    a = results["ablation"]
+    save_result(a, tmp_path / "a")
+    other = dataclasses.replace(a, accuracy=a.accuracy + 1)
+    save_result(other, tmp_path / "b")
+    (tmp_path / "b.npz").replace(tmp_path / "a.npz")
+    with pytest.raises(ValueError, match="sha256 differs"):
+        load_result(tmp_path / "a")
 
 
 def test_an_npz_holding_objects_is_refused_not_unpickled(results, tmp_path):
+    import hashlib
+
     save_result(results["evaluation"], tmp_path / "e")
     np.savez(tmp_path / "e.npz", a0=np.array([{"x": 1}], dtype=object))
+    meta = json.loads((tmp_path / "e.json").read_text())
+    meta["npz_sha256"] = hashlib.sha256((tmp_path / "e.npz").read_bytes()).hexdigest()  # as if saved together
+    (tmp_path / "e.json").write_text(json.dumps(meta))
     with pytest.raises(ValueError, match="allow_pickle"):
         load_result(tmp_path / "e")
+
+
+def test_a_result_type_loads_in_a_process_that_has_not_imported_it(tmp_path, monkeypatch):
+    """A new analysis's result type lives in its own project module: a process that never imported it (export,
+    the report, a coordinator gathering a worker's results) imports it from the module the file records."""
+    import sys
+
+    from interp import result_io
+    from interp.result_base import RESULT_TYPES
+
+    pkg = tmp_path / "plantedpkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "planted.py").write_text(
+        "from dataclasses import dataclass\nimport numpy as np\nfrom interp.result_base import Result\n\n"
+        "@dataclass(frozen=True, eq=False)\nclass PlantedOnly(Result):\n    values: np.ndarray\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from plantedpkg.planted import PlantedOnly
+
+    PlantedOnly(np.arange(3.0)).to_files(tmp_path / "r")
+    del RESULT_TYPES["PlantedOnly"], sys.modules["plantedpkg.planted"]  # as in a fresh process
+    with pytest.raises(ValueError, match="not one results are imported from"):
+        load_result(tmp_path / "r")  # plantedpkg is not a project package
+    monkeypatch.setattr(result_io, "IMPORTABLE", ("plantedpkg.",))
+    back = load_result(tmp_path / "r")
+    assert type(back).__name__ == "PlantedOnly" and back.values.tolist() == [0.0, 1.0, 2.0]
+    del RESULT_TYPES["PlantedOnly"], sys.modules["plantedpkg.planted"]
 
 
 def test_a_result_type_name_is_registered_once(tmp_path):
