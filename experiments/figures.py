@@ -93,54 +93,24 @@ def _accuracy(ev: dict[str, Any], figs: dict[str, Any]) -> None:
             traces, f"Psychometric curves: P({word}) against {kind}", kind, f"P(choice = {word})")
 
 
-def _compare(co: dict[str, Any], figs: dict[str, Any]) -> None:
-    pm = co["per_model"]
-    if not pm:
+def _compare(run: Path, co: dict[str, Any], figs: dict[str, Any]) -> None:
+    """The comparison with the base (its typed result's own figures), and CKA between every two models."""
+    from interp.results import Comparison
+
+    if not co["per_model"]:
         return
-    first = next(iter(pm.values()))
-    n = len(first["cka_base"]["debiased"]["resid"]["answer"])
-    resid_x = [f"resid_pre L{i}" for i in range(n - 1)] + ["final"]
-    layers = [f"L{i}" for i in range(len(first["reliance_base"]["reversion_layer"]))]
-    figs["cka_base"] = viz.profiles(resid_x, {m: p["cka_base"]["debiased"]["resid"]["answer"] for m, p in pm.items()},
-                                    "Debiased CKA with the pretrained base: residual stream at the answer position",
-                                    "layer", "CKA")
-    figs["cmap"] = viz.profiles(layers, {m: [x["accuracy_retained"] for x in p["reliance_base"]["cmap_resid"]]
-                                         for m, p in pm.items()},
-                                "Accuracy kept (chance-corrected) with the base's residual stream patched in at each "
-                                "layer", "layer", "(acc - 0.5) / (acc_full - 0.5)", hline=0.0)
-    rev, grp = {}, {}
-    for m, p in pm.items():
-        if _group(m) == "scratch":
-            rev[f"{m} to its own init"] = [x["accuracy_retained"] for x in p["reliance_init"]["reversion_layer"]]
-            grp[f"{m} to its own init"] = "scratch"
-            rev[f"{m} to the base"] = [x["accuracy_retained"] for x in p["reliance_base"]["reversion_layer"]]
-            grp[f"{m} to the base"] = "scratch to the base"
-        else:
-            rev[f"{m} to the base"] = [x["accuracy_retained"] for x in p["reliance_base"]["reversion_layer"]]
-            grp[f"{m} to the base"] = "finetuned"
-    figs["reversion"] = viz.profiles(layers, rev, "Accuracy kept (chance-corrected) reverting one layer to the "
-                                     "model's starting weights (fine-tuned: the base; scratch: its own "
-                                     "initialisation, and the base as a second control)", "reverted layer",
-                                     "(acc - 0.5) / (acc_full - 0.5)", hline=0.0, group=grp)
-    figs["reversion_top_down"] = viz.profiles(
-        layers[::-1], {m: [x["accuracy_retained"] for x in p["reliance_base"]["reversion_top_down"]]
-                       for m, p in pm.items()},
-        "Accuracy kept reverting every layer from the top down to the base (x = lowest reverted layer)",
-        "lowest reverted layer", "(acc - 0.5) / (acc_full - 0.5)", hline=0.0)
-    figs["weight_change"] = viz.profiles(co["components"], {m: list(p["weight_change"].values()) for m, p in pm.items()},
-                                         "Relative weight change from the base", "component",
-                                         "||W - W_base|| / ||W_base||")
+    cmp = Comparison.from_files(run / "results" / "comparison")
+    figs.update(cmp.figures())
     pairs, grp = {}, {}
     for p in co.get("pairs", []):
         name = f"{p['a']} ~ {p['b']}"
         pairs[name] = p["cka"]
         grp[name] = "between" if _group(p["a"]) != _group(p["b"]) else f"within {_group(p['a'])}"
     if pairs:
-        figs["cka_between"] = viz.profiles(resid_x, pairs, "Debiased CKA between two trained models (residual "
-                                                            "stream at the answer): pairs within an init vs between "
-                                                            "(thin: each pair; thick: mean over pairs, which share "
-                                                            "models, so no interval)", "layer", "CKA", group=grp,
-                                           bands=False)
+        figs["cka_between"] = viz.profiles(
+            cmp.x_labels("cka"), pairs, "Debiased CKA between two trained models (residual stream at the answer): "
+            "pairs within an init vs between (thin: each pair; thick: mean over pairs, which share models, so no "
+            "interval)", "layer", "CKA", group=grp, bands=False)
 
 
 def _contrasts(c: dict[str, Any], figs: dict[str, Any]) -> None:
@@ -195,7 +165,7 @@ def build_figures(run: Path) -> dict[str, Any]:
         _training(ev, figs)
         _accuracy(ev, figs)
     if co:
-        _compare(co, figs)
+        _compare(run, co, figs)
     if c:
         _contrasts(c, figs)
     if ci and ci.get("models"):

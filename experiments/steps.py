@@ -152,10 +152,36 @@ def compare(ctx: RunContext) -> None:
             sub = lambda r: {"resid": {"answer": r["resid"]["answer"]}}  # noqa: E731
             pairs.append({"a": a, "b": b, "cka": layer_cka(sub(reps[a]), sub(reps[b]), debiased=True)["resid"]
                           ["answer"].tolist()})
+    _typed_comparison(ctx, per_model)
     ctx.save_json("compare", {"per_model": per_model, "pairs": pairs,
                               "components": list(next(iter(per_model.values()))["weight_change"]) if per_model else [],
                               "trials": {"cka": stages.trials("test", ctx.rc.n_compare, SEEDS["compare"]),
                                          "reliance": stages.trials("test", ctx.rc.n_reliance, SEEDS["reliance"])}})
+
+
+def _typed_comparison(ctx: RunContext, per_model: dict[str, Any]) -> None:
+    """The comparison with the base as a typed result (results/comparison.json + .npz): what its figures draw."""
+    from interp.results import Comparison
+    from interp.store import versions
+
+    def kept(rows: list[dict[str, Any]]) -> np.ndarray:
+        return np.array([r["accuracy_retained"] for r in rows], float)
+
+    rel = {m: p["reliance_base"] for m, p in per_model.items()}
+    cmp = Comparison(json.loads((ctx.out / "run.json").read_text())["base"]["name"],
+                     cka={m: np.asarray(p["cka_base"]["debiased"]["resid"]["answer"], float)
+                          for m, p in per_model.items()},
+                     reversion={m: kept(r["reversion_layer"]) for m, r in rel.items()},
+                     top_down={m: kept(r["reversion_top_down"]) for m, r in rel.items()},
+                     cmap={m: kept(r["cmap_resid"]) for m, r in rel.items()},
+                     weight_change={m: p["weight_change"] for m, p in per_model.items()}, n_trials=ctx.rc.n_compare,
+                     full={m: r["full"] for m, r in rel.items()}, n_reliance_trials=ctx.rc.n_reliance,
+                     reversion_init={m: kept(p["reliance_init"]["reversion_layer"]) for m, p in per_model.items()
+                                     if "reliance_init" in p})
+    cmp.to_files(ctx.out / "results" / "comparison", {
+        "models": list(per_model), "task": to_dict(ctx.task), "versions": versions(),
+        "trials": {"cka": stages.trials("test", ctx.rc.n_compare, SEEDS["compare"]),
+                   "reliance": stages.trials("test", ctx.rc.n_reliance, SEEDS["reliance"])}})
 
 
 def circuits(ctx: RunContext) -> None:

@@ -130,7 +130,8 @@ def load_result(stem: str | Path) -> Any:
     where = stem.with_suffix(".json")
     meta = json.loads(where.read_text())
     if meta.get("format") != FORMAT or "type" not in meta:
-        raise ValueError(f"{where}: not a result file of format {FORMAT}")
+        raise ValueError(f"{where}: not a result file of this version's format {FORMAT} (format "
+                         f"{meta.get('format')!r}: written by another version of cogcircuits; recompute it)")
     cls = _result_type(meta["type"], meta.get("module"), where)
     data = stem.with_suffix(".npz").read_bytes()
     if hashlib.sha256(data).hexdigest() != meta.get("npz_sha256"):

@@ -122,6 +122,9 @@ class Circuit(Result):
                 "exact_check": {"nodes": checked, "eap": eap, "exact": exact, "spearman": spearman(eap, exact)}}
 
 
+KEPT = "(acc - 0.5) / (acc_full - 0.5)"
+
+
 @dataclass(frozen=True, eq=False)
 class Comparison(Result):
     """Trained models against a base on the same trials, per layer: debiased CKA of the residual stream at the
@@ -138,11 +141,13 @@ class Comparison(Result):
     n_trials: int
     full: dict[str, dict[str, float]] = field(default_factory=dict)  # each model unreverted: accuracy, logit_diff
     n_reliance_trials: int | None = None  # trials of reversion and cmap (None: the CKA trials)
+    reversion_init: dict[str, np.ndarray] = field(default_factory=dict)  # scratch models reverted to their init
 
-    def _x(self, measure: str) -> list[str]:
+    def x_labels(self, measure: str) -> list[str]:
+        """The x axis of a measure: residual-stream reads for cka, layers, or weight components."""
         L = len(next(iter(self.reversion.values())))
         return {"cka": [f"resid_pre L{i}" for i in range(L)] + ["final"], "reversion": layer_labels(L),
-                "cmap": layer_labels(L), "top_down": layer_labels(L)[::-1],
+                "reversion_init": layer_labels(L), "cmap": layer_labels(L), "top_down": layer_labels(L)[::-1],
                 "weight_change": list(next(iter(self.weight_change.values())))}[measure]
 
     def _series(self, measure: str) -> dict[str, list[float]]:
@@ -150,27 +155,47 @@ class Comparison(Result):
             return {m: list(d.values()) for m, d in self.weight_change.items()}
         return {m: list(np.asarray(v, float)) for m, v in getattr(self, measure).items()}
 
+    def _reversion_series(self) -> tuple[dict[str, list[float]], dict[str, str]]:
+        """Reverting one layer to the model's starting weights: fine-tuned models to the base; models with their
+        own initialisation (`reversion_init`, scratch) to it, and to the base as a second control."""
+        series, group = {}, {}
+        for m, v in self.reversion.items():
+            g = m.split("-s")[0]
+            if m in self.reversion_init:
+                series[f"{m} to its own init"], group[f"{m} to its own init"] = list(self.reversion_init[m]), g
+                g = f"{g} to the base"
+            series[f"{m} to the base"], group[f"{m} to the base"] = list(np.asarray(v, float)), g
+        return series, group
+
     def to_frame(self) -> pd.DataFrame:
-        """One row per (model, measure, x): measure is cka, reversion, top_down, cmap or weight_change; x the
-        layer (or component) label."""
+        """One row per (model, measure, x): measure is cka, reversion, reversion_init (to the model's own
+        initialisation), top_down, cmap or weight_change; x the layer (or component) label."""
         return pd.DataFrame([{"model": m, "measure": meas, "x": x, "value": float(y)}
-                             for meas in ("cka", "reversion", "top_down", "cmap", "weight_change")
-                             for m, ys in self._series(meas).items() for x, y in zip(self._x(meas), ys)])
+                             for meas in ("cka", "reversion", "reversion_init", "top_down", "cmap", "weight_change")
+                             for m, ys in self._series(meas).items()
+                             for x, y in zip(self.x_labels(meas), ys)])
 
     def plot(self, measure: str = "cka") -> Any:
         """One line per model (groups by the name before "-s", e.g. finetuned-s0) for one measure."""
         titles = {"cka": ("Debiased CKA with the base (residual stream, answer position)", "CKA"),
-                  "reversion": ("Accuracy kept reverting one layer to the base", "(acc - 0.5) / (acc_full - 0.5)"),
-                  "top_down": ("Accuracy kept reverting every layer from the top down", "accuracy kept"),
-                  "cmap": ("Accuracy kept with the base's residual stream patched in", "accuracy kept"),
+                  "reversion": ("Accuracy kept (chance-corrected) reverting one layer to the base", KEPT),
+                  "top_down": ("Accuracy kept (chance-corrected) reverting every layer from the top down to the base "
+                               "(x = lowest reverted layer)", KEPT),
+                  "cmap": ("Accuracy kept (chance-corrected) with the base's residual stream patched in at each "
+                           "layer", KEPT),
                   "weight_change": ("Relative weight change from the base", "||W - W_base|| / ||W_base||")}
         if measure not in titles:
             raise ValueError(f"unknown measure {measure!r} (choose {', '.join(titles)})")
         t, y = titles[measure]
         n = self.n_trials if measure in ("cka", "weight_change") or self.n_reliance_trials is None \
             else self.n_reliance_trials
-        return viz.profiles(self._x(measure), self._series(measure), f"{t} ({self.base}, {n} trials)",
-                            "layer", y, hline=None if measure in ("cka", "weight_change") else 0.0, bands=False)
+        series, group = self._reversion_series() if measure == "reversion" else (self._series(measure), None)
+        if measure == "reversion" and self.reversion_init:
+            t = t.replace("to the base", "to its starting weights (scratch: its own init; also the base)")
+        x_title = {"reversion": "reverted layer", "top_down": "lowest reverted layer",
+                   "weight_change": "component"}.get(measure, "layer")
+        return viz.profiles(self.x_labels(measure), series, f"{t} ({self.base}, {n} trials)", x_title, y,
+                            hline=None if measure in ("cka", "weight_change") else 0.0, group=group)
 
     def figures(self) -> dict[str, Any]:
         names = {"cka": "cka_base", "cmap": "cmap", "reversion": "reversion", "top_down": "reversion_top_down",

@@ -50,7 +50,7 @@ def run_dir(tmp_path_factory, tiny_base):
 
 def test_every_promised_file(run_dir, tiny_base):
     for f in ("run.json", "report.html", "attention.html", "results/evaluate.json", "results/analyses.json",
-              "results/compare.json", "results/circuits.json", "results/contrasts.json", "results/claims.json",
+              "results/compare.json", "results/comparison.json", "results/circuits.json", "results/contrasts.json", "results/claims.json",
               "figures/index.json", "figures/plotly.min.js", "arrays/accuracy_by_condition.csv"):
         assert (run_dir / f).is_file(), f
     for mid in ("finetuned-s0", "finetuned-s1", "scratch-s0", "scratch-s1"):
@@ -73,6 +73,17 @@ def test_every_promised_file(run_dir, tiny_base):
     assert Patching.from_files(d / "patch_heads").values.shape == (2, 4)
     with np.load(d / "inputs.npz") as z:
         assert z["clean_tokens"].shape == z["corrupt_tokens"].shape == (6, 12)
+    # the comparison figures draw the same numbers as the contrasts read (compare.json), scratch also to its init
+    from interp.results import Comparison
+
+    cmp = Comparison.from_files(run_dir / "results" / "comparison")
+    co = json.loads((run_dir / "results" / "compare.json").read_text())["per_model"]
+    assert sorted(cmp.reversion_init) == ["scratch-s0", "scratch-s1"] and sorted(cmp.cmap) == sorted(co)
+    for m, p in co.items():
+        np.testing.assert_array_equal(cmp.cmap[m], [x["accuracy_retained"] for x in p["reliance_base"]["cmap_resid"]])
+        if m.startswith("scratch"):
+            np.testing.assert_array_equal(cmp.reversion_init[m], [x["accuracy_retained"] for x in
+                                                                  p["reliance_init"]["reversion_layer"]])
     meta = json.loads((run_dir / "run.json").read_text())
     assert meta["versions"]["torch"] and meta["config"]["run"]["seeds"] == [0, 1]
     assert meta["base"]["name"] == tiny_base.name and len(meta["base"]["weights_sha256"]) == 64
