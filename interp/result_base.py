@@ -45,7 +45,8 @@ class Result:
         return r
 
     def to_frame(self) -> Any:
-        raise NotImplementedError
+        """A tidy pandas DataFrame of the result (every result type defines its own)."""
+        raise NotImplementedError(f"{type(self).__name__} defines no table (to_frame)")
 
     def figures(self) -> dict[str, Any]:
         """{name: plotly figure}: every figure that describes this result (none by default)."""
