@@ -72,6 +72,9 @@ def cmd_train(args: argparse.Namespace) -> None:
             ov["train"]["warmup"] = args.steps
     cfg = load_config(args.config, ov)
     m = train(cfg, Path(args.out), resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
+    if m.get("resumed_from_step") is not None:
+        print(f"resumed from the state saved at step {m['resumed_from_step']}: trained steps "
+              f"{m['resumed_from_step'] + 1}..{m['steps']} in this process")
     print(f"trained {cfg['model'].init} model for {m['steps']} steps in {m['wall_s']:.1f} s: "
           f"test accuracy {m['test_accuracy']:.4f}, mean logit diff {m['test_logit_diff']:.3f}"
           + (f", generalisation accuracy {m['gen_accuracy']:.4f}" if "gen_accuracy" in m else ""))

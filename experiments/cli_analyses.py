@@ -9,12 +9,25 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from experiments import command_figures
+
+
+def finite_float(text: str) -> float:
+    """argparse type of every float option: a number, and not NaN or +/-infinity (argparse then prints one
+    `error: argument --level: must be a finite number, got 'nan'` line and exits with status 2)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
 
 
 def task_for(args: argparse.Namespace, info: dict[str, Any]) -> Any:
@@ -402,8 +415,8 @@ def register(sub: Any) -> None:
     p.add_argument("--ablation", default="corrupted", choices=["corrupted", "mean", "resample"])
     p.add_argument("--base", help="pretrained base, to rank the same nodes in it")
     p.add_argument("--random", type=int, default=20, help="random circuits per size (baseline)")
-    p.add_argument("--level", type=float, default=0.8, help="faithfulness level for 'size at level'")
-    p.add_argument("--fraction", type=float, default=0.2, help="share of nodes listed as the circuit's top set")
+    p.add_argument("--level", type=finite_float, default=0.8, help="faithfulness level for 'size at level'")
+    p.add_argument("--fraction", type=finite_float, default=0.2, help="share of nodes listed as the circuit's top set")
     p.set_defaults(func=cmd_discover, needs_flip=True)
 
     p = sub.add_parser("run", help="the whole fine-tuned vs scratch experiment and its report")

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from experiments.jobs import Job, jobs_dir, run_job, run_job_logged
+from tasks.base import check_finite
 
 KINDS = ("serial", "local", "slurm", "submitit-local", "ray")
 STEPS = ("train", "analyses", "circuits")  # the run steps made of independent jobs
@@ -45,6 +46,7 @@ class ExecutorConfig:
     poll_s: float = 0.5
 
     def __post_init__(self) -> None:
+        check_finite(self, "executor.", ValueError)
         if self.kind not in KINDS:
             raise ValueError(f"executor.kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
         if self.workers < 1 or self.retries < 0 or self.array_parallelism < 1:

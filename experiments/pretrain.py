@@ -23,6 +23,7 @@ from experiments.state import latest_state, load_state, lr_lambda, save_state
 from experiments.basecard import save_heldout
 from interp.models import Arch, build_hf_gpt2, load_tokenizer, save_hf_dir
 from interp.store import atomic_write_json, atomic_write_npz, prepare_out_dir, versions
+from tasks.base import check_finite
 from tasks.cdm import CDMConfig, required_symbols
 
 EOS = "<|endoftext|>"
@@ -35,6 +36,7 @@ class CorpusConfig:
     heldout_frac: float = 0.005
 
     def __post_init__(self) -> None:
+        check_finite(self, "corpus.", ValueError)
         if any(w < 0 for w in self.weights.values()):
             raise ValueError("corpus.weights must be non-negative")
         if not 0 < self.heldout_frac < 0.5:
@@ -46,6 +48,7 @@ class TokenizerConfig:
     vocab_size: int = 4096
 
     def __post_init__(self) -> None:
+        check_finite(self, "tokenizer.", ValueError)
         if not 300 <= self.vocab_size <= 65535:
             raise ValueError(f"tokenizer.vocab_size must be in [300, 65535], got {self.vocab_size}")
 
@@ -66,6 +69,7 @@ class PretrainConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        check_finite(self, "pretrain.", ValueError)
         for f in ("steps", "batch_size", "seq_len", "eval_every", "eval_batches", "checkpoint_every"):
             if getattr(self, f) < 1:
                 raise ValueError(f"pretrain.{f} must be >= 1")

@@ -10,6 +10,7 @@ from typing import Any
 from experiments.config import ConfigError, build_task, load_sections
 from experiments.executors import ExecutorConfig
 from experiments.train import ModelConfig, TrainConfig
+from tasks.base import check_finite
 from tasks.registry import task_of
 
 FORMATS = ("html", "png", "svg", "csv")
@@ -45,6 +46,7 @@ class RunConfig:
     formats: tuple[str, ...] = ("html", "png", "csv")
 
     def __post_init__(self) -> None:  # noqa: C901
+        check_finite(self, "run.", ValueError)
         if not self.seeds:
             raise ValueError("run.seeds must list at least one seed")
         for name in ("seeds", "scratch_seeds"):

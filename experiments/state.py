@@ -74,23 +74,48 @@ def latest_state(folder: Path) -> Path | None:
     return target if (target / "state.json").exists() else None
 
 
-def load_state(target: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, sched: Any) -> dict[str, Any]:
-    body = json.loads((target / "state.json").read_text())
-    model.load_state_dict(load_file(str(target / "model.safetensors")), strict=True)
-    _optim_from_flat(opt, load_file(str(target / "optimizer.safetensors")), body["optimizer"])
+class StateError(RuntimeError):
+    """A resumable state cannot be used: unreadable, truncated, or written under another config."""
+
+
+def load_state(target: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, sched: Any,
+               config_sha256: str | None = None) -> dict[str, Any]:
+    """Restore model, optimizer, scheduler and RNG from `target`. Refuses (StateError, one line, nothing changed on
+    disk) a state whose files are unreadable or truncated, and one recorded under a config other than
+    `config_sha256` (when given). Every file is read before anything is restored."""
+    try:
+        body = json.loads((target / "state.json").read_text())
+        tensors = {n: load_file(str(target / f"{n}.safetensors")) for n in ("model", "optimizer", "rng")}
+    except Exception as e:  # json, safetensors and OS errors: a damaged state
+        raise StateError(f"the resumable state {target} is unreadable ({type(e).__name__}: "
+                         f"{str(e).splitlines()[0] if str(e) else ''}): remove it or start afresh with --overwrite") from None
+    if config_sha256 is not None and body.get("config_sha256") != config_sha256:
+        raise StateError(f"the resumable state {target} was written under another config: resume with the config it "
+                         "was trained with, or start afresh with --overwrite")
+    try:
+        model.load_state_dict(tensors["model"], strict=True)
+        _optim_from_flat(opt, tensors["optimizer"], body["optimizer"])
+    except (RuntimeError, KeyError, ValueError) as e:
+        raise StateError(f"the resumable state {target} does not fit this model or optimizer "
+                         f"({str(e).splitlines()[0]}): start afresh with --overwrite") from None
     if sched is not None and body.get("scheduler") is not None:
         sched.load_state_dict(body["scheduler"])
-    torch.set_rng_state(load_file(str(target / "rng.safetensors"))["torch_rng"])
+    torch.set_rng_state(tensors["rng"]["torch_rng"])
     return body
 
 
-def lr_lambda(warmup: int, total: int, min_frac: float):  # noqa: ANN201
-    """Linear warmup, then cosine decay to `min_frac` of the peak learning rate."""
+def lr_lambda(warmup: int, total: int, min_frac: float, schedule: str = "cosine", decay_frac: float = 0.2):  # noqa: ANN201
+    """Linear warmup, then either cosine decay to `min_frac` of the peak rate ("cosine"), or the peak rate held
+    until the last `decay_frac` of `total` steps and decayed linearly to `min_frac` over them ("constant")."""
     import math
 
     def f(step: int) -> float:
         if step < warmup:
             return (step + 1) / max(1, warmup)
+        if schedule == "constant":
+            start = max(warmup, total - round(decay_frac * total))
+            progress = min(1.0, max(0, step - start) / max(1, total - start))
+            return 1 - (1 - min_frac) * progress
         progress = min(1.0, (step - warmup) / max(1, total - warmup))
         return min_frac + (1 - min_frac) * 0.5 * (1 + math.cos(math.pi * progress))
 

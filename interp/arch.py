@@ -10,6 +10,7 @@ Two families:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -36,6 +37,10 @@ class Arch:
     initializer_range: float = -1.0  # < 0: TransformerLens's default (0.8 / sqrt(d_model))
 
     def __post_init__(self) -> None:
+        for f in fields(self):  # every float option (by introspection: a new one is covered too)
+            v = getattr(self, f.name)
+            if isinstance(v, float) and not math.isfinite(v):
+                raise ValueError(f"arch.{f.name} must be a finite number, got {v}")
         for f in ("n_layers", "d_model", "n_heads", "d_mlp", "d_vocab", "n_ctx"):
             if not isinstance(getattr(self, f), int) or getattr(self, f) < 1:
                 raise ValueError(f"arch.{f} must be a positive integer, got {getattr(self, f)!r}")

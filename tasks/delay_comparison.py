@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from tasks.base import (SPLITS, Corruption, Task, TaskError, TrialBatch, cached, check_draw, check_name,
+from tasks.base import (SPLITS, Corruption, Task, TaskError, TrialBatch, cached, check_draw, check_finite, check_name,
                         check_number_ranges, with_number_symbols,
                         check_split_fractions, columns, draw, layout_of, number_columns, number_table, single_token,
                         token_ids)
@@ -76,6 +76,7 @@ class DelayComparisonConfig:
 
     def __post_init__(self) -> None:
         check_name(self.name, NAME)
+        check_finite(self)
         if not self.differences:
             raise TaskError("differences must not be empty")
         for d in self.differences:

@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from tasks.base import (SPLITS, Corruption, Task, TaskError, TrialBatch, cached, check_draw, check_name,
+from tasks.base import (SPLITS, Corruption, Task, TaskError, TrialBatch, cached, check_draw, check_finite, check_name,
                         check_number_ranges, with_number_symbols,
                         check_split_fractions, columns, draw, layout_of, number_columns, number_table,
                         single_token, split_range, token_ids)
@@ -87,6 +87,7 @@ class DelayMatchConfig:
 
     def __post_init__(self) -> None:
         check_name(self.name, NAME)
+        check_finite(self)
         if not all(_is_int(x) for x in (*self.number_range, *self.heldout_number_range)):
             raise TaskError("number_range and heldout_number_range must hold integers")
         check_number_ranges(self.number_range, self.heldout_number_range)

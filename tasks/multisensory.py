@@ -37,8 +37,8 @@ from typing import Any
 
 import numpy as np
 
-from tasks.base import (Corruption, Task, TaskError, TrialBatch, cached, check_coherences, check_draw, check_name,
-                        check_number_ranges, with_number_symbols,
+from tasks.base import (Corruption, Task, TaskError, TrialBatch, cached, check_coherences, check_draw, check_finite,
+                        check_name, check_number_ranges, with_number_symbols,
                         check_split_fractions, columns, draw, layout_of, number_columns, number_table,
                         round_half_up, single_token, split_range, token_ids)
 
@@ -82,6 +82,7 @@ class MultiSensoryConfig:
 
     def __post_init__(self) -> None:
         check_name(self.name, NAME)
+        check_finite(self)
         self._check_coherences()
         check_number_ranges(self.number_range, self.heldout_number_range)
         self._check_words()

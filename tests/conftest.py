@@ -19,7 +19,13 @@ def pytest_addoption(parser):
     parser.addoption("--runslow", action="store_true", default=False, help="run slow-marked tests")
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest's own `-m` selection, which must see the `unit` marks
 def pytest_collection_modifyitems(config, items):
+    """Every test not marked slow or integration is a `unit` test (`pytest -m unit`: the fast set); slow tests are
+    skipped unless --runslow. Integration tests run by default: CI (`bash scripts/test.sh`) runs all but slow."""
+    for item in items:
+        if item.get_closest_marker("slow") is None and item.get_closest_marker("integration") is None:
+            item.add_marker(pytest.mark.unit)
     if config.getoption("--runslow"):
         return
     skip = pytest.mark.skip(reason="slow: run with --runslow")

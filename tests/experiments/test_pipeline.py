@@ -17,6 +17,8 @@ import pytest
 
 from tests.conftest import REPO
 
+pytestmark = pytest.mark.integration  # `cogcircuits run` end to end
+
 EVIL = "<script>window.__pwned=1</script>"
 
 

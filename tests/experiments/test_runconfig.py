@@ -73,3 +73,16 @@ def test_every_shipped_run_config_loads_and_is_consistent(name):
     d_model = {"paper-gpt2": 768, "paper-smollm2": 576, "smollm2": 576}.get(name)
     if d_model:
         assert cfg["run"].n_compare > d_model
+
+
+def test_setup_installs_torch_from_an_index_in_the_declared_range():
+    """scripts/setup.sh installs torch within pyproject.toml's range and from package indexes only: no
+    machine-local wheel folder, no exact pin that drifts from the range."""
+    import re
+    import tomllib
+
+    deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    torch_dep = next(d for d in deps if re.match(r"torch\s*[<>=!~]", d))
+    setup = (REPO / "scripts" / "setup.sh").read_text()
+    assert f'TORCH_SPEC="{torch_dep}"' in setup, torch_dep
+    assert "/opt/" not in setup and "torch==" not in setup and ".whl" not in setup

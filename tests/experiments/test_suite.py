@@ -12,6 +12,8 @@ import pytest
 from experiments.cli import main
 from tasks.registry import TASKS
 
+pytestmark = pytest.mark.integration  # whole `run` pipelines through `suite`
+
 TRAIN = ("steps = 8\neval_every = 8\neval_size = 32\nbatch_size = 16\nwarmup = 2\ntarget_accuracy = 0.01\n"
          "target_incongruent = 0.01\n")
 NEW_TASKS = [t for t in TASKS if t != "ContextDecisionMaking"]

@@ -75,6 +75,9 @@ def _toml(tmp_path: Path, base: Path) -> Path:
 
 
 def test_sigkill_then_resume_matches_an_uninterrupted_run(tiny_base, tmp_path):
+    """Killed at a saved state, the second process provably resumes: it says it continued from the step of the
+    state on disk (>= 15, so not a restart), and ends with the uninterrupted run's weights and curve. Catches a
+    --resume that silently restarts from step 0 (same seed, same weights: the equality alone would pass)."""
     cfg = _toml(tmp_path, tiny_base)
     ref = _cli(["train", "--config", str(cfg), "--out", str(tmp_path / "ref"), "--quiet"])
     assert ref.wait(timeout=300) == 0, ref.stderr.read().decode()
@@ -89,11 +92,58 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tiny_base, tmp_path):
     p.send_signal(signal.SIGKILL)
     p.wait()
     assert not (out / "checkpoint.json").exists()  # killed before the end
+    saved = int((out / "state" / "latest").read_text().strip().split("-")[1])
     r = _cli(["train", "--config", str(cfg), "--out", str(out), "--resume", "--quiet"])
     assert r.wait(timeout=300) == 0, r.stderr.read().decode()
+    said = r.stdout.read().decode()
+    assert saved >= 15 and f"resumed from the state saved at step {saved}: trained steps {saved + 1}..40" in said
+    assert json.loads((out / "metrics.json").read_text())["resumed_from_step"] == saved
+    assert json.loads((tmp_path / "ref" / "metrics.json").read_text())["resumed_from_step"] is None
     a, b = load_file(str(tmp_path / "ref" / "model.safetensors")), load_file(str(out / "model.safetensors"))
     assert all(np.array_equal(a[k], b[k]) for k in a)
     assert (tmp_path / "ref" / "curve.json").read_text() == (out / "curve.json").read_text()
+
+
+def _stopped_run(tiny_base, tmp_path, **kw):
+    cfg = tiny_train_config(tiny_base, "scratch", steps=20, checkpoint_every=5, state_time_share=1.0, **kw)
+    out = tmp_path / "run"
+    assert train(cfg, out, progress=False, stop_after=10)["step"] == 10
+    return cfg, out, out / "state" / (out / "state" / "latest").read_text().strip()
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_resume_under_another_config_is_refused_and_nothing_changes(tiny_base, tmp_path):
+    """A state written under lr 1e-3 is not resumed under lr 2e-3: one StateError line, the run folder untouched.
+    Catches a resume that loads any state it finds (the old behaviour: a silently mixed trajectory)."""
+    from experiments.state import StateError
+
+    _, out, _ = _stopped_run(tiny_base, tmp_path, lr=1e-3)
+    before = _files(out)
+    other = tiny_train_config(tiny_base, "scratch", steps=20, checkpoint_every=5, state_time_share=1.0, lr=2e-3)
+    with pytest.raises(StateError, match="another config") as e:
+        train(other, out, resume=True, progress=False)
+    assert "\n" not in str(e.value) and _files(out) == before
+
+
+@pytest.mark.parametrize("damage", ["truncate-optimizer", "garbage-state-json"])
+def test_damaged_state_is_refused_with_one_line(tiny_base, tmp_path, damage):
+    """A truncated optimizer file or a garbled state.json gives one StateError naming the state; nothing is
+    overwritten. Catches a resume that crashes with a raw safetensors / JSON traceback or restarts over it."""
+    from experiments.state import StateError
+
+    cfg, out, st = _stopped_run(tiny_base, tmp_path)
+    if damage == "truncate-optimizer":
+        f = st / "optimizer.safetensors"
+        f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+    else:
+        (st / "state.json").write_text("{not json")
+    before = _files(out)
+    with pytest.raises(StateError, match="unreadable") as e:
+        train(cfg, out, resume=True, progress=False)
+    assert "\n" not in str(e.value) and str(st.name) in str(e.value) and _files(out) == before
 
 
 @pytest.mark.slow

@@ -105,3 +105,26 @@ def test_neuron_selectivity_regresses_on_the_models_choice(setup):
         np.testing.assert_allclose(sel[key][0, n], beta[1:], atol=1e-6)
     assert not np.allclose(sel["coef"][0, :, 3], sel["coef_correct"][0, :, 3])
     assert abs(sel["top"]["choice"][0][2]) >= abs(sel["top"]["choice"][-1][2])
+
+
+@pytest.mark.parametrize("method", ["zero", "mean", "resample"])
+@pytest.mark.parametrize("per_forward", [1, 3, None])
+def test_each_head_equals_one_full_forward_per_head(setup, method, per_forward):
+    """The batched sweep (cached prefix, heads stacked along the batch) equals ablating each head alone through
+    TransformerLens hooks on a full forward. Catches a replay that starts one layer off, a head index shifted in
+    the stacked batch, a chunk of heads written to the wrong columns, and resample trials mismatched to targets."""
+    model, b = setup
+    model = copy_model(model)
+    with torch.no_grad():  # heads of the briefly trained tiny models barely matter: make every head matter
+        for blk in model.blocks:
+            blk.attn.W_O.mul_(20)
+    ref = generate(CDMConfig(), 40, seed=9, tokenizer=model.tokenizer, split="test").tokens
+    ab = Ablator(model, b.tokens, b.answer_ids, b.wrong_ids, method=method, reference_tokens=ref, seed=3)
+    got = ab.each_head(variants_per_forward=per_forward)
+    L, H = model.cfg.n_layers, model.cfg.n_heads
+    want = np.array([[ab.heads([(l, h)])["logit_diff"] for h in range(H)] for l in range(L)])
+    acc = np.array([[ab.heads([(l, h)])["accuracy"] for h in range(H)] for l in range(L)])
+    tol = 5e-6
+    np.testing.assert_allclose(got["logit_diff"], want, rtol=0, atol=tol)
+    np.testing.assert_array_equal(got["accuracy"], acc)
+    assert np.ptp(want) > 10 * tol  # heads differ by far more than the tolerance, so a shifted index would show

@@ -118,16 +118,16 @@ def test_noising_ranks_by_the_size_of_the_effect(setup):
 
 
 def test_patching_the_whole_stream_reproduces_the_clean_run(setup):
-    from interp.patching import _Run, _setter
+    from interp.patching import CachedRun, index_setter
     from interp.metrics import logit_diff
 
     model, clean, bad = setup
     ct, bt = torch.tensor(clean.tokens), torch.tensor(bad.tokens)
     a, w = torch.tensor(clean.answer_ids), torch.tensor(clean.wrong_ids)
-    r = _Run(model, bt, ct, a, w)
+    r = CachedRun(model, bt, ct, a, w)
     want = logit_diff(model, clean.tokens, clean.answer_ids, clean.wrong_ids)
     for layer in range(model.cfg.n_layers):
-        got = r.run(layer, 0, [_setter("resid_pre", r.act(r.s, "resid_pre", layer))])[0]
+        got = r.run(layer, 0, [index_setter("resid_pre", r.act(r.s, "resid_pre", layer))])[0]
         torch.testing.assert_close(got, want, atol=1e-4, rtol=0)
 
 

@@ -1,0 +1,132 @@
+"""The recorded search for a scratch recipe of SmolLM2-135M's 30-layer twin (issue: the study on a real base).
+
+Each probe trains the scratch twin (same architecture and tokenizer, seed 100: never a study seed) for a short,
+fixed budget with one recipe, checks validation accuracy and incongruent-trial accuracy every `eval_every` steps,
+and writes its learning curve to docs/smollm2-study/probes/<name>.json (small, committed). A probe already
+recorded is skipped, so the search resumes across sessions: run it again and it continues with the next probe.
+
+Rule (printed with the table): a probe that meets the training criterion (the fine-tuned arm's: validation
+>= 0.98 and incongruent >= 0.95) wins, the earliest step first; otherwise the probes are ranked by their best
+incongruent validation accuracy (ties: best overall), since leaving the shortcut plateau (ignoring the cue scores
+~0.75 overall but ~0.5 on incongruent trials) is what the search looks for.
+
+    python scripts/scratch_probes.py [--only NAME ...] [--steps N] [--table]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+from experiments.config import to_dict  # noqa: E402
+from experiments.train import ModelConfig, TrainConfig, meets_criterion, train  # noqa: E402
+from interp.store import atomic_write_json, versions  # noqa: E402
+from tasks.cdm import CDMConfig  # noqa: E402
+
+OUT = ROOT / "docs" / "smollm2-study" / "probes"
+WORK = ROOT / "runs" / "probes"
+SEED = 100
+TASK = CDMConfig(heldout_number_range=(70, 99))
+BASE = TrainConfig(steps=400, batch_size=16, lr=1e-3, warmup=100, schedule="constant", decay_frac=0.0,
+                   min_lr_frac=1.0, beta2=0.99, eval_every=25, eval_size=256, checkpoint_every=100,
+                   seed=SEED, device="cpu", bf16=True)
+
+# name -> (model recipe, train recipe, why), most promising first (docs: shared notes on deep scratch recipes)
+PROBES: dict[str, tuple[dict, dict, str]] = {
+    "depth-lr1e-3": ({"resid_init": "depth"}, {}, "depth-scaled residual writers, lr 1e-3 held"),
+    "depth-lr1e-3-curr": ({"resid_init": "depth"}, {"curriculum_steps": 400, "curriculum_incongruent": 0.75},
+                          "as above, 75% incongruent trials"),
+    "zero-lr1e-3-curr": ({"resid_init": "zero"}, {"curriculum_steps": 400, "curriculum_incongruent": 0.75},
+                         "residual writers zero (blocks start as identity), 75% incongruent"),
+    "depth-lr5e-4-curr": ({"resid_init": "depth"}, {"lr": 5e-4, "curriculum_steps": 400,
+                                                     "curriculum_incongruent": 0.75}, "lr 5e-4, 75% incongruent"),
+    "depth-emb-lr1e-3-curr-b32": ({"resid_init": "depth", "embed_init_std": 1e-4},
+                                  {"batch_size": 32, "curriculum_steps": 400, "curriculum_incongruent": 0.75},
+                                  "plus small-init embedding, batch 32"),
+}
+
+
+def run_probe(name: str, steps: int | None) -> dict:
+    mrec, trec, why = PROBES[name]
+    tcfg = replace(BASE, **trec, **({"steps": steps} if steps else {}))
+    mcfg = ModelConfig(init="scratch", base="smollm2-135m", **mrec)
+    work = WORK / name
+    t0 = time.time()
+    metrics = train({"task": TASK, "model": mcfg, "train": tcfg}, work, resume=work.exists(), progress=True)
+    curve = json.loads((work / "curve.json").read_text())
+    record = {"name": name, "why": why, "seed": SEED, "task": to_dict(TASK), "model": to_dict(mcfg),
+              "train": to_dict(tcfg), "curve": curve, "metrics": metrics, "wall_s": round(time.time() - t0, 1),
+              "versions": versions()}
+    atomic_write_json(OUT / f"{name}.json", record)
+    shutil.rmtree(work / "state", ignore_errors=True)
+    (work / "model.safetensors").unlink(missing_ok=True)  # probes keep their curves, never their weights
+    return record
+
+
+def summary(rec: dict) -> dict:
+    curve, t = rec["curve"], TrainConfig(**{k: v for k, v in rec["train"].items()})
+    met = [c["step"] for c in curve if meets_criterion(t, c["val_accuracy"], c["val_incongruent_accuracy"])]
+    best = max(curve, key=lambda c: (c["val_incongruent_accuracy"], c["val_accuracy"]))
+    first = next((c["step"] for c in curve if c["val_incongruent_accuracy"] >= 0.6), None)
+    return {"name": rec["name"], "criterion_step": met[0] if met else None,
+            "best_incongruent": best["val_incongruent_accuracy"], "at_step": best["step"],
+            "accuracy_there": best["val_accuracy"], "first_incongruent_0.6": first,
+            "last": (curve[-1]["val_accuracy"], curve[-1]["val_incongruent_accuracy"]), "steps": curve[-1]["step"],
+            "s_per_step": round(rec["metrics"]["wall_s"] / max(1, curve[-1]["step"]), 2)}
+
+
+def choose(rows: list[dict]) -> dict | None:
+    met = [r for r in rows if r["criterion_step"] is not None]
+    if met:
+        return min(met, key=lambda r: r["criterion_step"])
+    return max(rows, key=lambda r: (r["best_incongruent"], r["accuracy_there"])) if rows else None
+
+
+def table() -> str:
+    recs = [json.loads(p.read_text()) for p in sorted(OUT.glob("*.json"))]
+    rows = [summary(r) for r in recs]
+    lines = ["| probe | steps | criterion met at | best incongruent (step, overall) | first incongruent >= 0.6 |"
+             " last (overall, incongruent) | s/step |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['name']} | {r['steps']} | {r['criterion_step'] or 'no'} | {r['best_incongruent']:.3f} "
+                     f"({r['at_step']}, {r['accuracy_there']:.3f}) | {r['first_incongruent_0.6'] or 'never'} | "
+                     f"{r['last'][0]:.3f}, {r['last'][1]:.3f} | {r['s_per_step']} |")
+    pick = choose(rows)
+    lines.append("")
+    lines.append("Rule: the earliest probe to meet the criterion; else the best incongruent validation accuracy "
+                 "(ties: overall).")
+    lines.append(f"Chosen: {pick['name'] if pick else 'none yet'}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--only", nargs="*", help="run these probes only (in this order)")
+    ap.add_argument("--steps", type=int, help="override the probe budget")
+    ap.add_argument("--table", action="store_true", help="print the table of recorded probes and stop")
+    a = ap.parse_args()
+    if not a.table:
+        for name in a.only or list(PROBES):
+            if name not in PROBES:
+                sys.exit(f"error: unknown probe {name!r} (known: {', '.join(PROBES)})")
+            if (OUT / f"{name}.json").exists():
+                print(f"{name}: recorded, skipped", flush=True)
+                continue
+            rec = run_probe(name, a.steps)
+            print(f"{name}: {summary(rec)}", flush=True)
+    print(table())
+
+
+if __name__ == "__main__":
+    main()
