@@ -136,3 +136,75 @@ def trial_views(model: Any, pairs: tuple[TrialBatch, TrialBatch], trial: int, he
 
 def prompt_views(model: Any, tokens: np.ndarray, heads: list[tuple[int, int]]) -> list[dict[str, Any]]:
     return [_view(model, "prompt", tokens, heads)]
+
+
+@dataclass(frozen=True)
+class AttentionPage:
+    """The page `cogcircuits attention` writes (and `run` writes for its models): which heads, why, and the HTML."""
+
+    html: str
+    heads: list[tuple[int, int]]
+    scores: HeadScores | None
+    provenance: dict[str, Any]
+
+    @property
+    def names(self) -> list[str]:
+        return [head_name(h) for h in self.heads]
+
+
+def attention_page_of(model: Any, info: dict[str, Any], task: Any, heads: list[tuple[int, int]] | None = None,
+                      top: int | None = None, by: str | None = None, trial: int | None = 0, n: int = 16,
+                      seed: int = 0, corruption: str | None = None, prompt: str | None = None) -> AttentionPage:
+    """The attention page of `model`: `heads` named, or the `top` K (default 3) by the score `by` (default
+    patching) on `n` task pairs; shown on pair `trial` (clean and corrupted) or on `prompt`. `info` names the model
+    (name, weights_sha256) in the notes and the embedded provenance."""
+    from experiments.config import to_dict
+    from interp.store import versions
+    from interp.viz import attention_views_page
+    from tasks.registry import task_of
+
+    corruption = corruption or task_of(task).default_corruption
+    L, H = model.cfg.n_layers, model.cfg.n_heads
+    if heads is not None:
+        check_heads(heads, L, H)
+    k = top if top is not None else 3
+    if heads is None and k > L * H:
+        raise ValueError(f"--top {k} is more than the model's {L * H} heads")
+    tokens = prompt_tokens(model, prompt) if prompt is not None else None
+    by = by or ("patching" if heads is None else None)
+    pairs = task_pairs(model, task, n, seed, corruption) if by or tokens is None else None
+    scores = score_heads(model, pairs, by, corruption) if by else None
+    named = heads is not None
+    heads = heads if heads is not None else scores.top(k)
+    names = [head_name(h) for h in heads]
+    notes = [f"Model: {info.get('name')} ({L} layers x {H} heads; weights sha256 {info.get('weights_sha256')})."]
+    if scores is not None:
+        how = "named on the command line" if named else f"the top {k} by |{by} score|"
+        where = (" The scores come from task pairs of the checkpoint's task, not from this prompt (a score needs "
+                 "clean/corrupted pairs)." if tokens is not None else "")
+        notes.append(f"Heads: {how}; score: {scores.description}, seed {seed}.{where}")
+        notes.append("Scores (" + scores.unit + "): " + ", ".join(f"{head_name(h)} {scores.values[h]:+.3f}"
+                                                                 for h in heads))
+    else:
+        notes.append("Heads: named on the command line (no score computed; pass --by to compute one).")
+    if tokens is None:
+        views = trial_views(model, pairs, trial, heads)
+        notes.append(f"Trial {trial} of {n} clean/corrupted pairs ({corruption}, test split, seed {seed}): the clean "
+                     "trial on the left, its corrupted version on the right.")
+        shown = [pairs[0].tokens[trial], pairs[1].tokens[trial]]
+    else:
+        views = prompt_views(model, tokens, heads)
+        notes.append("A free prompt has no corrupted version: it is shown alone.")
+        shown = [tokens]
+    provenance: dict[str, Any] = {
+        "command": "attention", "model": info.get("name"), "weights_sha256": info.get("weights_sha256"),
+        "task": to_dict(task), "heads": names, "chosen_by": None if named else by,
+        "scores": None if scores is None else {"by": by, "unit": scores.unit, "description": scores.description,
+                                                "values": scores.values.tolist(),
+                                                "pairs": {"n": n, "seed": seed, "corruption": corruption,
+                                                          "split": "test"}},
+        "trial": trial, "prompt": prompt,
+        "tokens": {v["title"]: [int(t) for t in ts] for v, ts in zip(views, shown)}, "versions": versions()}
+    html = attention_views_page(views, names, f"Attention of {', '.join(names)} in {info.get('name')}", notes,
+                                provenance)
+    return AttentionPage(html, heads, scores, provenance)

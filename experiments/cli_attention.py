@@ -40,58 +40,18 @@ def _check_args(args: argparse.Namespace) -> list[tuple[int, int]] | None:
 def cmd_attention(args: argparse.Namespace) -> None:
     from experiments import attention as A
     from experiments.cli_analyses import load, task_for
-    from experiments.config import to_dict
-    from interp.store import atomic_write_text, versions
-    from interp.viz import attention_views_page
+    from interp.store import atomic_write_text
 
     heads = _check_args(args)
     model, info = load(args.checkpoint, args.device)
     task = task_for(args, info)
-    L, H = model.cfg.n_layers, model.cfg.n_heads
-    if heads is not None:
-        A.check_heads(heads, L, H)
-    top = args.top if args.top is not None else 3
-    if heads is None and top > L * H:
-        raise ValueError(f"--top {top} is more than the model's {L * H} heads")
-    tokens = A.prompt_tokens(model, args.prompt) if args.prompt is not None else None
-    by = args.by or ("patching" if heads is None else None)
-    pairs = A.task_pairs(model, task, args.n, args.seed, args.corruption) if by or tokens is None else None
-    scores = A.score_heads(model, pairs, by, args.corruption) if by else None
-    heads = heads if heads is not None else scores.top(top)
-    names = [A.head_name(h) for h in heads]
-
-    notes = [f"Model: {info.get('name')} ({L} layers x {H} heads; weights sha256 {info.get('weights_sha256')})."]
-    if scores is not None:
-        how = "named on the command line" if args.heads else f"the top {top} by |{by} score|"
-        where = (" The scores come from task pairs of the checkpoint's task, not from this prompt (a score needs "
-                 "clean/corrupted pairs)." if tokens is not None else "")
-        notes.append(f"Heads: {how}; score: {scores.description}, seed {args.seed}.{where}")
-        notes.append("Scores (" + scores.unit + "): " + ", ".join(f"{A.head_name(h)} {scores.values[h]:+.3f}"
-                                                                 for h in heads))
-    else:
-        notes.append("Heads: named on the command line (no score computed; pass --by to compute one).")
-    if tokens is None:
-        views = A.trial_views(model, pairs, args.trial, heads)
-        notes.append(f"Trial {args.trial} of {args.n} clean/corrupted pairs ({args.corruption}, test split, seed "
-                     f"{args.seed}): the clean trial on the left, its corrupted version on the right.")
-    else:
-        views = A.prompt_views(model, tokens, heads)
-        notes.append("A free prompt has no corrupted version: it is shown alone.")
-    provenance: dict[str, Any] = {
-        "command": "attention", "model": info.get("name"), "weights_sha256": info.get("weights_sha256"),
-        "task": to_dict(task), "heads": names, "chosen_by": None if args.heads else by,
-        "scores": None if scores is None else {"by": by, "unit": scores.unit, "description": scores.description,
-                                                "values": scores.values.tolist(),
-                                                "pairs": {"n": args.n, "seed": args.seed, "corruption": args.corruption,
-                                                          "split": "test"}},
-        "trial": args.trial, "prompt": args.prompt, "tokens": {v["title"]: [int(t) for t in ts] for v, ts in zip(
-            views, [tokens] if tokens is not None else [pairs[0].tokens[args.trial], pairs[1].tokens[args.trial]])},
-        "versions": versions()}
-    page = attention_views_page(views, names, f"Attention of {', '.join(names)} in {info.get('name')}", notes,
-                                provenance)
-    atomic_write_text(Path(args.out), page)
-    print(f"heads {', '.join(names)}" + (f" (by {by}: " + ", ".join(f"{scores.values[h]:+.3f}" for h in heads) + ")"
-                                         if scores is not None else ""))
+    page = A.attention_page_of(model, info, task, heads=heads, top=args.top, by=args.by, trial=args.trial,
+                               n=args.n, seed=args.seed, corruption=args.corruption, prompt=args.prompt)
+    atomic_write_text(Path(args.out), page.html)
+    scores = page.scores
+    print(f"heads {', '.join(page.names)}" + (f" (by {scores.by}: " + ", ".join(f"{scores.values[h]:+.3f}"
+                                                                                  for h in page.heads) + ")"
+                                               if scores is not None else ""))
     print(f"wrote {args.out}")
 
 

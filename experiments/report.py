@@ -193,8 +193,11 @@ def write_report(run: Path) -> Path:
              f"<h1>Fine-tuned vs scratch on {esc(task_name(meta))}: {esc(name)}</h1>",
              f"<p>Run created {esc(meta['created'])} on {esc(meta['device'])}; config hash {esc(meta['config_hash'])}; "
              f"seeds {esc(meta['config']['run']['seeds'])}; base {esc(base.get('name'))} (weights sha256 "
-             f"{esc(str(base.get('weights_sha256'))[:16])}...). Interactive attention views: "
-             "<a href='attention.html'>attention.html</a>.</p>"]
+             f"{esc(str(base.get('weights_sha256'))[:16])}...). Interactive attention views (the page "
+             "<code>cogcircuits attention</code> makes): "
+             + (", ".join(f"<a href='{esc(f)}'>{esc(v['model'])}</a>" for f, v in
+                          load_results(run, "attention").get("pages", {}).items()) or
+                "<a href='attention.html'>attention.html</a>") + ".</p>"]
     if cl:
         rows = [[f"{x['key']}: {x['statement']}", x["verdict"],
                  ", ".join(f"{sum(p['outcome'] == o for p in x['parts'])} {o}" for o in

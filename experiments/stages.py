@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import torch
 
 from interp.circuits import edge_attribution
 from interp.compare import cross_model_patching, layer_cka, relative_weight_change, representations, weight_reversion
@@ -165,22 +164,3 @@ def base_ranking(base: Any, task: Any, corruption: str, n: int, seed: int, metho
     ns = edge_attribution(base, clean.tokens, bad.tokens, clean.answer_ids, clean.wrong_ids, method=method,
                           steps=8).node_scores()
     return sorted(ns, key=lambda k: -abs(ns[k]))
-
-
-def attention_panels(models: dict[str, Any], task: Any, corruption: str, heads: list[tuple[int, int]],
-                     seed: int) -> list[dict[str, Any]]:
-    """circuitsvis panels: for two trials (clean and corrupted), each model, the chosen heads."""
-    panels = []
-    first = next(iter(models.values()))
-    clean, bad = make_pairs(task, 2, seed=seed, tokenizer=first.tokenizer, corruption=corruption)
-    for name, m in models.items():
-        tok = m.tokenizer
-        for label, batch in (("clean", clean), ("corrupted", bad)):
-            with torch.no_grad():
-                _, cache = m.run_with_cache(torch.tensor(batch.tokens[:1]), return_type=None,
-                                            names_filter=lambda n: n.endswith("hook_pattern"))
-            att = np.stack([cache[f"blocks.{l}.attn.hook_pattern"][0, h].cpu().numpy() for l, h in heads])
-            panels.append({"title": f"{name} | {label} trial | heads {', '.join(f'L{l}H{h}' for l, h in heads)}",
-                           "tokens": [tok.decode([int(t)]) for t in batch.tokens[0]], "attention": att,
-                           "head_names": [f"L{l}H{h}" for l, h in heads]})
-    return panels

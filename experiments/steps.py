@@ -234,29 +234,29 @@ def figures(ctx: RunContext) -> None:
 
 
 def attention(ctx: RunContext) -> None:
-    from interp.viz import attention_page
+    """The page `cogcircuits attention` makes, for the first fine-tuned model (attention.html) and the first scratch
+    model (attention-<model>.html): each model's top heads by its own denoising patching effect, on the first of
+    the analyses' pairs (clean and corrupted)."""
+    from experiments.attention import attention_page_of
+    from interp.store import file_sha256
+    from interp.viz import attention_views_page
 
     ids = ctx.eligible()
-    firsts = [next((m for m in ids if m.startswith(g)), None) for g in ("finetuned", "scratch")]
-    shown = [m for m in firsts if m] + ["base"]
-    if len(shown) == 1:
-        atomic_write_text(ctx.out / "attention.html", attention_page([], "No model met the criterion: no attention "
-                                                                          "views"))
+    firsts = [m for m in (next((m for m in ids if m.startswith(g)), None) for g in ("finetuned", "scratch")) if m]
+    if not firsts:
+        atomic_write_text(ctx.out / "attention.html", attention_views_page(
+            [], [], "No model met the criterion: no attention views"))
+        ctx.save_json("attention", {"pages": {}})
         return
-    from experiments.model_jobs import model_dir
-    from interp.results import Patching
-
-    lead = shown[0]
-    vals = Patching.from_files(ctx.out / model_dir(lead) / "patch_heads").values
-    order = np.argsort(-np.abs(np.nan_to_num(vals)).ravel())[: ctx.rc.attention_heads]
-    heads = [(int(i // vals.shape[1]), int(i % vals.shape[1])) for i in order]
-    panels = stages.attention_panels({m: ctx.model(m) for m in shown}, ctx.task, ctx.rc.corruption, heads,
-                                     seed=SEEDS["analyses"])
-    atomic_write_text(ctx.out / "attention.html", attention_page(
-        panels, f"Attention of the top {len(heads)} heads of {lead} by denoising patching effect ({ctx.rc.corruption});"
-                " the base does not do the task"))
-    ctx.save_json("attention", {"heads": heads, "chosen_by": f"|denoising patching effect| of {lead}",
-                                "models": shown})
+    pages = {}
+    for i, mid in enumerate(firsts):
+        info = {"name": mid, "weights_sha256": file_sha256(ctx.out / "models" / mid / "model.safetensors")}
+        page = attention_page_of(ctx.model(mid), info, ctx.task, top=ctx.rc.attention_heads, by="patching",
+                                 trial=0, n=ctx.rc.n_pairs, seed=SEEDS["analyses"], corruption=ctx.rc.corruption)
+        name = "attention.html" if i == 0 else f"attention-{mid}.html"
+        atomic_write_text(ctx.out / name, page.html)
+        pages[name] = {"model": mid, "heads": page.heads, "chosen_by": f"|denoising patching effect| of {mid}"}
+    ctx.save_json("attention", {"pages": pages})
 
 
 def report(ctx: RunContext) -> None:

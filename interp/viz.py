@@ -305,24 +305,6 @@ def _circuitsvis_bundle() -> str:
     return src[start:end]
 
 
-def attention_page(panels: list[dict[str, Any]], title: str) -> str:
-    """One self-contained page of circuitsvis attention-head views.
-
-    panels: [{"title": str, "tokens": [str], "attention": array [head, dest, src], "head_names": [str]}]."""
-    bundle = _circuitsvis_bundle()
-    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{esc(title)}</title>",
-             "<style>body{font-family:sans-serif;margin:20px} h2{font-size:1.05em;margin-top:28px}</style>",
-             f"</head><body><h1>{esc(title)}</h1>",
-             f"<script>{bundle}</script>"]
-    for i, p in enumerate(panels):
-        props = {"attention": np.round(np.asarray(p["attention"], dtype=float), 4).tolist(),
-                 "tokens": [str(t) for t in p["tokens"]], "attentionHeadNames": [str(h) for h in p["head_names"]]}
-        parts.append(f"<h2>{esc(p['title'])}</h2><div id='cv-{i}' class='cv-panel'></div>")
-        parts.append(f"<script>CircuitsVis.render('cv-{i}', CircuitsVis.AttentionHeads, {_safe_json(props)});</script>")
-    parts.append("</body></html>")
-    return "\n".join(parts)
-
-
 def attention_views_page(views: list[dict[str, Any]], head_names: Sequence[str], title: str,
                          notes: Sequence[str] = (), provenance: dict[str, Any] | None = None) -> str:
     """One self-contained page comparing attention patterns side by side (e.g. a clean and a corrupted trial).

@@ -196,16 +196,32 @@ def test_a_different_config_needs_overwrite(run_dir, tmp_path, tiny_base):
     assert p.returncode == 2 and "another config" in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize("page, model", [("attention.html", "finetuned-s0"), ("attention-scratch-s0.html",
+                                                                              "scratch-s0")])
+def test_the_runs_attention_pages_are_the_attention_commands_pages(run_dir, tmp_path, page, model):
+    """`run` writes, for the first fine-tuned and the first scratch model, exactly the page `cogcircuits attention`
+    makes for that checkpoint with the run's settings (top 2 heads by denoising patching on the analyses' 6 pairs,
+    seed 2000, trial 0). Catches a run that keeps its own older page, or one scored on other pairs or heads."""
+    out = tmp_path / "a.html"
+    p = cli("attention", str(run_dir / "models" / model), "--trial", "0", "--top", "2", "--by", "patching",
+            "--n", "6", "--seed", "2000", "--corruption", "context-flip", "--device", "cpu", "--out", str(out))
+    _, err = p.communicate(timeout=300)
+    assert p.returncode == 0, err
+    assert (run_dir / page).read_text() == out.read_text()
+    pages = json.loads((run_dir / "results" / "attention.json").read_text())["pages"]
+    assert pages[page]["model"] == model and len(pages[page]["heads"]) == 2
+
+
 def test_labels_are_escaped(run_dir):
-    from interp.viz import attention_page, figure_div, heatmap
+    from interp.viz import attention_views_page, figure_div, heatmap
 
     html = (run_dir / "report.html").read_text()
     assert EVIL not in html and "&lt;script&gt;window.__pwned" in html
     fig = heatmap(np.zeros((1, 1)), [EVIL], ["</script><img src=x onerror=alert(1)>"], EVIL)
     div = figure_div(fig)
     assert "<script>window" not in div and "<img" not in div
-    page = attention_page([{"title": EVIL, "tokens": ["</script><script>window.__pwned=1</script>"],
-                            "attention": np.ones((1, 1, 1)), "head_names": [EVIL]}], EVIL)
+    page = attention_views_page([{"title": EVIL, "text": EVIL, "tokens": ["</script><script>window.__pwned=1</script>"],
+                                  "attention": np.ones((1, 1, 1))}], [EVIL], EVIL, [EVIL], {"x": EVIL})
     assert "</script><script>window.__pwned" not in page and "<script>window.__pwned" not in page
 
 

@@ -51,7 +51,9 @@ def test_every_stage_unembeds_the_last_position_only(two_models):
         test, reps = stages.representations_of({"m": model, "b": base}, task, 16, seed=0)
         stages.reliance(model, base, test, cmap=True)
         stages.base_ranking(base, task, "context-flip", 8, seed=0, method="eap")
-        stages.attention_panels({"m": model}, task, "context-flip", [(0, 0)], seed=0)
+        from experiments.attention import attention_page_of
+
+        attention_page_of(model, {"name": "m"}, task, top=2, n=4, seed=0, corruption="context-flip")
     finally:
         for c in counters:
             c.handle.remove()
