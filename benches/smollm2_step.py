@@ -73,7 +73,7 @@ def main() -> None:
     ap.add_argument("--finetune", type=int, default=75, help="steps of the short fine-tune per setting (0: skip)")
     ap.add_argument("--compile", action="store_true", help="also time torch.compile (minutes of compilation)")
     a = ap.parse_args()
-    from experiments.train import ModelConfig, init_model
+    from experiments.train import ModelConfig, TrainConfig, init_model
     from tasks.cdm import CDMConfig
 
     import transformer_lens
@@ -90,7 +90,7 @@ def main() -> None:
     ref = None
     for threads, bf16, fused, compiled in variants:
         torch.set_num_threads(threads)
-        model, tok, _ = init_model(ModelConfig(init="scratch", base="smollm2-135m"), 0, "cpu")
+        model, tok, _ = init_model(ModelConfig(init="scratch", base="smollm2-135m"), TrainConfig(seed=0), "cpu")
         model.train()
         s, tps = time_variant(model, tok, task, bf16, fused, a.steps, a.warmup, compiled)
         ref = ref or s

@@ -86,6 +86,9 @@ def load_run_config(path: str | Path | None, overrides: dict[str, dict[str, Any]
     cfg = load_sections(default_config_path() if path is None else path, SCHEMA, overrides=overrides)
     if cfg["model"].init != "pretrained":
         raise ConfigError("[model] init is not used by `run` (it trains both): remove it or set it to 'pretrained'")
+    if not cfg["finetune"].is_default_init():
+        raise ConfigError("[finetune] resid_init / embed_init_std: the initialisation recipe is for the scratch arm "
+                          "only (put it in [scratch])")
     task = task_of(cfg["task"])
     corruption = cfg["run"].corruption or task.default_corruption
     if corruption not in task.corruptions:

@@ -141,7 +141,7 @@ def compare(ctx: RunContext) -> None:
              "reliance_base": stages.reliance(m, base, rel), "weight_change": stages.weight_change(m, base)}
         if mid.startswith("scratch"):
             meta = json.loads((ctx.out / "models" / mid / "checkpoint.json").read_text())
-            recipe = {k: v for k, v in meta["config"]["model"].items() if k in ("resid_init", "embed_init_std")}
+            recipe = {k: v for k, v in meta["config"]["train"].items() if k in ("resid_init", "embed_init_std")}
             init = build_scratch(arch, tok, int(meta["seed"]), ctx.device, **recipe)
             if meta.get("init_state_sha256") and state_sha256(init) != meta["init_state_sha256"]:
                 raise RuntimeError(f"{mid}: rebuilding its initialisation did not give the weights it was trained from")

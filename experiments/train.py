@@ -48,23 +48,12 @@ class ModelConfig:
 
     init: str = "pretrained"
     base: str = DEFAULT_BASE
-    resid_init: str = "base"  # scratch only: "base", "depth" or "zero" (interp.models.build_scratch)
-    embed_init_std: float = 0.0  # scratch only: > 0 redraws the embedding from N(0, this)
 
     def __post_init__(self) -> None:
         if self.init not in ("pretrained", "scratch"):
             raise ValueError(f"model.init must be 'pretrained' or 'scratch', got {self.init!r}")
         if not self.base:
             raise ValueError("model.base must name a model directory or hub name")
-        if self.resid_init not in RESID_INITS:
-            raise ValueError(f"model.resid_init must be one of {', '.join(RESID_INITS)}, got {self.resid_init!r}")
-        if not (math.isfinite(self.embed_init_std) and self.embed_init_std >= 0):
-            raise ValueError(f"model.embed_init_std must be finite and >= 0, got {self.embed_init_std}")
-        if self.init == "pretrained" and (self.resid_init != "base" or self.embed_init_std > 0):
-            raise ValueError("model.resid_init and model.embed_init_std apply to init = 'scratch' only")
-
-    def scratch_recipe(self) -> dict[str, Any]:
-        return {"resid_init": self.resid_init, "embed_init_std": self.embed_init_std}
 
 
 @dataclass(frozen=True)
@@ -90,6 +79,8 @@ class TrainConfig:
     beta2: float = 0.999
     curriculum_steps: int = 0  # the first steps draw `curriculum_incongruent` of each batch from incongruent trials
     curriculum_incongruent: float = 0.75
+    resid_init: str = "base"  # scratch only: "base", "depth" or "zero" (interp.models.build_scratch)
+    embed_init_std: float = 0.0  # scratch only: > 0 redraws the embedding from N(0, this)
 
     def __post_init__(self) -> None:
         for f in (f.name for f in fields(self)):
@@ -102,6 +93,10 @@ class TrainConfig:
             raise ValueError(f"train.decay_frac must be in [0, 1], got {self.decay_frac}")
         if not 0 < self.beta2 < 1:
             raise ValueError(f"train.beta2 must be in (0, 1), got {self.beta2}")
+        if self.resid_init not in RESID_INITS:
+            raise ValueError(f"train.resid_init must be one of {', '.join(RESID_INITS)}, got {self.resid_init!r}")
+        if self.embed_init_std < 0:
+            raise ValueError(f"train.embed_init_std must be >= 0, got {self.embed_init_std}")
         if self.curriculum_steps < 0 or not 0 <= self.curriculum_incongruent <= 1:
             raise ValueError("train.curriculum_steps must be >= 0 and train.curriculum_incongruent in [0, 1]")
         for f in ("steps", "batch_size", "eval_every", "eval_size", "checkpoint_every"):
@@ -123,6 +118,13 @@ class TrainConfig:
         if self.device not in ("auto", "cpu", "cuda", "mps") and not self.device.startswith("cuda:"):
             raise ValueError(f"train.device must be auto, cpu, cuda or mps, got {self.device!r}")
 
+    def scratch_recipe(self) -> dict[str, Any]:
+        """How a scratch model's initial weights are rescaled (`interp.models.build_scratch`)."""
+        return {"resid_init": self.resid_init, "embed_init_std": self.embed_init_std}
+
+    def is_default_init(self) -> bool:
+        return self.resid_init == "base" and self.embed_init_std == 0
+
 
 SCHEMA = {"task": build_task, "model": ModelConfig, "train": TrainConfig}
 
@@ -143,12 +145,16 @@ def pick_device(flag: str = "auto") -> str:
     return "cpu"
 
 
-def init_model(mcfg: ModelConfig, seed: int, device: str) -> tuple[Any, Any, dict[str, Any]]:
+def init_model(mcfg: ModelConfig, tcfg: TrainConfig, device: str) -> tuple[Any, Any, dict[str, Any]]:
+    """The base's weights (fine-tuning), or its architecture and tokenizer with the scratch recipe's initialisation
+    under `tcfg.seed`. A scratch recipe given for a fine-tune is refused (it would be silently unused)."""
     if mcfg.init == "pretrained":
+        if not tcfg.is_default_init():
+            raise ValueError("train.resid_init and train.embed_init_std apply to init = 'scratch' only")
         model, tok, info = load_model(mcfg.base, device)
         return model, tok, {"base": info}
     arch, tok = base_arch_and_tokenizer(mcfg.base)
-    return build_scratch(arch, tok, seed, device, **mcfg.scratch_recipe()), tok, {
+    return build_scratch(arch, tok, tcfg.seed, device, **tcfg.scratch_recipe()), tok, {
         "base": {"name": Path(str(mcfg.base)).name, "arch_only": True}}
 
 
@@ -290,7 +296,7 @@ def _train(cfg: dict[str, Any], out: Path, resume: bool, overwrite: bool, progre
         return json.loads((Path(out) / "metrics.json").read_text())  # already finished: nothing to resume
     device = pick_device(tcfg.device)
     t0 = time.time()
-    model, tok, info = init_model(mcfg, tcfg.seed, device)
+    model, tok, info = init_model(mcfg, tcfg, device)
     init_hash = state_sha256(model)
     n_tok = seq_len(task, tok)  # aligned token layout and single-token answers, or a clear error before writing
     if n_tok > model.cfg.n_ctx:

@@ -42,7 +42,7 @@ BASE = TrainConfig(steps=400, batch_size=16, lr=1e-3, warmup=100, schedule="cons
                    min_lr_frac=1.0, beta2=0.99, eval_every=25, eval_size=256, checkpoint_every=100,
                    seed=SEED, device="cpu", bf16=True)
 
-# name -> (model recipe, train recipe, why), most promising first (docs: shared notes on deep scratch recipes)
+# name -> (initialisation, training recipe, why), most promising first (docs: shared notes on deep scratch recipes)
 PROBES: dict[str, tuple[dict, dict, str]] = {
     "depth-lr1e-3": ({"resid_init": "depth"}, {}, "depth-scaled residual writers, lr 1e-3 held"),
     "depth-lr1e-3-curr": ({"resid_init": "depth"}, {"curriculum_steps": 400, "curriculum_incongruent": 0.75},
@@ -59,8 +59,8 @@ PROBES: dict[str, tuple[dict, dict, str]] = {
 
 def run_probe(name: str, steps: int | None) -> dict:
     mrec, trec, why = PROBES[name]
-    tcfg = replace(BASE, **trec, **({"steps": steps} if steps else {}))
-    mcfg = ModelConfig(init="scratch", base="smollm2-135m", **mrec)
+    tcfg = replace(BASE, **mrec, **trec, **({"steps": steps} if steps else {}))
+    mcfg = ModelConfig(init="scratch", base="smollm2-135m")
     work = WORK / name
     t0 = time.time()
     metrics = train({"task": TASK, "model": mcfg, "train": tcfg}, work, resume=work.exists(), progress=True)

@@ -191,3 +191,56 @@ def test_state_cadence_keeps_states_under_their_time_share(monkeypatch):
     now[0] += 1.5
     assert c.due(20) and not c.due(21)
     assert tr.StateCadence(every=5, share=1.0).due(5)  # share 1: every multiple of `every`
+
+
+@pytest.mark.parametrize("resid_init", ["depth", "zero"])
+def test_scratch_recipe_rescales_only_the_residual_writers(tiny_base, resid_init):
+    """depth: W_O and W_out are the base draw / sqrt(2 n_layers); zero: they are 0; every other weight equals the
+    plain scratch draw of the same seed. Catches scaling the wrong matrices (W_in, W_V), a factor of 1/sqrt(n_layers),
+    and a recipe that changes the seed's draw."""
+    from interp.models import base_arch_and_tokenizer, build_scratch
+
+    arch, tok = base_arch_and_tokenizer(str(tiny_base))
+    plain = build_scratch(arch, tok, 3).state_dict()
+    got = build_scratch(arch, tok, 3, resid_init=resid_init).state_dict()
+    factor = {"depth": (2 * arch.n_layers) ** -0.5, "zero": 0.0}[resid_init]
+    writers = [k for k in plain if k.endswith(("attn.W_O", "mlp.W_out"))]
+    assert len(writers) == 2 * arch.n_layers
+    for k, v in plain.items():
+        torch.testing.assert_close(got[k], v * factor if k in writers else v, rtol=0, atol=0)
+
+
+def test_curriculum_batches_hold_the_asked_share_of_incongruent_trials(tiny_base):
+    """During the curriculum a batch of 32 holds round(0.75 * 32) = 24 incongruent trials, mixed in order; after it
+    the task's own mix returns (the batch of that step is the plain draw). Catches a share computed on the pool, a
+    curriculum that never ends, and congruence read backwards."""
+    from experiments.train import TrainConfig, batch_seed, training_batch
+    from interp.models import load_tokenizer
+    from tasks.cdm import CDMConfig, generate
+
+    tok = load_tokenizer(tiny_base)
+    t = TrainConfig(steps=100, batch_size=32, curriculum_steps=5, curriculum_incongruent=0.75, seed=2)
+    for step in range(5):
+        b = training_batch(CDMConfig(), t, step, tok)
+        assert len(b) == 32 and int((~b.meta["congruent"]).sum()) == 24
+        assert 0 < int(np.argmax(b.meta["congruent"])) < 24 or b.meta["congruent"][0]  # not sorted by congruence
+    after = training_batch(CDMConfig(), t, 5, tok)
+    plain = generate(CDMConfig(), 32, seed=batch_seed(2, 5), tokenizer=tok, split="train")
+    assert np.array_equal(after.tokens, plain.tokens)
+
+
+def test_constant_schedule_holds_then_decays_linearly():
+    """Warmup 10 of 100 steps, held at the peak, then the last 20% decay linearly to 0.1. Catches a decay that
+    starts at the warmup's end (cosine) or ends above min_lr_frac."""
+    from experiments.state import lr_lambda
+
+    f = lr_lambda(10, 100, 0.1, "constant", 0.2)
+    assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
+    assert f(10) == f(50) == f(80) == 1.0
+    assert f(90) == pytest.approx(0.55) and f(100) == pytest.approx(0.1)
+
+
+def test_a_scratch_recipe_for_a_fine_tune_is_refused(tiny_base, tmp_path):
+    with pytest.raises(ValueError, match="scratch' only"):
+        train(tiny_train_config(tiny_base, "pretrained", steps=5, resid_init="depth"), tmp_path / "x", progress=False)
+    assert not (tmp_path / "x").exists()
