@@ -110,6 +110,17 @@ def table() -> str:
     return "\n".join(lines)
 
 
+def write_table() -> str:
+    """docs/smollm2-study/probes/TABLE.md: the table of every recorded probe, rewritten from the records."""
+    from interp.store import atomic_write_text
+
+    text = table()
+    atomic_write_text(OUT / "TABLE.md", "# Scratch recipe probes (written by scripts/scratch_probes.py)\n\n"
+                      f"Task: the default decision task, numbers 10-69 (70-99 held out); seed {SEED}; validation "
+                      "256 trials.\n\n" + text + "\n")
+    return text
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", nargs="*", help="run these probes only (in this order)")
@@ -125,7 +136,8 @@ def main() -> None:
                 continue
             rec = run_probe(name, a.steps)
             print(f"{name}: {summary(rec)}", flush=True)
-    print(table())
+            write_table()
+    print(write_table())
 
 
 if __name__ == "__main__":

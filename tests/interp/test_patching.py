@@ -56,15 +56,44 @@ def _tl_raw(model, clean, bad, what, direction):
     return TL[what](model, target, cache, metric).cpu().numpy()
 
 
-def test_the_reference_copy_is_the_same_function(setup):
-    from interp.metrics import logit_diff
+@pytest.mark.parametrize("setup", ["llama"], indirect=True)  # the grouped-query-attention model only
+def test_the_reference_ungroups_the_key_value_heads_and_computes_the_same_function(setup):
+    """The model TransformerLens's k / v patching runs on (`_tl_raw`): each query head gets its own copy of the key /
+    value head it reads in TransformerLens's grouped attention (query head h reads head h // (n_heads /
+    n_key_value_heads)), every other weight stays, and every logit at every position is the grouped model's.
+
+    Catches: no ungrouping (still 2 key/value heads: TL's k / v patching would sweep those, not query heads), heads
+    tiled instead of interleaved (query head 1 given key/value head 1, not 0), keys or values left unloaded (loading
+    is not strict: uninitialised weights), any other weight lost. Only the Llama case: GPT-2 has one key/value head
+    per query head, its reference is a plain copy of the model, and comparing the two could not fail on any of
+    these (for GPT-2, test_matches_transformer_lens compares with TransformerLens's own patching functions, an
+    independent reference all the same)."""
     from interp.models import with_a_key_value_head_per_query_head
 
     model, clean, _ = setup
+    cfg = model.cfg
+    n, n_kv = cfg.n_heads, cfg.n_key_value_heads
+    assert n_kv is not None and n_kv < n  # grouped: otherwise there is nothing to ungroup
     ref = with_a_key_value_head_per_query_head(model)
     assert ref.cfg.n_key_value_heads is None
-    torch.testing.assert_close(logit_diff(ref, clean.tokens, clean.answer_ids, clean.wrong_ids),
-                               logit_diff(model, clean.tokens, clean.answer_ids, clean.wrong_ids), atol=1e-5, rtol=0)
+    # not a no-op: each layer's key and value heads (weights and biases) grow from n_kv to n
+    size = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert size(ref) - size(model) == cfg.n_layers * 2 * (n - n_kv) * (cfg.d_model + 1) * cfg.d_head
+    keys_values = ("W_K", "W_V", "b_K", "b_V")
+    for layer in range(cfg.n_layers):
+        grouped, own = model.blocks[layer].attn, ref.blocks[layer].attn
+        for name in keys_values:
+            g, r = getattr(grouped, f"_{name}").detach(), getattr(own, name).detach()
+            assert g.shape[0] == n_kv and r.shape == (n, *g.shape[1:]), (layer, name, g.shape, r.shape)
+            for h in range(n):
+                assert torch.equal(r[h], g[h // (n // n_kv)]), (layer, name, h)
+    want = {k: v for k, v in model.state_dict().items() if k.rsplit(".", 1)[-1].lstrip("_") not in keys_values}
+    got = ref.state_dict()
+    assert all(torch.equal(got[k], v) for k, v in want.items()), [k for k, v in want.items() if not
+                                                                   torch.equal(got[k], v)]
+    tokens = torch.tensor(clean.tokens)
+    with torch.no_grad():
+        torch.testing.assert_close(ref(tokens), model(tokens), atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("what", list(VARIANTS))
