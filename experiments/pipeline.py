@@ -111,23 +111,57 @@ class Run:
         p = self.ctx.out / "stages" / f"{step}.json"
         return p.exists() and json.loads(p.read_text()).get("config_hash") == self.hash
 
-    def mark(self, step: str, seconds: float) -> None:
-        atomic_write_json(self.ctx.out / "stages" / f"{step}.json", {"config_hash": self.hash, "seconds": seconds})
+    def verify(self, steps: list[str]) -> None:
+        """Every record file the finished steps wrote is as the last of them left it (else RunTamperedError, one
+        line, nothing written): a resumed run never builds on a results file edited or a model folder swapped."""
+        recorded: dict[str, tuple[str, str]] = {}
+        for step in steps:
+            if self.done(step):
+                body = json.loads((self.ctx.out / "stages" / f"{step}.json").read_text())
+                recorded.update({rel: (h, step) for rel, h in body.get("outputs", {}).items()})
+        now = record_hashes(self.ctx.out)
+        for rel, (h, step) in recorded.items():
+            if now.get(rel) != h:
+                raise RunTamperedError(f"{self.ctx.out / rel} was {'removed' if rel not in now else 'changed'} after "
+                                       f"the run's {step} step wrote it: restore it, or rerun with --overwrite")
+
+    def mark(self, step: str, seconds: float, before: dict[str, str]) -> None:
+        """The step's record: config hash, seconds, and the sha256 of every record file it wrote or changed."""
+        outputs = {rel: h for rel, h in record_hashes(self.ctx.out).items() if before.get(rel) != h}
+        atomic_write_json(self.ctx.out / "stages" / f"{step}.json",
+                          {"config_hash": self.hash, "seconds": seconds, "outputs": outputs})
 
     def run(self) -> Path:
         from experiments.steps import STEPS
 
         torch.manual_seed(0)
+        self.verify([name for name, _ in STEPS])
         for name, step in STEPS:
             if self.done(name):
                 self.ctx.log(f"[{name}] already done: skipped")
                 continue
             self.ctx.log(f"[{name}] ...")
-            t0 = time.time()
+            t0, before = time.time(), record_hashes(self.ctx.out)
             step(self.ctx)
-            self.mark(name, time.time() - t0)
+            self.mark(name, time.time() - t0, before)
             self.ctx.log(f"[{name}] done in {time.time() - t0:.1f} s")
         return self.ctx.out / "report.html"
+
+
+class RunTamperedError(RuntimeError):
+    """A file a finished step wrote was changed or removed afterwards; the run refuses to build on it."""
+
+
+RECORDS = ("results/**/*.json", "results/**/*.npz", "results/**/*.csv", "models/*/checkpoint.json")
+
+
+def record_hashes(out: Path) -> dict[str, str]:
+    """sha256 of the run's record files (results, and each model's checkpoint.json, which holds its weights' hash
+    that loading checks): a results file edited, or a model folder swapped, after a step wrote it shows here."""
+    from interp.store import file_sha256
+
+    files = {p for pattern in RECORDS for p in out.glob(pattern) if p.is_file()}
+    return {p.relative_to(out).as_posix(): file_sha256(p) for p in sorted(files)}
 
 
 def base_provenance(base: str) -> dict[str, Any]:

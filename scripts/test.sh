@@ -1,14 +1,19 @@
 #!/usr/bin/env bash
-# Sets up the environment and runs the test suite offline: unit and integration tests (what CI runs). Slow checks:
-# add --runslow. --fast: only the fast unit tests (pytest -m unit; markers in pyproject.toml, tests/conftest.py).
+# Sets up the environment and runs the tests offline. No flag: the fast unit set (pytest -m unit; markers in
+# pyproject.toml, tests/conftest.py). --all: unit and integration tests (what CI runs). Slow checks: add --runslow.
 # Other arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-args=()
+marker=(-m unit)
+rest=()
 for a in "$@"; do
-  if [ "$a" = "--fast" ]; then args+=(-m unit); else args+=("$a"); fi
+  case "$a" in
+    --all) marker=() ;;
+    --fast) ;;
+    *) rest+=("$a") ;;
+  esac
 done
 bash scripts/setup.sh
 . .venv/bin/activate
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-python -m pytest -q ${args[@]+"${args[@]}"}
+python -m pytest -q ${marker[@]+"${marker[@]}"} ${rest[@]+"${rest[@]}"}

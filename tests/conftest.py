@@ -22,7 +22,7 @@ def pytest_addoption(parser):
 @pytest.hookimpl(tryfirst=True)  # before pytest's own `-m` selection, which must see the `unit` marks
 def pytest_collection_modifyitems(config, items):
     """Every test not marked slow or integration is a `unit` test (`pytest -m unit`: the fast set); slow tests are
-    skipped unless --runslow. Integration tests run by default: CI (`bash scripts/test.sh`) runs all but slow."""
+    skipped unless --runslow. `bash scripts/test.sh` runs the unit set; CI (`bash scripts/test.sh --all`) runs all but slow."""
     for item in items:
         if item.get_closest_marker("slow") is None and item.get_closest_marker("integration") is None:
             item.add_marker(pytest.mark.unit)

@@ -113,7 +113,7 @@ def test_the_introspection_finds_the_known_float_options():
     """Guards the discovery against silently finding nothing: options known today must be among the cases."""
     found = {(m, s, f) for m, s, _, f, _ in CASES}
     for want in [("train", "train", "lr"), ("runconfig", "finetune", "lr"), ("runconfig", "run", "circuit_level"),
-                 ("runconfig", "executor", "poll_s"), ("runconfig", "model", "embed_init_std"),
+                 ("runconfig", "executor", "poll_s"), ("runconfig", "scratch", "embed_init_std"),
                  ("runconfig", "task", "split_fractions"), ("runconfig", "task", "diff_per_coherence"),
                  ("runconfig", "task", "match_fraction"), ("pretrain", "corpus", "weights"),
                  ("pretrain", "arch", "eps"), ("pretrain", "pretrain", "lr")]:

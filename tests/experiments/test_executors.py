@@ -62,6 +62,8 @@ VOLATILE = (
     "resumed_from_step",  # models' metrics: the step a training resumed from (the job the testing hook killed)
     "weights_stat",  # models/*/checkpoint.json: (size, mtime_ns) of the weights, a cache key for re-hashing them
     #                  (the weights themselves and their weights_sha256 are compared)
+    "outputs",  # stages/*.json: sha256 of the record files a step wrote (their bytes hold the volatile fields above;
+    #             the files themselves are compared, field by field)
 )
 # Files not compared: only the parallel run has them, by design. What a job printed (a worker's stdout / stderr; a
 # serial job prints to the coordinator's own output, so there is no log) and the testing hook's marker of the job

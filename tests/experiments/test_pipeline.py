@@ -410,3 +410,31 @@ def test_a_new_analysis_needs_no_new_branches(run_dir, tmp_path, tiny_base, caps
     assert PlantedProfile.from_files(out / "planted").label == "cli"
     assert pd.read_csv(out / "planted.csv")["value"].tolist() == [1.0, 0.5]
     assert (out / "figures" / "planted_profile.html").is_file()
+
+
+@pytest.mark.parametrize("tamper", ["edit-results", "swap-model", "remove-results"])
+def test_a_tampered_run_folder_is_refused_with_one_line(run_dir, tiny_base, tmp_path, tamper):
+    """A finished run whose results file was edited, whose model folders were swapped (each folder consistent with
+    its own weights hash), or whose results file was removed is not resumed on top of: one `error:` line naming the
+    file, exit 2, and nothing in the folder changes. Catches a resume that trusts whatever files it finds."""
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    if tamper == "edit-results":
+        f = run / "results" / "compare.json"
+        f.write_text(f.read_text().replace("0.", "0.9", 1))
+        named = "results/compare.json"
+    elif tamper == "swap-model":
+        a, b = run / "models" / "finetuned-s0", run / "models" / "finetuned-s1"
+        a.rename(tmp_path / "x")
+        b.rename(a)
+        (tmp_path / "x").rename(b)
+        named = "checkpoint.json"
+    else:
+        (run / "results" / "contrasts.json").unlink()
+        named = "results/contrasts.json"
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    p = cli("run", str(tiny_config(tmp_path, tiny_base)), "--out", str(run), "--quiet")
+    _, err = p.communicate(timeout=300)
+    assert p.returncode == 2 and err.count("\n") == 1 and err.startswith("error: ") and named in err, err
+    assert "after the run's" in err
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
