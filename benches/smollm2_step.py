@@ -76,10 +76,10 @@ def main() -> None:
     from experiments.train import ModelConfig, TrainConfig, init_model
     from tasks.cdm import CDMConfig
 
-    import transformer_lens
+    from importlib.metadata import version
 
     task = CDMConfig(heldout_number_range=(70, 99))
-    print(f"torch {torch.__version__}, transformer-lens {transformer_lens.__version__ if hasattr(transformer_lens, '__version__') else '?'}, "
+    print(f"torch {torch.__version__}, transformer-lens {version('transformer-lens')}, "
           f"{os.cpu_count()} CPUs; batch 16; {a.steps} timed steps after {a.warmup}")
     print("| threads | autocast | AdamW | compile | s/step | tokens/s |")
     print("|---|---|---|---|---|---|")
