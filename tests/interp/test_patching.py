@@ -162,7 +162,11 @@ def test_patching_the_whole_stream_reproduces_the_clean_run(setup):
 
 @pytest.mark.parametrize("method", ["atp", "ig"])
 def test_attribution_patching_tracks_exact_patching(setup, method):
-    """Agreement over the positions that can differ only (earlier ones are zero in both and are left out)."""
+    """Agreement over the positions that can differ only (earlier ones are zero in both and are left out), held to
+    what each estimate reaches on these models (measured: AtP 0.978 / IG 0.982 on the tiny GPT-2, AtP 0.648 / IG
+    0.995 on the tiny Llama, whose gated MLPs make the one-step linear estimate poor; top-5 recall 1.0 except AtP
+    on the Llama, 0.4). Catches a sign error in the gradient or the activation difference (Spearman ~ -1), IG
+    interpolating between the wrong endpoints or summing too few steps, and estimates shifted by a position."""
     from interp.atp import agreement, attribution_patch
 
     model, clean, bad = setup
@@ -172,7 +176,9 @@ def test_attribution_patching_tracks_exact_patching(setup, method):
     assert est["values"].shape == exact.values.shape
     a = agreement(est["values"], exact.values, exact.first_diff, pos_axis=1, k=5)
     assert a["n_compared"] == exact.values[:, exact.first_diff:].size
-    assert a["spearman"] > 0.6 and a["top_k_recall"] >= 0.4  # a linear estimate on barely trained tiny models
+    llama_atp = method == "atp" and model.cfg.original_architecture == "LlamaForCausalLM"
+    assert a["spearman"] > (0.6 if llama_atp else 0.95)
+    assert a["top_k_recall"] >= (0.4 if llama_atp else 0.8)
 
 
 def test_agreement_leaves_out_the_shared_structural_zeros():
@@ -204,3 +210,50 @@ def test_integrated_gradients_completeness_improves_with_steps(setup):
                                 nodes="resid_pre", method="ig", steps=steps, min_gap=0)
         err.append(abs(est["values"][0].sum() - 1.0))
     assert err[1] < err[0] and err[1] < 0.2
+
+
+@pytest.mark.parametrize("what", ["heads", "heads_by_pos", "resid_pre", "attn_out", "mlp_out", "k_by_pos"])
+def test_any_stacking_gives_the_same_numbers(setup, what):
+    """One variant per forward, the default grouping (a layer's or a position's heads; 3 consecutive positions
+    replayed from the first of them) and large stacks agree."""
+    model, clean, bad = setup
+    args = (model, clean.tokens, bad.tokens, clean.answer_ids, clean.wrong_ids, what)
+    one = patch_sweep(*args, variants_per_forward=1).raw
+    for vpf in (None, 5, 64):
+        np.testing.assert_allclose(patch_sweep(*args, variants_per_forward=vpf).raw, one, atol=1e-5, rtol=0)
+
+
+def test_the_cached_runs_equal_transformer_lens_caches(setup):
+    """CachedRun records both runs with the replay's own forward: the same activations, logit differences and
+    key/value prefixes as TransformerLens's run_with_cache."""
+    from interp.metrics import logit_diff
+    from interp.patching import HOOK, CachedRun
+
+    model, clean, bad = setup
+    ct, bt = torch.tensor(clean.tokens), torch.tensor(bad.tokens)
+    a, w = torch.tensor(clean.answer_ids), torch.tensor(clean.wrong_ids)
+    r = CachedRun(model, bt, ct, a, w)
+    _, ref = model.run_with_cache(ct)
+    _, ref_target = model.run_with_cache(bt)
+    rotary = model.cfg.positional_embedding_type == "rotary"
+    for layer in range(model.cfg.n_layers):
+        for kind in list(HOOK) + (["rot_k"] if rotary else []):
+            torch.testing.assert_close(r.act(r.s, kind, layer), r.act(ref, kind, layer), atol=1e-4, rtol=1e-4)
+            torch.testing.assert_close(r.act(r.t, kind, layer), r.act(ref_target, kind, layer), atol=1e-4, rtol=1e-4)
+        k, v = r.kv[layer]  # the target's (corrupted run's) keys and values, [batch, head, pos, d_head]
+        torch.testing.assert_close(k.transpose(1, 2), r.act(ref_target, "rot_k" if rotary else "k", layer),
+                                   atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(v.transpose(1, 2), r.act(ref_target, "v", layer), atol=1e-4, rtol=1e-4)
+    assert r.source_ld == pytest.approx(float(logit_diff(model, clean.tokens, a, w).mean()), abs=1e-4)
+    assert r.target_ld == pytest.approx(float(logit_diff(model, bad.tokens, a, w).mean()), abs=1e-4)
+
+
+def test_prepared_weights_are_reused_until_the_model_changes(setup):
+    from interp.forward import Weights
+
+    model, _, _ = setup
+    w = Weights.of(model)
+    assert Weights.of(model) is w
+    with torch.no_grad():
+        model.blocks[0].mlp.W_out.mul_(1.0)  # an in-place change, even one that keeps the values
+    assert Weights.of(model) is not w
