@@ -1,5 +1,6 @@
-"""Speed of circuit evaluation (MIB faithfulness) on the shipped 6-layer base: the node fast path (outputs replaced in
-the residual stream) against the edge path (per-head inputs), and circuits stacked along the batch of one forward.
+"""Speed of circuit evaluation (MIB faithfulness) on the shipped 6-layer base: node circuits (outputs replaced in the
+residual stream) and edge circuits (per-head inputs), circuits stacked along the batch of one forward, each through
+this project's forward (`interp.edge_forward`, what runs use) and through TransformerLens with hooks (the reference).
 
     python benches/circuit_speed.py [--pairs 32] [--threads 2]
 
@@ -50,11 +51,14 @@ def main() -> None:
     print(f"shipped base, {a.pairs} context-flip pairs, {clean.tokens.shape[1]} positions, threads {a.threads}, "
           f"{int(ev.valid.sum())} edges")
     print(f"plain forward (no ablation):       {plain * 1000:6.1f} ms")
-    print(f"node circuit, fast path:           {per_circuit(ev, node_masks) * 1000:6.1f} ms per circuit")
-    for k in (1, 2, 4):
-        ev.per_forward = k
-        print(f"edge circuit, {k} per forward:      {per_circuit(ev, edge_masks) * 1000:6.1f} ms per circuit")
-
+    for fast in (False, True):
+        ev.fast, ev.per_forward = fast, 1
+        how = "this project's forward (interp.edge_forward)" if fast else "TransformerLens with hooks"
+        print(f"{how}:")
+        print(f"  node circuit:                    {per_circuit(ev, node_masks) * 1000:6.1f} ms per circuit")
+        for k in (1, 2, 4):
+            ev.per_forward = k
+            print(f"  edge circuit, {k} per forward:    {per_circuit(ev, edge_masks) * 1000:6.1f} ms per circuit")
 
 if __name__ == "__main__":
     main()

@@ -31,14 +31,31 @@ def strip(x):  # noqa: ANN001, ANN201
     return x
 
 
+def max_rel_diff(x, y) -> float:  # noqa: ANN001
+    """Largest |x - y| / max(1, |y|) over the numbers of two parsed JSON values of the same shape; inf when their
+    structure or any non-number differs."""
+    if isinstance(x, dict) and isinstance(y, dict):
+        return max((max_rel_diff(x[k], y[k]) for k in x), default=0.0) if x.keys() == y.keys() else float("inf")
+    if isinstance(x, list) and isinstance(y, list):
+        return max((max_rel_diff(u, v) for u, v in zip(x, y)), default=0.0) if len(x) == len(y) else float("inf")
+    if isinstance(x, (int, float)) and isinstance(y, (int, float)) and not isinstance(x, bool):
+        if x != x and y != y:  # both NaN
+            return 0.0
+        return abs(x - y) / max(1.0, abs(y))
+    return 0.0 if x == y else float("inf")
+
+
 def compare(a: Path, b: Path) -> list[str]:
+    """Every results JSON of run a against run b: 'equal', or the largest relative difference of its numbers."""
     diffs = []
     for f in sorted((a / "results").glob("*.json")):
         g = b / "results" / f.name
         if not g.exists():
             diffs.append(f"{f.name}: missing in {b}")
-        elif strip(json.loads(f.read_text())) != strip(json.loads(g.read_text())):
-            diffs.append(f"{f.name}: differs")
+            continue
+        x, y = strip(json.loads(f.read_text())), strip(json.loads(g.read_text()))
+        if x != y:
+            diffs.append(f"{f.name}: largest relative difference {max_rel_diff(x, y):.2e}")
     return diffs
 
 

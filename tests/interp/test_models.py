@@ -178,3 +178,20 @@ def test_atomic_writes_have_the_usual_permissions(tmp_path):
     mask = os.umask(0)
     os.umask(mask)
     assert (tmp_path / "x.txt").stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+def test_gpt2_activation_is_the_fused_tanh_gelu(tiny_base):
+    """Models built here compute GPT-2's "gelu_new" with PyTorch's fused tanh GELU: equal to TransformerLens's own
+    element-wise formula to float rounding over the range activations take (the exact, erf-based GELU differs by up
+    to ~1e-3 there, the identity or a ReLU by far more), and its gradient too."""
+    from transformer_lens.utilities.activation_functions import gelu_new
+
+    model, _, _ = load_model(tiny_base)
+    act = model.blocks[0].mlp.act_fn
+    assert act is not gelu_new
+    x = torch.linspace(-8, 8, 4001, dtype=torch.float64, requires_grad=True)
+    y, ref = act(x), gelu_new(x)
+    assert float((y - ref).abs().max()) < 1e-12
+    (g,), (g_ref,) = torch.autograd.grad(y.sum(), x), torch.autograd.grad(gelu_new(x).sum(), x)
+    assert float((g - g_ref).abs().max()) < 1e-12
+    assert float((torch.nn.functional.gelu(x) - ref).abs().max()) > 1e-4  # the test tells the two GELUs apart
