@@ -32,10 +32,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from experiments import stages  # noqa: E402
-from experiments.runconfig import load_run_config  # noqa: E402
-from experiments.state import lr_lambda  # noqa: E402
-from experiments.train import make_optimizer, pick_device, to_device, train_step  # noqa: E402
+from experiments.analysis import stages  # noqa: E402
+from experiments.run.config import load_run_config  # noqa: E402
+from experiments.core.state import lr_lambda  # noqa: E402
+from experiments.training.train import make_optimizer, pick_device, to_device, train_step  # noqa: E402
 from interp.arch import Arch  # noqa: E402
 from interp.faithfulness import CircuitEvaluator  # noqa: E402
 from interp.metrics import evaluate_batch  # noqa: E402

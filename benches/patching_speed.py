@@ -58,8 +58,8 @@ def best_of(f, repeat: int):  # noqa: ANN001, ANN201
 
 def default_model(cache: Path) -> Path:
     """The default fine-tuned model (default.toml's task and [finetune], seed 0), trained once into `cache`."""
-    from experiments.runconfig import load_run_config
-    from experiments.train import train
+    from experiments.run.config import load_run_config
+    from experiments.training.train import train
 
     ck = cache / "default-finetuned-s0"
     if not (ck / "checkpoint.json").exists():
@@ -74,7 +74,7 @@ def default_model(cache: Path) -> Path:
 
 def pairs_of(model_dir: str | Path, n: int):  # noqa: ANN201
     """The model and n clean / corrupted pairs of the default run's task and corruption (seed 0, test split)."""
-    from experiments.runconfig import load_run_config
+    from experiments.run.config import load_run_config
     from interp.models import load_model
     from tasks.registry import make_pairs
 

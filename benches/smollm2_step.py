@@ -21,7 +21,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
 def time_variant(model, tok, task, bf16: bool, fused: bool, steps: int, warmup: int, compiled: bool = False):  # noqa: ANN001, ANN201
-    from experiments.train import TrainConfig, answer_logits, training_batch
+    from experiments.training.train import TrainConfig, answer_logits, training_batch
 
     tcfg = TrainConfig(steps=100, batch_size=16, lr=1e-5)
     decay = [p for p in model.parameters() if p.dim() >= 2]
@@ -49,7 +49,7 @@ def finetune_curve(bf16: bool, steps: int) -> tuple[list[tuple[int, float, float
     import tempfile
     from pathlib import Path
 
-    from experiments.train import ModelConfig, TrainConfig, train
+    from experiments.training.train import ModelConfig, TrainConfig, train
     from tasks.cdm import CDMConfig
 
     tcfg = TrainConfig(steps=steps, batch_size=16, lr=1e-4, warmup=10, eval_every=25, eval_size=256,
@@ -73,7 +73,7 @@ def main() -> None:
     ap.add_argument("--finetune", type=int, default=75, help="steps of the short fine-tune per setting (0: skip)")
     ap.add_argument("--compile", action="store_true", help="also time torch.compile (minutes of compilation)")
     a = ap.parse_args()
-    from experiments.train import ModelConfig, TrainConfig, init_model
+    from experiments.training.train import ModelConfig, TrainConfig, init_model
     from tasks.cdm import CDMConfig
 
     from importlib.metadata import version

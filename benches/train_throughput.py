@@ -73,7 +73,7 @@ def bare(steps: int, vocab: int, batch: int, seq: int) -> float:
 
 
 def ours(steps: int, base: Path, tmp: Path) -> float:
-    from experiments.train import load_config, train
+    from experiments.training.train import load_config, train
 
     def run(n: int, name: str) -> float:
         cfg = load_config(None, {"model": {"init": "scratch", "base": str(base)},

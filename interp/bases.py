@@ -21,6 +21,7 @@ import tempfile
 from importlib import metadata, resources
 from pathlib import Path
 from typing import Any
+from interp.store import atomic_write_json, file_sha256
 
 SHIPPED = ("cogbase-6l",)
 SMOLLM2 = "smollm2-135m"
@@ -83,7 +84,6 @@ def convert_gguf(gguf: Path, out: Path) -> None:
     from safetensors.torch import save_file
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from interp.store import atomic_write_json, file_sha256
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))

@@ -41,6 +41,7 @@ from interp.ablation import derangement
 from interp.circuits import EdgeHooks, edge_mask, node_ablation_hooks, node_names
 from interp.forward import Weights
 from interp.metrics import as_ids, as_tokens, last_logits, logit_diff_from_logits
+from interp.result_io import held
 
 ABLATIONS = ("corrupted", "mean", "resample")
 GRID = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)  # MIB's circuit-size percentages
@@ -164,6 +165,7 @@ class CircuitEvaluator:
         return [(float(m) - empty) / (self.full - empty) for m in self.trials_many(keeps).mean(1)]
 
 
+@held
 @dataclass(frozen=True)
 class CircuitCurve:
     """A ranked circuit's faithfulness over MIB's size grid, beside random circuits of the same sizes."""

@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 from interp.arch import UnsupportedArchitecture
 from interp.forward import Weights, attn_out, final_logit_diff, record, run_from, supported
 from interp.metrics import MIN_GAP, as_ids, as_tokens, cache_last, logit_diff_from_logits, normalise
+from interp.result_io import held
 
 # what: (activation, index axes); mirrors transformer_lens.patching's variants
 VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -52,6 +53,7 @@ HOOK = {"resid_pre": "hook_resid_pre", "attn_out": "hook_attn_out", "mlp_out": "
         "z": "attn.hook_z", "q": "attn.hook_q", "k": "attn.hook_k", "v": "attn.hook_v", "pattern": "attn.hook_pattern"}
 
 
+@held
 @dataclass
 class PatchResult:
     """Labelled result array. `values` are normalised (0 corrupted, 1 clean); `raw` the mean logit differences;

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from jaxtyping import Float
 
-RESULT_TYPES: dict[str, type] = {}
+from interp.result_io import RESULT_TYPES, load_result, save_result
 
 
 class Result:
@@ -30,15 +30,11 @@ class Result:
 
     def to_files(self, stem: str | Path, provenance: dict[str, Any] | None = None) -> tuple[Path, Path]:
         """Write `stem`.json and `stem`.npz; returns their paths."""
-        from interp.result_io import save_result
-
         return save_result(self, stem, provenance)
 
     @classmethod
     def from_files(cls, stem: str | Path) -> Any:
         """The result saved at `stem` (refused if the files hold another type of result)."""
-        from interp.result_io import load_result
-
         r = load_result(stem)
         if not isinstance(r, cls):
             raise TypeError(f"{stem} holds a {type(r).__name__}, not a {cls.__name__}")

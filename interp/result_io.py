@@ -13,6 +13,8 @@ Encoding of a field value: an array becomes {"__array__": key into the NPZ}; a n
 The JSON records the NPZ's sha256 (a .json is never read with another save's .npz) and the module defining the
 result's type: a type not yet defined in this process is imported from there when that module belongs to the
 project (`interp.*`, `experiments.*`), so a new analysis's results load in any process (export, report, workers).
+Types register themselves (`RESULT_TYPES`, `held`): this module imports no result module, the result modules
+import it.
 """
 
 from __future__ import annotations
@@ -33,28 +35,30 @@ FORMAT = 2  # 1: before the NPZ hash and the module were recorded
 IMPORTABLE = ("interp.", "experiments.")  # where a result type named by a file may be imported from
 
 
+# name -> type; filled by the types themselves: each `interp.result_base.Result` subclass registers on definition,
+# each plain dataclass a result may hold through `held`
+RESULT_TYPES: dict[str, type] = {}
+HELD_TYPES: dict[str, type] = {}
+DEFAULT_HOME = "interp.results"  # where the API's result types are defined (files that record no module)
+
+
+def held(cls: type) -> type:
+    """Class decorator: a plain dataclass that results may hold as a field (e.g. PatchResult, CircuitCurve)."""
+    HELD_TYPES[cls.__name__] = cls
+    return cls
+
+
 def result_types() -> dict[str, type]:
-    """Every defined result type (`interp.result_base.Result` subclasses, the API's among them)."""
-    import interp.results  # noqa: F401  (defines the API's result types)
-    from interp.result_base import RESULT_TYPES
-
+    """Every result type defined so far in this process."""
     return dict(RESULT_TYPES)
-
-
-def held_types() -> dict[str, type]:
-    """The plain dataclasses a result may hold."""
-    from interp.faithfulness import CircuitCurve
-    from interp.patching import PatchResult
-
-    return {"PatchResult": PatchResult, "CircuitCurve": CircuitCurve}
 
 
 def _result_type(name: str, module: str | None, where: Path) -> type:
     """The result type a file names; imported from its recorded module when not yet defined (project modules
     only)."""
     types = result_types()
-    if name not in types and module and module.startswith(IMPORTABLE):
-        importlib.import_module(module)
+    if name not in types:  # imported by the name the file records (project modules only), not by this module
+        importlib.import_module(module if module and module.startswith(IMPORTABLE) else DEFAULT_HOME)
         types = result_types()
     if name not in types:
         raise ValueError(f"{where} names type {name!r}, which is not a result type ({', '.join(sorted(types))})"
@@ -138,7 +142,7 @@ def load_result(stem: str | Path) -> Any:
         raise ValueError(f"{stem.with_suffix('.npz')} is not the array file saved with {where} (its sha256 differs)")
     with np.load(io.BytesIO(data), allow_pickle=False) as z:
         arrays = {k: z[k] for k in z.files}
-    return cls(**{k: _decode(v, arrays, held_types()) for k, v in meta["fields"].items()})
+    return cls(**{k: _decode(v, arrays, dict(HELD_TYPES)) for k, v in meta["fields"].items()})
 
 
 def load_provenance(stem: str | Path) -> dict[str, Any]:

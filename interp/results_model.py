@@ -17,6 +17,10 @@ from jaxtyping import Float
 from interp import viz
 from interp.faithfulness import CircuitCurve
 from interp.result_base import Result, head_label, layer_labels
+from interp.metrics import condition_label
+from interp.stats import mean_ci
+from interp.stats import spearman
+from interp.store import atomic_write_text
 
 
 def _node_layer(name: str) -> float:
@@ -110,8 +114,6 @@ class Circuit(Result):
     def summary(self) -> dict[str, Any]:
         """Curves (with their random circuits), ranking, the top set and the exact-patching check of the nodes
         it covers (Spearman of EAP scores against exact effects)."""
-        from interp.stats import spearman
-
         checked = [n for n in self.ranked if n in self.exact]
         eap, exact = [self.node_scores[n] for n in checked], [self.exact[n] for n in checked]
         return {"method": self.method, "ablation": self.ablation, "corruption": self.corruption,
@@ -205,8 +207,6 @@ class Comparison(Result):
     def summary(self) -> dict[str, Any]:
         """Per group of models (the name before "-s"): mean and 95% t-interval over models of CKA with the base
         per layer and of the accuracy kept reverting one layer; each model's unreverted accuracy."""
-        from interp.stats import mean_ci
-
         out: dict[str, Any] = {"full": self.full, "groups": {}}
         for g in dict.fromkeys(m.split("-s")[0] for m in self.cka):
             ms = [m for m in self.cka if m.split("-s")[0] == g]
@@ -247,8 +247,6 @@ class AttentionView(Result):
                 "style='width:100%;height:720px;border:0' sandbox='allow-scripts'></iframe>")
 
     def save(self, path: str | Path) -> Path:
-        from interp.store import atomic_write_text
-
         atomic_write_text(Path(path), self.html())
         return Path(path)
 
@@ -305,8 +303,6 @@ class Evaluation(Result):
         return pd.DataFrame(list(self.by_condition))
 
     def plot(self) -> Any:
-        from interp.metrics import condition_label
-
         f = self.to_frame()
         cats = [condition_label(r) for r in self.by_condition]
         return viz.bars(cats, {self.model: (f["accuracy"].to_numpy(), np.zeros(len(f)))},

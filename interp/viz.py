@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from interp.store import atomic_write_bytes, atomic_write_csv, atomic_write_text
+from interp.stats import mean_ci
 
 PALETTE = {"finetuned": "#1f77b4", "scratch": "#d62728", "base": "#7f7f7f", "ft-vs-scratch": "#2ca02c",
            "between": "#2ca02c", "within finetuned": "#1f77b4", "within scratch": "#d62728",
@@ -97,8 +98,6 @@ def profiles(x: Sequence[Any], per_model: dict[str, Sequence[float]], title: str
     """One thin line per model and, per group (`group[name]`, default the name before "-s"), the mean over its
     models with the project's 95% interval over seeds (`interp.stats.mean_ci`) as a band (`bands=False` for
     lines that are not independent, e.g. pairs of models sharing a model)."""
-    from interp.stats import mean_ci
-
     go = _go()
     fig = go.Figure()
     xs = [esc(v) for v in x]

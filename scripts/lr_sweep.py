@@ -18,9 +18,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from experiments.config import to_dict
-from experiments.runconfig import load_run_config
-from experiments.train import ModelConfig, TrainConfig, train
+from experiments.core.config import to_dict
+from experiments.run.config import load_run_config
+from experiments.training.train import ModelConfig, TrainConfig, train
 from interp.store import atomic_write_json, versions
 
 REPO = Path(__file__).resolve().parents[1]

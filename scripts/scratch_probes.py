@@ -29,8 +29,8 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from experiments.config import to_dict  # noqa: E402
-from experiments.train import ModelConfig, TrainConfig, meets_criterion, train  # noqa: E402
+from experiments.core.config import to_dict  # noqa: E402
+from experiments.training.train import ModelConfig, TrainConfig, meets_criterion, train  # noqa: E402
 from interp.store import atomic_write_json, versions  # noqa: E402
 from tasks.cdm import CDMConfig  # noqa: E402
 

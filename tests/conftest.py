@@ -115,7 +115,7 @@ def tiny_llama_base(tmp_path_factory, digit_tokenizer) -> Path:
 @pytest.fixture(scope="session")
 def tiny_llama_trained(tmp_path_factory, tiny_llama_base) -> Path:
     """The tiny Llama fine-tuned briefly on the task (numbers are three tokens each with this tokenizer)."""
-    from experiments.train import train
+    from experiments.training.train import train
 
     out = tmp_path_factory.mktemp("tiny_llama_trained") / "ckpt"
     train(tiny_train_config(tiny_llama_base, "pretrained", steps=60, lr=3e-3), out, progress=False)
@@ -123,7 +123,7 @@ def tiny_llama_trained(tmp_path_factory, tiny_llama_base) -> Path:
 
 
 def tiny_train_config(base: Path, init: str, steps: int = 40, seed: int = 0, **train):
-    from experiments.train import load_config
+    from experiments.training.train import load_config
 
     t = {"steps": steps, "eval_every": 20, "eval_size": 64, "batch_size": 32, "warmup": 5, "seed": seed,
          "checkpoint_every": 10, "state_time_share": 1.0, **train}
@@ -133,7 +133,7 @@ def tiny_train_config(base: Path, init: str, steps: int = 40, seed: int = 0, **t
 @pytest.fixture(scope="session")
 def tiny_trained(tmp_path_factory, tiny_base) -> Path:
     """A 2-layer model fine-tuned briefly from the tiny base (weights differ from the base)."""
-    from experiments.train import train
+    from experiments.training.train import train
 
     out = tmp_path_factory.mktemp("tiny_trained") / "ckpt"
     train(tiny_train_config(tiny_base, "pretrained", steps=60, lr=3e-3), out, progress=False)

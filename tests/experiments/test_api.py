@@ -48,7 +48,7 @@ def trials(ft):
 
 
 def test_load_takes_the_checkpoints_task_and_trials_use_it(ft, tiny_trained):
-    from experiments.train import evaluate_checkpoint
+    from experiments.training.train import evaluate_checkpoint
     from interp.models import read_checkpoint_meta
 
     assert dataclasses.asdict(ft.task) == {k: tuple(v) if isinstance(v, list) else v for k, v in
@@ -256,7 +256,7 @@ def test_attention_on_a_prompt_and_its_bad_inputs(ft, tmp_path):
 
 
 def test_train_wraps_the_trainer_and_its_task_follows_the_checkpoint(tmp_path, tiny_base, easy, easy_dir):
-    from experiments.config import ConfigError
+    from experiments.core.config import ConfigError
     from tasks.cdm import CDMConfig, generate
 
     assert easy.metrics["steps"] == 200 and easy.info["init"] == "pretrained" and easy.model.cfg.n_layers == 2

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from experiments.cli import main
+from experiments.cli.main import main
 from interp.models import load_model, save_checkpoint
 from tasks.cdm import CDMConfig, make_pairs
 
@@ -159,7 +159,7 @@ def test_bad_option_combinations_exit_2(capsys, tmp_path, ckpt, args, match):
 
 
 def test_existing_output_is_refused_before_computing(capsys, tmp_path, ckpt, monkeypatch):
-    import experiments.cli_analyses as ca
+    import experiments.cli.analyses as ca
 
     monkeypatch.setattr(ca, "load", lambda *a, **k: pytest.fail("the model was loaded before the output check"))
     out = tmp_path / "a.html"

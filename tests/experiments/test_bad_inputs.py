@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from experiments.cli import main
+from experiments.cli.main import main
 from interp.models import load_model, save_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]

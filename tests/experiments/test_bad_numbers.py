@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 import experiments
-from experiments.config import ConfigError, build_task, load_sections
+from experiments.core.config import ConfigError, build_task, load_sections
 from tasks.registry import TASKS
 from tests.experiments.test_bad_inputs import run_bad
 
@@ -35,11 +35,13 @@ BAD = {"nan": float("nan"), "inf": float("inf"), "-inf": float("-inf")}  # TOML 
 def schemas() -> dict[str, dict[str, typing.Any]]:
     """{module: SCHEMA} for every experiments module that defines a config schema."""
     out = {}
-    for m in pkgutil.iter_modules(experiments.__path__):
-        mod = importlib.import_module(f"experiments.{m.name}")
+    for m in pkgutil.walk_packages(experiments.__path__, "experiments."):
+        if m.name.endswith("__main__"):
+            continue
+        mod = importlib.import_module(m.name)
         schema = getattr(mod, "SCHEMA", None)
         if isinstance(schema, dict) and schema:
-            out[m.name] = schema
+            out[m.name.removeprefix("experiments.")] = schema
     return out
 
 
@@ -112,11 +114,12 @@ def names_option(msg: str, field: str) -> bool:
 def test_the_introspection_finds_the_known_float_options():
     """Guards the discovery against silently finding nothing: options known today must be among the cases."""
     found = {(m, s, f) for m, s, _, f, _ in CASES}
-    for want in [("train", "train", "lr"), ("runconfig", "finetune", "lr"), ("runconfig", "run", "circuit_level"),
-                 ("runconfig", "executor", "poll_s"), ("runconfig", "scratch", "embed_init_std"),
-                 ("runconfig", "task", "split_fractions"), ("runconfig", "task", "diff_per_coherence"),
-                 ("runconfig", "task", "match_fraction"), ("pretrain", "corpus", "weights"),
-                 ("pretrain", "arch", "eps"), ("pretrain", "pretrain", "lr")]:
+    for want in [("training.train", "train", "lr"), ("run.config", "finetune", "lr"),
+                 ("run.config", "run", "circuit_level"), ("run.config", "executor", "poll_s"),
+                 ("run.config", "scratch", "embed_init_std"), ("run.config", "task", "split_fractions"),
+                 ("run.config", "task", "diff_per_coherence"), ("run.config", "task", "match_fraction"),
+                 ("training.pretrain", "corpus", "weights"), ("training.pretrain", "arch", "eps"),
+                 ("training.pretrain", "pretrain", "lr")]:
         assert want in found, want
     assert {c for _, s, c, _, _ in CASES if s == "task"} == {t.config for t in TASKS.values()}
 
@@ -182,7 +185,7 @@ def test_every_cli_float_flag_is_finite_checked():
     """No CLI option parses with bare `float` (which accepts nan and inf): walks the whole parser."""
     import argparse
 
-    from experiments.cli import build_parser
+    from experiments.cli.main import build_parser
 
     def walk(p: argparse.ArgumentParser, path: str):
         for a in p._actions:
@@ -194,4 +197,4 @@ def test_every_cli_float_flag_is_finite_checked():
 
     bare = [f"{path} {'/'.join(a.option_strings) or a.dest}" for path, a in walk(build_parser(), "cogcircuits")
             if a.type is float]
-    assert not bare, f"use experiments.cli_analyses.finite_float for: {bare}"
+    assert not bare, f"use experiments.cli.analyses.finite_float for: {bare}"

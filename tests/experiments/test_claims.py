@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from experiments import contrasts
-from experiments.claims import judge, judge_group, judge_pair, verdict
+from experiments.run import contrasts
+from experiments.run.claims import judge, judge_group, judge_pair, verdict
 
 FT = ["finetuned-s0", "finetuned-s1", "finetuned-s2"]
 SC = ["scratch-s0", "scratch-s1", "scratch-s2"]

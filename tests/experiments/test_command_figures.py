@@ -12,7 +12,7 @@ import re
 import numpy as np
 import pytest
 
-from experiments.cli import build_parser, main
+from experiments.cli.main import build_parser, main
 from interp.models import load_model, save_checkpoint
 from interp.result_io import load_provenance
 from interp.results import Ablation, Attribution, Circuit, Comparison, Neurons, Patching
@@ -194,7 +194,7 @@ def test_unknown_format_exits_2_with_nothing_written(capsys, tmp_path, ckpt):
 @pytest.fixture
 def no_computation(monkeypatch):
     """Any model load fails the test: what is refused must be refused before the computation starts."""
-    import experiments.cli_analyses as ca
+    import experiments.cli.analyses as ca
 
     monkeypatch.setattr(ca, "load", lambda *a, **k: pytest.fail("the model was loaded before the refusal"))
 

@@ -16,9 +16,18 @@ from typing import Any
 import numpy as np
 import pytest
 
-from experiments.cli import main
-from experiments.executors import ExecutorConfig, _need
-from experiments.jobs import KILL_ONCE_ENV
+from experiments.cli.main import main
+from experiments.jobs.executors import ExecutorConfig, _need
+from experiments.jobs.runner import HOOK_ENV
+from tests.helpers.kill_once import TARGET_ENV
+
+KILL_ONCE_HOOK = f"{Path(__file__).resolve().parents[1] / 'helpers' / 'kill_once.py'}:before_job"
+
+
+def kill_once(monkeypatch: pytest.MonkeyPatch, job_id: str) -> None:
+    """The first attempt of `job_id` dies midway (tests/helpers/kill_once.py, through the runner's hook)."""
+    monkeypatch.setenv(HOOK_ENV, KILL_ONCE_HOOK)
+    monkeypatch.setenv(TARGET_ENV, job_id)
 
 pytestmark = pytest.mark.integration
 
@@ -165,7 +174,7 @@ def assert_same_run(got: Path, want: Path) -> None:
 @pytest.fixture(scope="module")
 def worker_threads():
     """Every run of this module computes with the torch thread count a worker of `--workers WORKERS` gets
-    (`experiments.executors`: cores // workers): CPU kernels (the backward pass's reductions) sum in an order that
+    (`experiments.jobs.executors`: cores // workers): CPU kernels (the backward pass's reductions) sum in an order that
     depends on the thread count, so a serial run with all cores differs from a worker's in the last bits."""
     import torch
 
@@ -199,7 +208,7 @@ def test_parallel_executors_give_the_serial_results(serial, tiny_base, tmp_path,
     steps = '["train"]' if kind == "submitit-local" else '["train", "analyses", "circuits"]'
     cfg = config(tmp_path, tiny_base, f"[executor]\nsteps = {steps}\npoll_s = 0.1\n")
     if kind == "local":
-        monkeypatch.setenv(KILL_ONCE_ENV, "train-finetuned-s1")
+        kill_once(monkeypatch, "train-finetuned-s1")
     assert run(cfg, tmp_path / "run", "--executor", kind, "--workers", str(WORKERS)) == 0
     assert_same_run(tmp_path / "run", serial_run)
     jobs = json.loads((tmp_path / "run" / "results" / "jobs.json").read_text())
@@ -225,7 +234,7 @@ def test_parallel_executors_give_the_serial_results(serial, tiny_base, tmp_path,
 def test_a_job_that_keeps_failing_is_reported_and_finished_jobs_are_kept(serial, tmp_path, monkeypatch, capsys):
     cfg, expected, _ = serial
     out = tmp_path / "run"
-    monkeypatch.setenv(KILL_ONCE_ENV, "train-scratch-s0")
+    kill_once(monkeypatch, "train-scratch-s0")
     assert run(cfg, out, "--retries", "0") == 2  # serial: the jobs run in order, in this process
     err = capsys.readouterr().err
     assert "job train-scratch-s0 failed 1 times" in err and "log: jobs/train-scratch-s0.log" in err
@@ -233,7 +242,7 @@ def test_a_job_that_keeps_failing_is_reported_and_finished_jobs_are_kept(serial,
     failed = {j["id"]: j for j in json.loads((out / "results" / "jobs.json").read_text())["jobs"]}
     assert failed["train-scratch-s0"]["state"] == "failed"  # recorded even though the step failed
     assert (out / "models" / "finetuned-s0" / "checkpoint.json").exists()  # finished before the failure: kept
-    monkeypatch.delenv(KILL_ONCE_ENV)
+    monkeypatch.delenv(TARGET_ENV)
     assert run(cfg, out) == 0  # the coordinator again, serially: finished jobs are not redone
     st = {j["id"]: j for j in json.loads((out / "results" / "jobs.json").read_text())["jobs"]}
     assert st["train-scratch-s0"]["state"] == "done" and st["train-scratch-s0"]["attempts"] == 1  # this coordinator
@@ -269,7 +278,7 @@ def test_slurm_settings_reach_the_sbatch_script(tmp_path, monkeypatch, partition
     pytest.importorskip("submitit")
     from submitit.slurm import slurm
 
-    from experiments.executors import make_executor
+    from experiments.jobs.executors import make_executor
 
     fake = tmp_path / "bin"
     fake.mkdir()
@@ -316,8 +325,8 @@ class _PoolThatBreaks:
 def test_a_pool_break_charges_the_job_that_caused_it_not_its_bystanders(tmp_path, monkeypatch):
     """Catches charging every job in a broken pool (the bystander would fail with retries=1) and rebuilding
     without isolating the suspects (the culprit would never be identified)."""
-    from experiments import dispatch
-    from experiments.jobs import Job
+    from experiments.jobs import dispatch
+    from experiments.jobs.spec import Job
 
     pool = _PoolThatBreaks(tmp_path)
     monkeypatch.setattr(dispatch, "make_executor", lambda cfg, run_dir, progress: pool)

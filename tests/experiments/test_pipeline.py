@@ -121,10 +121,10 @@ def test_circuits_and_contrasts_carry_their_baselines(run_dir):
 
 
 def test_verdicts_are_the_rule_applied_to_the_stored_results(run_dir, tmp_path):
-    from experiments.claims import judge
-    from experiments.pipeline import RunContext, load_run_config
-    from experiments.steps import claims as claims_step
-    from experiments.report import write_report
+    from experiments.run.claims import judge
+    from experiments.run.pipeline import RunContext, load_run_config
+    from experiments.run.steps import claims as claims_step
+    from experiments.report.report import write_report
 
     ev = json.loads((run_dir / "results" / "evaluate.json").read_text())
     con = json.loads((run_dir / "results" / "contrasts.json").read_text())
@@ -329,7 +329,7 @@ def test_the_runs_results_are_the_apis_on_the_recorded_trials(run_dir):
     seeds: pairs and test trials of the analyses seed, ablation reference seed + 1, neurons seed + 2), and name
     the checkpoint's weights. Catches a seed, trial count, corruption or reference that the run changed."""
     from experiments import api as cc
-    from experiments.steps import SEEDS
+    from experiments.run.steps import SEEDS
     from interp.result_io import load_provenance
     from interp.results import Ablation, Attribution, Neurons, Patching
 
@@ -364,8 +364,8 @@ def test_a_new_analysis_needs_no_new_branches(run_dir, tmp_path, tiny_base, caps
     import pandas as pd
     import plotly.graph_objects as go
 
-    from experiments import cli_analyses
-    from experiments.cli import main
+    import experiments.cli.analyses as cli_analyses
+    from experiments.cli.main import main
     from interp.result_base import Result
 
     @dataclass(frozen=True, eq=False)
@@ -391,7 +391,7 @@ def test_a_new_analysis_needs_no_new_branches(run_dir, tmp_path, tiny_base, caps
     (d / "index.json").write_text(json.dumps({**index, "results": index["results"] + ["planted"]}))
     for step in ("analyses", "figures", "report"):  # the analyses step re-gathers: its jobs are done, so skipped
         (run / "stages" / f"{step}.json").unlink()
-    from experiments.pipeline import Run, load_run_config
+    from experiments.run.pipeline import Run, load_run_config
 
     # in this process, where the new type is defined (a new analysis's module is imported by whatever computes it)
     Run(load_run_config(str(tiny_config(tmp_path, tiny_base))), run, progress=False).run()

@@ -4,7 +4,7 @@ import json
 
 import numpy as np
 
-from experiments.corpus import check_no_task_text
+from experiments.training.corpus import check_no_task_text
 
 
 def _tiny_corpus(d):
@@ -21,7 +21,7 @@ def _tiny_corpus(d):
 
 
 def test_pretraining_at_a_tiny_budget_gives_a_loadable_checkpoint(tmp_path):
-    from experiments.pretrain import load_config, pretrain
+    from experiments.training.pretrain import load_config, pretrain
     from interp.models import load_model
 
     corpus = _tiny_corpus(tmp_path / "corpus")

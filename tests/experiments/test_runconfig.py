@@ -11,8 +11,8 @@ import zipfile
 
 import pytest
 
-from experiments.runconfig import default_config_path, load_run_config
-from experiments.train import ModelConfig
+from experiments.run.config import default_config_path, load_run_config
+from experiments.training.train import ModelConfig
 from interp.models import resolve_base
 from tests.conftest import REPO
 

@@ -1,9 +1,9 @@
 """Every TOML under experiments/configs/ loads and validates through the loader of the command that reads it.
 
 Parametrized over the glob, so a new config file is covered without editing this test. A config whose sections
-are those of `cogcircuits pretrain` goes through `experiments.pretrain.load_config`; one with a [train] section
-through `experiments.train.load_config` (`cogcircuits train --config`); every other one through
-`experiments.runconfig.load_run_config`, the loader of `cogcircuits run` (and of `suite`), and then its [finetune]
+are those of `cogcircuits pretrain` goes through `experiments.training.pretrain.load_config`; one with a [train] section
+through `experiments.training.train.load_config` (`cogcircuits train --config`); every other one through
+`experiments.run.config.load_run_config`, the loader of `cogcircuits run` (and of `suite`), and then its [finetune]
 and [scratch] sections must also build as the training jobs of that run build them, and as the [train] section of
 `cogcircuits train --config`. Unknown keys are errors in every loader, so an option renamed in a dataclass but
 not in a shipped config (or the other way round) fails here.
@@ -16,10 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from experiments import pretrain, train
-from experiments.config import build, to_dict
-from experiments.runconfig import load_run_config
-from experiments.train import TrainConfig
+from experiments.training import pretrain
+
+from experiments.training import train
+from experiments.core.config import build, to_dict
+from experiments.run.config import load_run_config
+from experiments.training.train import TrainConfig
 from tests.conftest import REPO
 
 CONFIGS = sorted((REPO / "experiments" / "configs").glob("*.toml"))
@@ -59,7 +61,7 @@ def test_every_shipped_config_loads_and_validates(path: Path, tmp_path):
     cfg = load_run_config(path)
     run = cfg["run"]
     for section, init in (("finetune", "pretrained"), ("scratch", "scratch")):
-        # as `run` builds each training job (experiments.steps.train_models -> experiments.jobs._train_config)
+        # as `run` builds each training job (experiments.run.steps.train_models -> experiments.jobs.runner.train_config)
         seeds = run.seeds if init == "pretrained" or run.scratch_seeds is None else run.scratch_seeds
         for seed in seeds:
             job = build(TrainConfig, {**to_dict(cfg[section]), "seed": seed, "device": run.device},

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from experiments.cli import main
+from experiments.cli.main import main
 from tasks.registry import TASKS
 
 pytestmark = pytest.mark.integration  # whole `run` pipelines through `suite`
@@ -120,7 +120,7 @@ def _fake_run(root: Path, name: str, verdicts: dict[str, str]) -> Path:
 def test_suite_rows_tally_and_page_from_hand_written_runs(tmp_path):
     """Catches averaging models that missed the criterion, miscounting who met it, verdicts read from the wrong
     claim, a tally that counts the wrong verdict, and a page that does not show what the rows hold."""
-    from experiments.suite import render, summarise, tally
+    from experiments.run.suite import render, summarise, tally
 
     rows = [summarise(_fake_run(tmp_path, "one", {"A": "supported", "B": "not supported", "C": "inconclusive"})),
             summarise(_fake_run(tmp_path, "two", {"A": "supported", "B": "inconclusive", "C": "inconclusive"}))]

@@ -13,7 +13,7 @@ import pytest
 import torch
 from safetensors.numpy import load_file
 
-from experiments.train import NonFiniteLossError, train
+from experiments.training.train import NonFiniteLossError, train
 from interp.models import load_model
 from interp.store import OutputExistsError
 from tests.conftest import REPO, tiny_train_config
@@ -118,7 +118,7 @@ def _files(folder: Path) -> dict[str, bytes]:
 def test_resume_under_another_config_is_refused_and_nothing_changes(tiny_base, tmp_path):
     """A state written under lr 1e-3 is not resumed under lr 2e-3: one StateError line, the run folder untouched.
     Catches a resume that loads any state it finds (the old behaviour: a silently mixed trajectory)."""
-    from experiments.state import StateError
+    from experiments.core.state import StateError
 
     _, out, _ = _stopped_run(tiny_base, tmp_path, lr=1e-3)
     before = _files(out)
@@ -132,7 +132,7 @@ def test_resume_under_another_config_is_refused_and_nothing_changes(tiny_base, t
 def test_damaged_state_is_refused_with_one_line(tiny_base, tmp_path, damage):
     """A truncated optimizer file or a garbled state.json gives one StateError naming the state; nothing is
     overwritten. Catches a resume that crashes with a raw safetensors / JSON traceback or restarts over it."""
-    from experiments.state import StateError
+    from experiments.core.state import StateError
 
     cfg, out, st = _stopped_run(tiny_base, tmp_path)
     if damage == "truncate-optimizer":
@@ -160,7 +160,7 @@ def test_scratch_reaches_95_percent(tmp_path, tokenizer):
 def test_bf16_runs_the_blocks_but_never_the_unembedding(tiny_trained):
     """Under bf16 the answer logits are the float32 unembedding of the (bf16-computed) final residual. Catches the
     unembedding inside autocast, which rounds logits to bf16 (a step of 0.25-0.5 at GPT-2's logit sizes)."""
-    from experiments.train import answer_logits
+    from experiments.training.train import answer_logits
     from interp.metrics import unembed_last
     from tasks.cdm import CDMConfig, generate
 
@@ -179,7 +179,7 @@ def test_bf16_runs_the_blocks_but_never_the_unembedding(tiny_trained):
 def test_state_cadence_keeps_states_under_their_time_share(monkeypatch):
     """A state that took 1 s to write is followed by the next only after 19 s of training at share 0.05, and
     only at a multiple of `every`. Catches an inverted ratio (share / (1 - share)) or a cadence by steps only."""
-    import experiments.train as tr
+    import experiments.training.train as tr
 
     now = [100.0]
     monkeypatch.setattr(tr.time, "perf_counter", lambda: now[0])
@@ -214,7 +214,7 @@ def test_curriculum_batches_hold_the_asked_share_of_incongruent_trials(tiny_base
     """During the curriculum a batch of 32 holds round(0.75 * 32) = 24 incongruent trials, mixed in order; after it
     the task's own mix returns (the batch of that step is the plain draw). Catches a share computed on the pool, a
     curriculum that never ends, and congruence read backwards."""
-    from experiments.train import TrainConfig, batch_seed, training_batch
+    from experiments.training.train import TrainConfig, batch_seed, training_batch
     from interp.models import load_tokenizer
     from tasks.cdm import CDMConfig, generate
 
@@ -232,7 +232,7 @@ def test_curriculum_batches_hold_the_asked_share_of_incongruent_trials(tiny_base
 def test_constant_schedule_holds_then_decays_linearly():
     """Warmup 10 of 100 steps, held at the peak, then the last 20% decay linearly to 0.1. Catches a decay that
     starts at the warmup's end (cosine) or ends above min_lr_frac."""
-    from experiments.state import lr_lambda
+    from experiments.core.state import lr_lambda
 
     f = lr_lambda(10, 100, 0.1, "constant", 0.2)
     assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)

@@ -38,7 +38,7 @@ def test_missing_gguf_names_the_install_command(monkeypatch, tmp_path):
 
 
 def test_the_cli_gives_one_line_and_writes_nothing(monkeypatch, tmp_path, capsys):
-    from experiments.cli import main
+    from experiments.cli.main import main
 
     monkeypatch.setenv("COGCIRCUITS_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(bases.metadata, "distribution", lambda n: (_ for _ in ()).throw(metadata.PackageNotFoundError(n)))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from experiments import stages
+from experiments.analysis import stages
 from interp.models import load_model
 from tasks.cdm import CDMConfig, generate
 
@@ -51,7 +51,7 @@ def test_every_stage_unembeds_the_last_position_only(two_models):
         test, reps = stages.representations_of({"m": model, "b": base}, task, 16, seed=0)
         stages.reliance(model, base, test, cmap=True)
         stages.base_ranking(base, task, "context-flip", 8, seed=0, method="eap")
-        from experiments.attention import attention_page_of
+        from experiments.analysis.attention import attention_page_of
 
         attention_page_of(model, {"name": "m"}, task, top=2, n=4, seed=0, corruption="context-flip")
     finally:

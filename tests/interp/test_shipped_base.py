@@ -28,7 +28,7 @@ def test_loads_offline_and_matches_transformers():
 def test_heldout_perplexity_matches_the_model_card():
     from safetensors.torch import load_file
 
-    from experiments.basecard import HELDOUT, perplexity
+    from experiments.training.basecard import HELDOUT, perplexity
     from interp.models import load_hf_gpt2
 
     ev = json.loads((SHIPPED / "evidence.json").read_text())
@@ -51,7 +51,7 @@ def test_task_symbols_are_single_tokens():
 
 
 def test_train_without_base_uses_the_shipped_model(tmp_path):
-    from experiments.cli import main
+    from experiments.cli.main import main
     from interp.store import file_sha256
 
     cfg = tmp_path / "c.toml"
@@ -66,7 +66,7 @@ def test_fine_tuning_the_shipped_base_is_deterministic(tmp_path):
     import numpy as np
     from safetensors.numpy import load_file
 
-    from experiments.train import load_config, train
+    from experiments.training.train import load_config, train
 
     cfg = load_config(None, {"model": {"init": "pretrained"}, "train": {"steps": 12, "eval_every": 12,
                                                                          "eval_size": 16, "batch_size": 32,

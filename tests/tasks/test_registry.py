@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from experiments.config import ConfigError, build_task
+from experiments.core.config import ConfigError, build_task
 from tasks.base import TaskError
 from tasks.cdm import CDMConfig
 from tasks.registry import TASKS, generate, get_task, make_pairs, task_of

@@ -17,14 +17,15 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from experiments.config import load_sections, to_dict
-from experiments.corpus import read_corpus
-from experiments.state import latest_state, load_state, lr_lambda, save_state
-from experiments.basecard import save_heldout
+from experiments.core.config import load_sections, to_dict
+from experiments.training.corpus import read_corpus
+from experiments.core.state import latest_state, load_state, lr_lambda, save_state
+from experiments.training.basecard import save_heldout
 from interp.models import Arch, build_hf_gpt2, load_tokenizer, save_hf_dir
 from interp.store import atomic_write_json, atomic_write_npz, prepare_out_dir, versions
 from tasks.base import check_finite
 from tasks.cdm import CDMConfig, required_symbols
+from experiments.training.train import deterministic
 
 EOS = "<|endoftext|>"
 
@@ -164,8 +165,6 @@ def lm_loss(model: Any, batches: list[torch.Tensor]) -> float:
 def pretrain(cfg: dict[str, Any], out: Path, resume: bool = False, overwrite: bool = False,
              progress: bool = True, corpus_dir: Path | None = None) -> dict[str, Any]:
     """Train tokenizer and LM; writes out/ (HF GPT-2 directory) and out/pretrain_log.json. Returns the log."""
-    from experiments.train import deterministic
-
     with deterministic():
         return _pretrain(cfg, out, resume, overwrite, progress, corpus_dir)
 

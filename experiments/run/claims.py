@@ -1,6 +1,6 @@
 """The paper's three claims, each judged from this run's contrasts by a rule that the report prints.
 
-Each claim has parts; each part reads one contrast (`experiments.contrasts`) and has an outcome:
+Each claim has parts; each part reads one contrast (`experiments.run.contrasts`) and has an outcome:
   in favour     the groups are separated in the claimed direction (every fine-tuned model beyond every scratch
                 model; for similarities, every between-group pair below every within-group pair)
   against       the opposite: separated the other way, or (similarities) between-group pairs no less similar than
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from typing import Any
+from interp.stats import wilson
 
 OUTCOMES = ("in favour", "against", "inconclusive", "undefined")
 RULE = ("SUPPORTED when every part is in favour; NOT SUPPORTED when any part is against; INCONCLUSIVE otherwise. "
@@ -89,8 +90,6 @@ def judge_pair(entry: dict[str, Any] | None) -> tuple[str, str]:
 def judge_above_chance(ev: dict[str, Any], split: str = "gen") -> tuple[str, str]:
     """Every fine-tuned model's accuracy on `split` above chance: its Wilson 95% interval (over trials) lies above
     0.5. Against when every fine-tuned model's interval reaches down to chance or below."""
-    from interp.stats import wilson
-
     rows = [(m, ev["models"][m][split]) for m in ev["eligible"] if m.startswith("finetuned") and split in
             ev["models"][m]]
     if not rows:

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from experiments import command_figures
+import experiments.cli.figures as command_figures
 
 
 def finite_float(text: str) -> float:
@@ -34,9 +34,9 @@ def task_for(args: argparse.Namespace, info: dict[str, Any]) -> Any:
     """The task of --config, else --task's defaults, else the one the checkpoint was trained on (else the default
     task). Also settles --corruption: the task's default when not given, refused when the task has no such one
     (or when the command needs the answer to change and it does not)."""
-    from experiments.config import build_task
-    from experiments.train import load_config
-    from tasks.registry import task_of
+    from experiments.core.config import build_task  # lazy: CLI start-up (no torch before a command needs it)
+    from experiments.training.train import load_config  # lazy: CLI start-up (no torch before a command needs it)
+    from tasks.registry import task_of  # lazy: CLI start-up (no torch before a command needs it)
 
     if getattr(args, "config", None):
         task = load_config(args.config)["task"]
@@ -56,16 +56,16 @@ def task_for(args: argparse.Namespace, info: dict[str, Any]) -> Any:
 
 def load(path: str, device: str) -> tuple[Any, dict[str, Any]]:
     """A model on `device` ("auto": CUDA, else MPS, else CPU) and what was loaded."""
-    from experiments.train import pick_device
-    from interp.models import load_model
+    from experiments.training.train import pick_device  # lazy: CLI start-up (no torch before a command needs it)
+    from interp.models import load_model  # lazy: CLI start-up (no torch before a command needs it)
 
     model, _, info = load_model(path, pick_device(device))
     return model, info
 
 
 def _provenance(args: argparse.Namespace, info: dict[str, Any], task: Any, extra: dict[str, Any]) -> dict[str, Any]:
-    from experiments.config import to_dict
-    from interp.store import portable, versions
+    from experiments.core.config import to_dict  # lazy: CLI start-up (no torch before a command needs it)
+    from interp.store import portable, versions  # lazy: CLI start-up (no torch before a command needs it)
 
     model = getattr(args, "checkpoint", None)
     return {"command": args.command, "model": portable(model, Path(args.out)) if model else None, "weights_sha256":
@@ -76,7 +76,7 @@ def _provenance(args: argparse.Namespace, info: dict[str, Any], task: Any, extra
 def _check(args: argparse.Namespace) -> None:
     """Before any computation: refuse an existing output folder (without --overwrite) and figure formats that are
     unknown or cannot be written here. Nothing is created yet, so a later bad input leaves nothing behind."""
-    from interp.store import prepare_out_dir
+    from interp.store import prepare_out_dir  # lazy: CLI start-up (no torch before a command needs it)
 
     out = Path(args.out)
     if out.exists() and (not out.is_dir() or not args.overwrite):
@@ -85,7 +85,7 @@ def _check(args: argparse.Namespace) -> None:
 
 
 def _out(args: argparse.Namespace) -> Path:
-    from interp.store import prepare_out_dir
+    from interp.store import prepare_out_dir  # lazy: CLI start-up (no torch before a command needs it)
 
     return prepare_out_dir(Path(args.out), overwrite=args.overwrite)
 
@@ -97,7 +97,7 @@ def _figures(args: argparse.Namespace, out: Path, figs: dict[str, Any]) -> None:
 def _save(args: argparse.Namespace, out: Path, stem: str, result: Any, provenance: dict[str, Any]) -> None:
     """Any typed result the same way: OUT/stem.json + .npz (the result and its provenance), OUT/stem.csv (its
     tidy table) and its figures under OUT/figures."""
-    from interp.store import atomic_write_text
+    from interp.store import atomic_write_text  # lazy: CLI start-up (no torch before a command needs it)
 
     result.to_files(out / stem, provenance)
     atomic_write_text(out / f"{stem}.csv", result.to_frame().to_csv(index=False))
@@ -106,13 +106,13 @@ def _save(args: argparse.Namespace, out: Path, stem: str, result: Any, provenanc
 
 def trials(*args: Any) -> dict[str, Any]:
     """What an analysis covers (split, n, seed; corruption and which pairs), as `cogcircuits run` records it."""
-    from experiments.stages import trials as covered
+    from experiments.analysis.stages import trials as covered  # lazy: CLI start-up (no torch before a command needs it)
 
     return covered(*args)
 
 
 def _model(model: Any, task: Any, info: dict[str, Any]) -> Any:
-    from experiments.api import Model
+    from experiments.api import Model  # lazy: CLI start-up (no torch before a command needs it)
 
     return Model(model, task, str(info.get("name") or "model"), info)
 
@@ -125,7 +125,7 @@ def _inputs(**batches: Any) -> dict[str, Any]:
 
 
 def cmd_patch(args: argparse.Namespace) -> None:
-    from experiments import api
+    from experiments import api  # lazy: CLI start-up (no torch before a command needs it)
 
     _check(args)
     model, info = load(args.checkpoint, args.device)
@@ -153,7 +153,7 @@ def cmd_patch(args: argparse.Namespace) -> None:
 
 
 def cmd_attribute(args: argparse.Namespace) -> None:
-    from experiments import api
+    from experiments import api  # lazy: CLI start-up (no torch before a command needs it)
 
     _check(args)
     model, info = load(args.checkpoint, args.device)
@@ -178,8 +178,8 @@ def _units(specs: list[str] | None) -> list[tuple[int, ...]]:
 
 
 def cmd_ablate(args: argparse.Namespace) -> None:
-    from experiments import api
-    from interp.ablation import Ablator
+    from experiments import api  # lazy: CLI start-up (no torch before a command needs it)
+    from interp.ablation import Ablator  # lazy: CLI start-up (no torch before a command needs it)
 
     _check(args)
     model, info = load(args.checkpoint, args.device)
@@ -209,7 +209,7 @@ def cmd_ablate(args: argparse.Namespace) -> None:
 
 
 def cmd_neurons(args: argparse.Namespace) -> None:
-    from experiments import api
+    from experiments import api  # lazy: CLI start-up (no torch before a command needs it)
 
     _check(args)
     model, info = load(args.checkpoint, args.device)
@@ -229,8 +229,8 @@ def cmd_neurons(args: argparse.Namespace) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> None:
-    from experiments import api
-    from interp.store import portable
+    from experiments import api  # lazy: CLI start-up (no torch before a command needs it)
+    from interp.store import portable  # lazy: CLI start-up (no torch before a command needs it)
 
     _check(args)
     base_model, binfo = load(args.base, args.device)
@@ -262,7 +262,8 @@ def cmd_compare(args: argparse.Namespace) -> None:
 
 
 def cmd_discover(args: argparse.Namespace) -> None:
-    from experiments import api, stages
+    from experiments import api  # lazy: CLI start-up (no torch before a command needs it)
+    from experiments.analysis import stages  # lazy: CLI start-up (no torch before a command needs it)
 
     _check(args)
     model, info = load(args.checkpoint, args.device)
@@ -298,7 +299,7 @@ def cmd_discover(args: argparse.Namespace) -> None:
 def cmd_run(args: argparse.Namespace) -> None:
     import time
 
-    from experiments.pipeline import Run, load_run_config
+    from experiments.run.pipeline import Run, load_run_config  # lazy: CLI start-up (no torch before a command needs it)
 
     ov: dict[str, dict[str, Any]] = {}
     if args.seeds is not None:
@@ -322,7 +323,7 @@ def _executor_overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
 
 
 def cmd_suite(args: argparse.Namespace) -> None:
-    from experiments.suite import run_suite
+    from experiments.run.suite import run_suite  # lazy: CLI start-up (no torch before a command needs it)
 
     page = run_suite(args.configs, Path(args.out), overwrite=args.overwrite, progress=not args.quiet, log=print,
                      overrides=_executor_overrides(args))
@@ -330,7 +331,7 @@ def cmd_suite(args: argparse.Namespace) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    from experiments.figures import build_figures, export_run
+    from experiments.report.figures import build_figures, export_run  # lazy: CLI start-up (no torch before a command needs it)
 
     run = Path(args.run_dir)
     if not (run / "run.json").exists():
@@ -340,7 +341,7 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 
 def executor_options(p: argparse.ArgumentParser) -> None:
-    from experiments.executors import KINDS
+    from experiments.jobs.executors import KINDS  # lazy: CLI start-up (no torch before a command needs it)
 
     p.add_argument("--executor", choices=list(KINDS), help="where training jobs run (default: the config's "
                    "[executor] kind, else serial); slurm options live in the config's [executor] section")
@@ -349,8 +350,8 @@ def executor_options(p: argparse.ArgumentParser) -> None:
 
 
 def register(sub: Any) -> None:
-    from interp.patching import VARIANTS
-    from tasks.registry import TASKS
+    from interp.patching import VARIANTS  # lazy: CLI start-up (no torch before a command needs it)
+    from tasks.registry import TASKS  # lazy: CLI start-up (no torch before a command needs it)
 
     def figures(p: argparse.ArgumentParser) -> None:
         p.add_argument("--figures", nargs="+", default=["html"], choices=list(command_figures.FORMATS),

@@ -13,6 +13,7 @@ import types
 import typing
 from pathlib import Path
 from typing import Any
+from tasks.registry import config_class
 
 
 class ConfigError(ValueError):
@@ -90,8 +91,6 @@ def build(cls: type, data: dict[str, Any], where: str) -> Any:
 def build_task(raw: dict[str, Any] | None, where: str) -> Any:
     """A task config from a raw [task] table: `name` picks the registered task (none = the default task), the
     other keys must be that task's config fields."""
-    from tasks.registry import config_class
-
     data = dict(raw or {})
     try:
         cls = config_class(data)

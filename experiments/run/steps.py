@@ -1,4 +1,4 @@
-"""The steps of `cogcircuits run`, in order. Each takes the run's context, computes with `experiments.stages`
+"""The steps of `cogcircuits run`, in order. Each takes the run's context, computes with `experiments.analysis.stages`
 and stores its results; `Run` marks each finished step so that a rerun resumes after the last one."""
 
 from __future__ import annotations
@@ -9,15 +9,32 @@ from typing import Any
 
 import numpy as np
 
-from experiments import contrasts, stages
-from experiments.config import to_dict
-from experiments.dispatch import JobsFailed, run_jobs
-from experiments.executors import ExecutorConfig
-from experiments.jobs import train_job
-from experiments.pipeline import RunContext
-from experiments.train import ModelConfig, TrainConfig, criterion_of
+from experiments.run import contrasts
+
+from experiments.analysis import stages
+from experiments.core.config import to_dict
+from experiments.jobs.dispatch import JobsFailed, run_jobs
+from experiments.jobs.executors import ExecutorConfig
+from experiments.jobs.spec import train_job
+from experiments.run.context import RunContext
+from experiments.training.train import ModelConfig, TrainConfig, criterion_of
 from interp.store import atomic_write_csv, atomic_write_json, atomic_write_text, portable
 from tasks.registry import bayes_optimal_accuracy, generate, task_of
+from experiments.analysis.attention import attention_page_of
+from experiments.jobs.kinds import analysis_job, gather_analyses
+from experiments.jobs.kinds import circuit_job, gather_circuits
+from experiments.jobs.kinds import model_dir
+from experiments.report.figures import build_figures, export_run
+from experiments.report.figures import firsts
+from experiments.report.report import write_report
+from experiments.run.claims import RULE, judge
+from interp.compare import check_same_shape, layer_cka
+from interp.models import base_arch_and_tokenizer, build_scratch, state_sha256
+from interp.results import Ablation, Patching
+from interp.results import Comparison
+from interp.store import file_sha256
+from interp.store import versions
+from interp.viz import attention_views_page
 
 SEEDS = {"evaluate": 1000, "analyses": 2000, "compare": 3000, "reliance": 3001, "circuits": 4000}
 
@@ -101,9 +118,6 @@ def analyses(ctx: RunContext) -> None:
     """Every analysed model, one job each: head patching, DLA, head ablation, neurons (what the contrasts compare);
     the first model of each init also gets the per-position maps and attribution patching (what the report
     draws)."""
-    from experiments.figures import firsts
-    from experiments.model_jobs import analysis_job, gather_analyses
-
     ids = ctx.eligible()
     params = {"corruption": ctx.rc.corruption, "n_pairs": ctx.rc.n_pairs, "seed": SEEDS["analyses"],
               "ablation": ctx.rc.ablation, "device": ctx.rc.device}
@@ -123,9 +137,6 @@ def _listify(d: Any) -> Any:
 def compare(ctx: RunContext) -> None:
     """CKA with the base and between models, reliance on the base (and on the scratch models' own
     initialisations), and weight change."""
-    from interp.compare import check_same_shape, layer_cka
-    from interp.models import base_arch_and_tokenizer, build_scratch, state_sha256
-
     ids = ctx.eligible()
     base = ctx.model("base")
     models = {mid: ctx.model(mid) for mid in ids}
@@ -162,9 +173,6 @@ def compare(ctx: RunContext) -> None:
 
 def _typed_comparison(ctx: RunContext, per_model: dict[str, Any]) -> None:
     """The comparison with the base as a typed result (results/comparison.json + .npz): what its figures draw."""
-    from interp.results import Comparison
-    from interp.store import versions
-
     def kept(rows: list[dict[str, Any]]) -> np.ndarray:
         return np.array([r["accuracy_retained"] for r in rows], float)
 
@@ -187,8 +195,6 @@ def _typed_comparison(ctx: RunContext, per_model: dict[str, Any]) -> None:
 
 def circuits(ctx: RunContext) -> None:
     """Every analysed model's circuit, one job each; then the base's ranking of the same nodes."""
-    from experiments.model_jobs import circuit_job, gather_circuits
-
     ids = ctx.eligible()
     params = {"corruption": ctx.rc.corruption, "n_pairs": ctx.rc.n_pairs, "seed": SEEDS["circuits"],
               "method": ctx.rc.circuit_method, "ablation": ctx.rc.circuit_ablation, "n_random": ctx.rc.circuit_random,
@@ -206,9 +212,6 @@ def circuits(ctx: RunContext) -> None:
 
 def head_maps(ctx: RunContext) -> dict[str, dict[str, np.ndarray]]:
     """Per-model head maps compared between models: patching effect and ablation effect, both [layer, head]."""
-    from experiments.model_jobs import model_dir
-    from interp.results import Ablation, Patching
-
     maps: dict[str, dict[str, np.ndarray]] = {"patching_map": {}, "ablation_map": {}}
     for mid in ctx.load("analyses").get("models", {}):
         d = ctx.out / model_dir(mid)
@@ -219,8 +222,6 @@ def head_maps(ctx: RunContext) -> dict[str, dict[str, np.ndarray]]:
 
 
 def claims(ctx: RunContext) -> None:
-    from experiments.claims import RULE, judge
-
     ev = ctx.load("evaluate")
     c = contrasts.build(ev, ctx.load("compare"), ctx.load("circuits"), head_maps(ctx))
     ctx.save_json("contrasts", c)
@@ -228,8 +229,6 @@ def claims(ctx: RunContext) -> None:
 
 
 def figures(ctx: RunContext) -> None:
-    from experiments.figures import build_figures, export_run
-
     export_run(ctx.out, build_figures(ctx.out), ctx.rc.formats, strict=False)
 
 
@@ -237,10 +236,6 @@ def attention(ctx: RunContext) -> None:
     """The page `cogcircuits attention` makes, for the first fine-tuned model (attention.html) and the first scratch
     model (attention-<model>.html): each model's top heads by its own denoising patching effect, on the first of
     the analyses' pairs (clean and corrupted)."""
-    from experiments.attention import attention_page_of
-    from interp.store import file_sha256
-    from interp.viz import attention_views_page
-
     ids = ctx.eligible()
     firsts = [m for m in (next((m for m in ids if m.startswith(g)), None) for g in ("finetuned", "scratch")) if m]
     if not firsts:
@@ -260,8 +255,6 @@ def attention(ctx: RunContext) -> None:
 
 
 def report(ctx: RunContext) -> None:
-    from experiments.report import write_report
-
     write_report(ctx.out)
 
 

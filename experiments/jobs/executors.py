@@ -1,8 +1,8 @@
 """Where a run's jobs execute: this process (serial), a process pool on this machine (local), a Slurm cluster
 through submitit (slurm, or submitit's own local executor for testing), or a Ray cluster (ray). Existing engines
-do the scheduling; `experiments.dispatch.run_jobs` only submits, watches, retries and reports.
+do the scheduling; `experiments.jobs.dispatch.run_jobs` only submits, watches, retries and reports.
 
-Every executor gives each job only the run folder and the job id (`experiments.jobs.run_job`), so results do not
+Every executor gives each job only the run folder and the job id (`experiments.jobs.runner.run_job`), so results do not
 depend on where a job ran, with one caveat: CPU kernels sum in an order that depends on the number of torch threads,
 so two executors give bit-identical weights only when their jobs run with the same thread count (serial uses this
 process's threads; local gives each worker cores / workers). At different thread counts the weights differ in the
@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from experiments.jobs import Job, jobs_dir, run_job, run_job_logged
+from experiments.jobs.runner import run_job, run_job_logged
+from experiments.jobs.spec import Job, jobs_dir
 from tasks.base import check_finite
 
 KINDS = ("serial", "local", "slurm", "submitit-local", "ray")

@@ -13,7 +13,7 @@ from typing import Any
 
 
 def _refuse_output(out: Path, overwrite: bool) -> None:
-    from interp.store import OutputExistsError
+    from interp.store import OutputExistsError  # lazy: CLI start-up (no torch before a command needs it)
 
     if out.is_dir():
         raise OutputExistsError(f"--out {out} is a directory: give the HTML file to write (e.g. attention.html)")
@@ -22,7 +22,7 @@ def _refuse_output(out: Path, overwrite: bool) -> None:
 
 
 def _check_args(args: argparse.Namespace) -> list[tuple[int, int]] | None:
-    from experiments.attention import parse_heads
+    from experiments.analysis.attention import parse_heads  # lazy: CLI start-up (no torch before a command needs it)
 
     _refuse_output(Path(args.out), args.overwrite)
     if args.n < 1:
@@ -38,9 +38,9 @@ def _check_args(args: argparse.Namespace) -> list[tuple[int, int]] | None:
 
 
 def cmd_attention(args: argparse.Namespace) -> None:
-    from experiments import attention as A
-    from experiments.cli_analyses import load, task_for
-    from interp.store import atomic_write_text
+    from experiments.analysis import attention as A  # lazy: CLI start-up (no torch before a command needs it)
+    from experiments.cli.analyses import load, task_for  # lazy: CLI start-up (no torch before a command needs it)
+    from interp.store import atomic_write_text  # lazy: CLI start-up (no torch before a command needs it)
 
     heads = _check_args(args)
     model, info = load(args.checkpoint, args.device)
@@ -56,8 +56,8 @@ def cmd_attention(args: argparse.Namespace) -> None:
 
 
 def register(sub: Any) -> None:
-    from experiments.attention import SCORES
-    from tasks.registry import TASKS
+    from experiments.analysis.attention import SCORES  # lazy: CLI start-up (no torch before a command needs it)
+    from tasks.registry import TASKS  # lazy: CLI start-up (no torch before a command needs it)
 
     p = sub.add_parser("attention", help="circuitsvis views of chosen or top heads on a task trial or any text")
     p.add_argument("checkpoint", help="checkpoint directory, local HF GPT-2 directory or shipped base name")

@@ -1,5 +1,5 @@
 """The computations of each `cogcircuits run` stage, one model (or one model and its reference) at a time. The
-per-model analyses return typed results (`interp.results`, through `experiments.api`, the notebook's own
+per-model analyses return typed results (`interp.results`, through `experiments.analysis.analyses`, the notebook API's
 functions) with the trials each covers; the comparisons return plain numbers; the pipeline decides where they
 are stored. Models are identified as "finetuned-s{seed}", "scratch-s{seed}", "base".
 """
@@ -10,8 +10,11 @@ from typing import Any
 
 import numpy as np
 
+from experiments.analysis import analyses
+from experiments.analysis.reliance import reliance  # noqa: F401  (a stage's computation, used by the run)
+from interp.ablation import Ablator
 from interp.circuits import edge_attribution
-from interp.compare import cross_model_patching, layer_cka, relative_weight_change, representations, weight_reversion
+from interp.compare import layer_cka, relative_weight_change, representations
 from interp.metrics import accuracy_by_condition, evaluate_batch, incongruent_accuracy
 from interp.result_base import Result
 from interp.results import Circuit
@@ -75,26 +78,23 @@ def analyse_model(model: Any, task: Any, corruption: str, n: int, seed: int, abl
     `detailed` adds patching per position (head x position, residual stream, attention and MLP outputs) and
     attribution patching with its agreement with exact patching. Returns {name: (typed result, the trials it
     covers)} and the token ids of those trials."""
-    from experiments import api
-    from interp.ablation import Ablator
-
-    m = api.Model(model, task, name)
-    pairs = api.pairs(m, n, seed=seed, corruption=corruption)
+    m = analyses.Model(model, task, name)
+    pairs = analyses.pairs(m, n, seed=seed, corruption=corruption)
     on_pairs = trials("test", n, seed, corruption, task)
     out: dict[str, tuple[Result, dict[str, Any]]] = {}
     for what in PATCHED if detailed else ("heads",):
-        out[f"patch_{what}"] = api.patch(m, pairs, what, progress=progress), on_pairs
+        out[f"patch_{what}"] = analyses.patch(m, pairs, what, progress=progress), on_pairs
     if detailed:
         exact = out["patch_heads_by_pos"][0]
         for method, steps in (("atp", 1), ("ig", 8)):
-            out[method] = api.attribution_patching(m, pairs, method, steps, exact=exact), on_pairs  # type: ignore
-    test, ref = api.trials(m, n, seed), api.trials(m, n, seed + 1)
-    out["attribution"] = api.attribute(m, test), trials("test", n, seed)
-    out["ablation"] = (api.ablate(m, test, ablation, reference=ref, progress=progress),
+            out[method] = analyses.attribution_patching(m, pairs, method, steps, exact=exact), on_pairs  # type: ignore
+    test, ref = analyses.trials(m, n, seed), analyses.trials(m, n, seed + 1)
+    out["attribution"] = analyses.attribute(m, test), trials("test", n, seed)
+    out["ablation"] = (analyses.ablate(m, test, ablation, reference=ref, progress=progress),
                        {**trials("test", n, seed), "reference": trials("test", n, seed + 1)})
-    big = api.trials(m, max(4 * n, 128), seed + 2)
+    big = analyses.trials(m, max(4 * n, 128), seed + 2)
     ab = Ablator(model, test.tokens, test.answer_ids, test.wrong_ids, method=ablation, reference_tokens=ref.tokens)
-    out["neurons"] = (api.neurons(m, big, position="answer", top_k=10, ablator=ab),
+    out["neurons"] = (analyses.neurons(m, big, position="answer", top_k=10, ablator=ab),
                       {**trials("test", len(big), seed + 2), "top_neurons_ablated_on": trials("test", n, seed)})
     inputs = {"clean_tokens": pairs.clean.tokens, "corrupt_tokens": pairs.corrupted.tokens,
               "answer_ids": pairs.clean.answer_ids, "wrong_ids": pairs.clean.wrong_ids, "test_tokens": test.tokens,
@@ -115,18 +115,6 @@ def cka_with(rep: dict[str, Any], ref: dict[str, Any]) -> dict[str, Any]:
     """Per-layer CKA of one model's representations with a reference's: debiased (the estimator the verdicts
     use) and the plain biased one."""
     return {"debiased": layer_cka(rep, ref, debiased=True), "biased": layer_cka(rep, ref)}
-
-
-def reliance(model: Any, reference: Any, batch: Any, cmap: bool = True) -> dict[str, Any]:
-    """Chance-corrected performance kept when each layer (and every layer from the top down) is reverted to the
-    reference's weights, and when the reference's residual stream replaces the model's at each layer."""
-    args = (batch.tokens, batch.answer_ids, batch.wrong_ids)
-    rev = weight_reversion(model, reference, *args, singles=False, bottom_up=False)
-    out = {"reversion_layer": [rev["layer"][f"L{l}"] for l in range(model.cfg.n_layers)],
-           "reversion_top_down": rev["top_down"], "full": rev["full"]}
-    if cmap:
-        out["cmap_resid"] = cross_model_patching(model, reference, *args, sites=("resid",))["resid"]
-    return out
 
 
 def weight_change(model: Any, base: Any) -> dict[str, float]:
@@ -150,11 +138,9 @@ def discover(model: Any, task: Any, corruption: str, n: int, seed: int, method: 
     """EAP / EAP-IG graph; MIB faithfulness curves over nodes and over edges beside random circuits; the top
     `overlap_fraction` of nodes (the set compared across models); and an exact-patching check of the ranking.
     Returns the circuit and the pairs it was found on."""
-    from experiments import api
-
-    m = api.Model(model, task, name)
-    pairs = api.pairs(m, n, seed=seed, corruption=corruption)
-    return api.discover(m, pairs, method, ablation, n_random=n_random, level=level, fraction=overlap_fraction,
+    m = analyses.Model(model, task, name)
+    pairs = analyses.pairs(m, n, seed=seed, corruption=corruption)
+    return analyses.discover(m, pairs, method, ablation, n_random=n_random, level=level, fraction=overlap_fraction,
                         seed=seed, progress=progress), pairs
 
 

@@ -16,6 +16,8 @@ from interp import viz
 from interp.metrics import condition_label
 from interp.stats import mean_ci
 from interp.store import atomic_write_json
+from experiments.jobs.kinds import model_results
+from interp.results import Comparison
 
 GROUPS = ("finetuned", "scratch")
 
@@ -95,8 +97,6 @@ def _accuracy(ev: dict[str, Any], figs: dict[str, Any]) -> None:
 
 def _compare(run: Path, co: dict[str, Any], figs: dict[str, Any]) -> None:
     """The comparison with the base (its typed result's own figures), and CKA between every two models."""
-    from interp.results import Comparison
-
     if not co["per_model"]:
         return
     cmp = Comparison.from_files(run / "results" / "comparison")
@@ -146,8 +146,6 @@ def _circuits(ci: dict[str, Any], figs: dict[str, Any]) -> None:
 def _per_model(run: Path, ids: list[str], figs: dict[str, Any]) -> None:
     """Every figure of every typed result saved for the first analysed model of each init, named
     "<figure>_<model>": whatever analyses the models ran, each result says which figures describe it."""
-    from experiments.model_jobs import model_results
-
     for mid in firsts(ids):
         for stem, res in model_results(run, mid).items():
             for name, fig in res.figures().items():

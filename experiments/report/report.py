@@ -11,10 +11,11 @@ from typing import Any
 
 import numpy as np
 
-from experiments.figures import build_figures, firsts, load_results
+from experiments.report.figures import build_figures, firsts, load_results
 from interp.stats import wilson
 from interp.store import atomic_write_text
 from interp.viz import esc, figure_div, plotly_bundle
+from tasks.registry import DEFAULT_TASK
 
 STYLE = ("body{font-family:sans-serif;max-width:1150px;margin:24px auto;line-height:1.45}"
          "table{border-collapse:collapse;margin:10px 0}td,th{border:1px solid #ccc;padding:3px 8px;font-size:.88em;"
@@ -174,8 +175,6 @@ def _all_contrasts(c: dict[str, Any]) -> str:
 
 def task_name(meta: dict[str, Any]) -> str:
     """The run's task name from its recorded config (runs made before there were several tasks: the default)."""
-    from tasks.registry import DEFAULT_TASK
-
     return str(meta["config"].get("task", {}).get("name", DEFAULT_TASK))
 
 

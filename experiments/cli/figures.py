@@ -1,5 +1,5 @@
 """Writing the analysis commands' figures (each typed result's `.figures()`, `interp.results`) with the run's
-export code (`experiments.figures.export_run`): under OUT/figures/, HTML pages sharing one plotly.min.js from that
+export code (`experiments.report.figures.export_run`): under OUT/figures/, HTML pages sharing one plotly.min.js from that
 folder (offline), PNG / SVG through kaleido and a Chromium, CSV of the numbers behind each figure; and refusing,
 before anything is computed, formats that cannot be written here.
 """
@@ -29,6 +29,6 @@ def check_formats(formats: Sequence[str]) -> None:
 
 def write(out: Path, figs: dict[str, Any], formats: Sequence[str]) -> list[str]:
     """Every figure in `formats` under out/figures (with figures/index.json); returns the files written."""
-    from experiments.figures import export_run
+    from experiments.report.figures import export_run  # lazy: CLI start-up (no torch before a command needs it)
 
     return export_run(out, figs, list(dict.fromkeys(formats)), strict=True)["written"]

@@ -29,64 +29,16 @@ from typing import Any
 
 import torch
 
-from experiments.config import to_dict
-from experiments.executors import ExecutorConfig
-from experiments.runconfig import RunConfig, load_run_config  # noqa: F401  (re-exported for callers)
-from experiments.train import pick_device
-from interp.models import load_checkpoint, load_model
-from interp.store import OutputExistsError, atomic_write_json, portable, prepare_out_dir, versions
-
-
-def config_hash(cfg: dict[str, Any]) -> str:
-    """What the results depend on: every section but [executor] (where jobs run does not change them)."""
-    d = {k: v for k, v in to_dict(cfg).items() if k != "executor"}
-    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def portable_config(cfg: dict[str, Any], root: Path) -> dict[str, Any]:
-    """The config as recorded in outputs: a base given as a path is written relative to `root`."""
-    d = to_dict(cfg)
-    d["model"]["base"] = portable(d["model"]["base"], root)
-    return d
-
-
-class RunContext:
-    """What every step of a run shares: config, output folder, device, loaded models and the save helpers."""
-
-    def __init__(self, cfg: dict[str, Any], out: Path, progress: bool, log: Callable[[str], None]) -> None:
-        self.cfg, self.out, self.progress, self.log = cfg, Path(out), progress, log
-        self.rc: RunConfig = cfg["run"]
-        self.task = cfg["task"]
-        self.executor = cfg.get("executor") or ExecutorConfig()
-        self.device = pick_device(self.rc.device)
-        self._models: dict[str, Any] = {}
-
-    def model_ids(self) -> list[str]:
-        scratch = self.rc.scratch_seeds if self.rc.scratch_seeds is not None else self.rc.seeds
-        return [f"finetuned-s{s}" for s in self.rc.seeds] + [f"scratch-s{s}" for s in scratch]
-
-    def eligible(self) -> list[str]:
-        """The models that met the training criterion (the only ones analysed)."""
-        return list(self.load("evaluate")["eligible"])
-
-    def model(self, mid: str) -> Any:
-        if mid not in self._models:
-            if mid == "base":
-                self._models[mid] = load_model(self.cfg["model"].base, self.device)[0]
-            else:
-                self._models[mid] = load_checkpoint(self.out / "models" / mid, self.device)[0]
-        return self._models[mid]
-
-    def load(self, name: str) -> dict[str, Any]:
-        p = self.out / "results" / f"{name}.json"
-        return json.loads(p.read_text()) if p.exists() else {}
-
-    def save_json(self, name: str, obj: Any) -> None:
-        atomic_write_json(self.out / "results" / f"{name}.json", obj)
+from experiments.run.config import RunConfig, load_run_config  # noqa: F401  (re-exported for callers)
+from experiments.run.context import RunContext, config_hash, portable_config
+from experiments.run.steps import STEPS
+from interp.bases import NAMED, describe
+from interp.models import base_arch_and_tokenizer, hub_revision, resolve_base
+from interp.store import OutputExistsError, atomic_write_json, file_sha256, prepare_out_dir, versions
 
 
 class Run:
-    """Runs the steps of `experiments.steps.STEPS` in order, skipping those already finished under this config."""
+    """Runs the steps of `experiments.run.steps.STEPS` in order, skipping those already finished under this config."""
 
     def __init__(self, cfg: dict[str, Any], out: Path, overwrite: bool = False, progress: bool = True,
                  log: Callable[[str], None] | None = None) -> None:
@@ -132,8 +84,6 @@ class Run:
                           {"config_hash": self.hash, "seconds": seconds, "outputs": outputs})
 
     def run(self) -> Path:
-        from experiments.steps import STEPS
-
         torch.manual_seed(0)
         self.verify([name for name, _ in STEPS])
         for name, step in STEPS:
@@ -158,18 +108,12 @@ RECORDS = ("results/**/*.json", "results/**/*.npz", "results/**/*.csv", "models/
 def record_hashes(out: Path) -> dict[str, str]:
     """sha256 of the run's record files (results, and each model's checkpoint.json, which holds its weights' hash
     that loading checks): a results file edited, or a model folder swapped, after a step wrote it shows here."""
-    from interp.store import file_sha256
-
     files = {p for pattern in RECORDS for p in out.glob(pattern) if p.is_file()}
     return {p.relative_to(out).as_posix(): file_sha256(p) for p in sorted(files)}
 
 
 def base_provenance(base: str) -> dict[str, Any]:
     """The base as outputs record it: its name (a shipped base, a hub name, or a folder's name) and weights hash."""
-    from interp.bases import NAMED, describe
-    from interp.models import base_arch_and_tokenizer, hub_revision, resolve_base
-    from interp.store import file_sha256
-
     base_arch_and_tokenizer(base)  # a clear error now if the base cannot be read
     path = Path(resolve_base(base))
     weights = path / "model.safetensors"

@@ -17,6 +17,13 @@ from jaxtyping import Float
 from interp.metrics import cache_last
 from tasks.base import TrialBatch
 from tasks.registry import make_pairs
+from experiments.core.config import to_dict
+from interp.ablation import Ablator
+from interp.attribution import direct_logit_attribution
+from interp.patching import patch_sweep
+from interp.store import versions
+from interp.viz import attention_views_page
+from tasks.registry import task_of
 
 SCORES = ("patching", "dla", "ablation")
 _HEAD = re.compile(r"L(\d+)H(\d+)")
@@ -65,10 +72,6 @@ class HeadScores:
 def score_heads(model: Any, pairs: tuple[TrialBatch, TrialBatch], by: str, corruption: str) -> HeadScores:
     """Each head's score on the pairs (clean, corrupted): "patching" denoises the head's output (exact patching),
     "dla" is its direct logit attribution on the clean trials, "ablation" mean-ablates it on the clean trials."""
-    from interp.ablation import Ablator
-    from interp.attribution import direct_logit_attribution
-    from interp.patching import patch_sweep
-
     clean, bad = pairs
     n = len(clean)
     if by == "patching":
@@ -158,11 +161,6 @@ def attention_page_of(model: Any, info: dict[str, Any], task: Any, heads: list[t
     """The attention page of `model`: `heads` named, or the `top` K (default 3) by the score `by` (default
     patching) on `n` task pairs; shown on pair `trial` (clean and corrupted) or on `prompt`. `info` names the model
     (name, weights_sha256) in the notes and the embedded provenance."""
-    from experiments.config import to_dict
-    from interp.store import versions
-    from interp.viz import attention_views_page
-    from tasks.registry import task_of
-
     corruption = corruption or task_of(task).default_corruption
     L, H = model.cfg.n_layers, model.cfg.n_heads
     if heads is not None:

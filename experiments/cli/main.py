@@ -13,6 +13,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from experiments.cli.analyses import register as register_analyses
+from experiments.cli.attention import register as register_attention
+
 EXIT_USAGE = 2
 
 
@@ -26,18 +29,18 @@ def _overrides(args: argparse.Namespace, mapping: dict[str, tuple[str, str]]) ->
 
 
 def cmd_task_list(args: argparse.Namespace) -> None:
-    from tasks.registry import TASKS
+    from tasks.registry import TASKS  # lazy: CLI start-up (no torch before a command needs it)
 
     for name, t in TASKS.items():
         print(f"{name:<24} {t.summary}")
 
 
 def cmd_task_show(args: argparse.Namespace) -> None:
-    from experiments.config import to_dict
-    from experiments.train import load_config
-    from interp.models import base_arch_and_tokenizer
-    from tasks.base import render_text
-    from tasks.registry import bayes_optimal_accuracy, generate, task_of
+    from experiments.core.config import to_dict  # lazy: CLI start-up (no torch before a command needs it)
+    from experiments.training.train import load_config  # lazy: CLI start-up (no torch before a command needs it)
+    from interp.models import base_arch_and_tokenizer  # lazy: CLI start-up (no torch before a command needs it)
+    from tasks.base import render_text  # lazy: CLI start-up (no torch before a command needs it)
+    from tasks.registry import bayes_optimal_accuracy, generate, task_of  # lazy: CLI start-up (no torch before a command needs it)
 
     args.task = args.name
     ov = _overrides(args, {"base": ("model", "base"), "task": ("task", "name")})
@@ -59,7 +62,7 @@ def cmd_task_show(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from experiments.train import load_config, train
+    from experiments.training.train import load_config, train  # lazy: CLI start-up (no torch before a command needs it)
 
     ov = _overrides(args, {"task": ("task", "name"), "init": ("model", "init"), "base": ("model", "base"),
                            "seed": ("train", "seed"),
@@ -82,14 +85,14 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    from experiments.train import evaluate_checkpoint, load_config, pick_device
+    from experiments.training.train import evaluate_checkpoint, load_config, pick_device  # lazy: CLI start-up (no torch before a command needs it)
 
     task = load_config(args.config)["task"] if args.config else None
     r = evaluate_checkpoint(args.checkpoint, task=task, n=args.n, seed=args.seed, split=args.split,
                             device=pick_device(args.device))
     print(f"{args.checkpoint} [{args.split}, n={args.n}]: accuracy {r['accuracy']:.4f}, "
           f"mean logit diff {r['logit_diff']:.3f}")
-    from interp.metrics import condition_label
+    from interp.metrics import condition_label  # lazy: CLI start-up (no torch before a command needs it)
 
     print(f"{'condition':<40} {'n':>5} {'accuracy':>8}")
     for row in r["by_condition"]:
@@ -99,7 +102,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
 
 def cmd_corpus(args: argparse.Namespace) -> None:
-    from experiments.corpus import prepare
+    from experiments.training.corpus import prepare  # lazy: CLI start-up (no torch before a command needs it)
 
     m = prepare(Path(args.out), install=args.install)
     for s in m["sources"]:
@@ -108,7 +111,7 @@ def cmd_corpus(args: argparse.Namespace) -> None:
 
 
 def cmd_pretrain(args: argparse.Namespace) -> None:
-    from experiments.pretrain import load_config, pretrain
+    from experiments.training.pretrain import load_config, pretrain  # lazy: CLI start-up (no torch before a command needs it)
 
     cfg = load_config(args.config, _overrides(args, {"steps": ("pretrain", "steps")}))
     log = pretrain(cfg, Path(args.out), resume=args.resume, overwrite=args.overwrite, progress=not args.quiet,
@@ -118,7 +121,7 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
 
 
 def cmd_base_card(args: argparse.Namespace) -> None:
-    from experiments.basecard import write_model_card
+    from experiments.training.basecard import write_model_card  # lazy: CLI start-up (no torch before a command needs it)
 
     ev = write_model_card(Path(args.checkpoint), corpus_dir=Path(args.corpus), finetune=args.finetune,
                           progress=not args.quiet)
@@ -141,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = ap.add_subparsers(dest="command", required=True)
 
-    from tasks.registry import TASKS
+    from tasks.registry import TASKS  # lazy: CLI start-up (no torch before a command needs it)
 
     task = sub.add_parser("task", help="the registered tasks").add_subparsers(dest="task_cmd", required=True)
     task.add_parser("list", help="the registered tasks").set_defaults(func=cmd_task_list)
@@ -194,10 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
     bc.add_argument("--quiet", action="store_true")
     bc.set_defaults(func=cmd_base_card)
 
-    from experiments import cli_analyses, cli_attention
-
-    cli_analyses.register(sub)
-    cli_attention.register(sub)
+    register_analyses(sub)
+    register_attention(sub)
     _debug_anywhere(ap)
     return ap
 

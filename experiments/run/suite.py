@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from experiments.pipeline import Run, load_run_config
+from experiments.run.pipeline import Run, load_run_config
 from interp.store import atomic_write_json, atomic_write_text, versions
 
 CLAIMS = ("A", "B", "C")

@@ -15,8 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from experiments.executors import ExecutorConfig, make_executor
-from experiments.jobs import Job, JobStatus, jobs_dir, write_job, write_status
+from experiments.jobs.executors import ExecutorConfig, make_executor
+from experiments.jobs.spec import Job, JobStatus, jobs_dir, write_job, write_status
 
 
 class JobsFailed(RuntimeError):

@@ -7,9 +7,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from experiments.config import ConfigError, build_task, load_sections
-from experiments.executors import ExecutorConfig
-from experiments.train import ModelConfig, TrainConfig
+from experiments.core.config import ConfigError, build_task, load_sections
+from experiments.jobs.executors import ExecutorConfig
+from experiments.training.train import ModelConfig, TrainConfig
 from tasks.base import check_finite
 from tasks.registry import task_of
 

@@ -21,6 +21,7 @@ from safetensors.torch import load_file, save_file
 from interp.models import Arch, build_hf_gpt2, load_hf_gpt2, load_model
 from interp.store import atomic_write_json, atomic_write_text
 from tasks.cdm import CDMConfig
+from experiments.training.train import ModelConfig, TrainConfig, train
 
 HELDOUT = "heldout_tokens.safetensors"
 PROMPTS = ("In the beginning God created", "The number of the", "A dictionary is a", "He said unto them,",
@@ -116,8 +117,6 @@ def evidence(model_dir: Path, seed: int = 0) -> dict[str, Any]:
 def finetune_study(model_dir: Path, work: Path, steps: int = 300, progress: bool = False) -> dict[str, Any]:
     """Fine-tuned vs scratch from this base on the default task, and trained on the lower number range then
     tested on the upper range (the "gen" split)."""
-    from experiments.train import ModelConfig, TrainConfig, train
-
     out: dict[str, Any] = {}
     tasks = {"default": CDMConfig(), "heldout_range_70_99": CDMConfig(heldout_number_range=(70, 99))}
     for tname, task in tasks.items():
@@ -171,7 +170,7 @@ def render_card(model_dir: Path, log: dict[str, Any], ev: dict[str, Any], manife
     if manifest:
         lines.append(f"\nTotal {manifest['total_chars']:,} characters. The Bible is rendered with chapter and verse "
                      "numbers inline; none of the text contains the decision task (checked by "
-                     "`experiments.corpus.check_no_task_text`).")
+                     "`experiments.training.corpus.check_no_task_text`).")
     toks = log["corpus_tokens"]
     lines += ["", "Tokens per source (train / held out): " + ", ".join(
         f"{k} {v['train']:,} / {v['heldout']:,}" for k, v in toks.items()), "",

@@ -9,9 +9,15 @@ import json
 from pathlib import Path
 from typing import Any
 
-from experiments import stages
-from experiments.jobs import Job
+from experiments.analysis import stages
+from experiments.jobs.spec import Job
 from interp.store import atomic_write_json, atomic_write_npz
+from experiments.core.config import build_task
+from experiments.training.train import pick_device
+from interp.models import load_checkpoint
+from interp.result_io import load_provenance
+from interp.result_io import load_result
+from interp.store import versions
 
 INDEX = "index.json"
 
@@ -34,11 +40,6 @@ def circuit_job(mid: str, task: dict[str, Any], params: dict[str, Any]) -> Job:
 
 def _load(run_dir: Path, inp: dict[str, Any], device: str | None) -> tuple[Any, Any, dict[str, Any]]:
     """The job's model and task, and the provenance every result it saves carries."""
-    from experiments.config import build_task
-    from experiments.train import pick_device
-    from interp.models import load_checkpoint
-    from interp.store import versions
-
     model, _, meta = load_checkpoint(run_dir / "models" / inp["model_id"], pick_device(device or inp["device"]))
     prov = {"model": inp["model_id"], "checkpoint": f"models/{inp['model_id']}",
             "weights_sha256": meta.get("weights_sha256"), "task": inp["task"], "versions": versions()}
@@ -85,15 +86,11 @@ def saved_stems(run_dir: Path, mid: str) -> list[str]:
 
 def model_results(run_dir: Path, mid: str) -> dict[str, Any]:
     """{stem: typed result} of everything saved for one model."""
-    from interp.result_io import load_result
-
     return {stem: load_result(Path(run_dir) / model_dir(mid) / stem) for stem in saved_stems(run_dir, mid)}
 
 
 def gather_analyses(run_dir: Path, ids: list[str]) -> dict[str, Any]:
     """Per model: each analysis's summary and the trials it covers."""
-    from interp.result_io import load_provenance
-
     out = {}
     for mid in ids:
         d = Path(run_dir) / model_dir(mid)
@@ -105,14 +102,10 @@ def gather_analyses(run_dir: Path, ids: list[str]) -> dict[str, Any]:
 
 
 def load_result_summary(stem: Path) -> dict[str, Any]:
-    from interp.result_io import load_result
-
     return load_result(stem).summary()
 
 
 def gather_circuits(run_dir: Path, ids: list[str]) -> tuple[dict[str, Any], int | None]:
-    from interp.result_io import load_provenance
-
     models, n_nodes = {}, None
     for mid in ids:
         stem = Path(run_dir) / model_dir(mid) / "circuit"

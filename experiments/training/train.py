@@ -24,8 +24,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from experiments.config import build_task, load_sections, to_dict
-from experiments.state import latest_state, load_state, lr_lambda, save_state
+from experiments.core.config import build_task, load_sections, to_dict
+from experiments.core.state import latest_state, load_state, lr_lambda, save_state
 from interp.metrics import (accuracy_by_condition, evaluate_batch, incongruent_accuracy, logit_diff_from_logits,
                             unembed_last)
 from interp.models import (RESID_INITS, base_arch_and_tokenizer, build_scratch, load_model, save_checkpoint,

@@ -1,0 +1,66 @@
+"""What every step of a run shares (`RunContext`: config, output folder, device, loaded models, the results
+files), and the config's hash and portable form that run.json records."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from experiments.core.config import to_dict
+from experiments.jobs.executors import ExecutorConfig
+from experiments.run.config import RunConfig
+from experiments.training.train import pick_device
+from interp.model_id import model_ids
+from interp.models import load_checkpoint, load_model
+from interp.store import atomic_write_json, portable
+
+
+def config_hash(cfg: dict[str, Any]) -> str:
+    """What the results depend on: every section but [executor] (where jobs run does not change them)."""
+    d = {k: v for k, v in to_dict(cfg).items() if k != "executor"}
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def portable_config(cfg: dict[str, Any], root: Path) -> dict[str, Any]:
+    """The config as recorded in outputs: a base given as a path is written relative to `root`."""
+    d = to_dict(cfg)
+    d["model"]["base"] = portable(d["model"]["base"], root)
+    return d
+
+
+class RunContext:
+    """What every step of a run shares: config, output folder, device, loaded models and the save helpers."""
+
+    def __init__(self, cfg: dict[str, Any], out: Path, progress: bool, log: Callable[[str], None]) -> None:
+        self.cfg, self.out, self.progress, self.log = cfg, Path(out), progress, log
+        self.rc: RunConfig = cfg["run"]
+        self.task = cfg["task"]
+        self.executor = cfg.get("executor") or ExecutorConfig()
+        self.device = pick_device(self.rc.device)
+        self._models: dict[str, Any] = {}
+
+    def model_ids(self) -> list[str]:
+        scratch = self.rc.scratch_seeds if self.rc.scratch_seeds is not None else self.rc.seeds
+        return [str(m) for m in model_ids(list(self.rc.seeds), list(scratch))]
+
+    def eligible(self) -> list[str]:
+        """The models that met the training criterion (the only ones analysed)."""
+        return list(self.load("evaluate")["eligible"])
+
+    def model(self, mid: str) -> Any:
+        if mid not in self._models:
+            if mid == "base":
+                self._models[mid] = load_model(self.cfg["model"].base, self.device)[0]
+            else:
+                self._models[mid] = load_checkpoint(self.out / "models" / mid, self.device)[0]
+        return self._models[mid]
+
+    def load(self, name: str) -> dict[str, Any]:
+        p = self.out / "results" / f"{name}.json"
+        return json.loads(p.read_text()) if p.exists() else {}
+
+    def save_json(self, name: str, obj: Any) -> None:
+        atomic_write_json(self.out / "results" / f"{name}.json", obj)
