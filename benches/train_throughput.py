@@ -10,7 +10,6 @@ TransformerLens model and its bookkeeping; its per-step cost is the difference b
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import tempfile
 import time

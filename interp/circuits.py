@@ -98,7 +98,12 @@ class EdgeHooks:
         upstream node's ablated output instead of its current one. `ablated` is [up, batch, pos, d_model] (up
         first: each node's output is one contiguous block, and one matrix product per reader sums the removed
         edges). `removed` is [up, down], or [circuit, up, down] for several circuits evaluated at once on a batch
-        made of that many copies of the trials (circuit-major: copy c holds rows c * n .. (c + 1) * n - 1)."""
+        made of that many copies of the trials (circuit-major: copy c holds rows c * n .. (c + 1) * n - 1).
+
+        Longer than a screen on purpose: the hooks are closures over one shared buffer of deltas, written by the
+        writers' hooks and read by the readers' in the order TransformerLens calls them; split apart, that buffer
+        and its indexing would have to travel between functions. (Runs use `interp.edge_forward`; this is the
+        reference it is tested against.)"""
         L, H = self.L, self.H
         removed = removed if removed.dim() == 3 else removed[None]
         k = removed.shape[0]

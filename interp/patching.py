@@ -297,6 +297,31 @@ def default_variants_per_forward(model: Any, what: str) -> int:
     return 3 if what in FAST else 4
 
 
+def _variant_groups(r: CachedRun, what: str, shape: tuple[int, ...], axes: tuple[str, ...], raw: np.ndarray, L: int,
+                    P: int) -> dict[tuple[int, ...], list[tuple[tuple[int, ...], int | None, int | None]]]:
+    """The indices to patch, grouped by what may share a forward (same layer, and start; for heads_by_pos the same
+    position). Indices whose patch cannot change the output get the target's value in `raw` here."""
+    fast = what in FAST
+    groups: dict[tuple[int, ...], list[tuple[tuple[int, ...], int | None, int | None]]] = {}
+    for idx in np.ndindex(shape):
+        d = dict(zip(axes, idx))
+        layer = d["layer"]
+        pos = d.get("pos", d.get("dest_pos"))
+        head = d.get("head")
+        if (P - 1 if pos is None else pos) < r.first_diff:
+            raw[idx] = r.target_ld  # identical activations in both runs: the patch changes nothing
+            continue
+        if fast and layer == L - 1 and pos is not None and pos < P - 1 and what != "resid_pre":
+            raw[idx] = r.target_ld  # the last block's output at another position than the last is never read
+            continue
+        if fast:
+            key = (layer, pos) if what == "heads_by_pos" else (layer,)
+        else:
+            key = (layer, r.first_diff if pos is None else pos)
+        groups.setdefault(key, []).append((idx, pos, head))
+    return groups
+
+
 def patch_sweep(model: Any, clean_tokens: Any, corrupt_tokens: Any, answer: Any, wrong: Any, what: str,
                 direction: str = "denoise", variants_per_forward: int | None = None, position_labels: list[str] | None = None,
                 progress: bool = False, min_gap: float = MIN_GAP) -> PatchResult:
@@ -326,24 +351,7 @@ def patch_sweep(model: Any, clean_tokens: Any, corrupt_tokens: Any, answer: Any,
     raw = np.zeros(shape)
     base_target, base_source = r.target_ld, r.source_ld
     fast = what in FAST
-    # groups of variants that may share a forward: same layer (and start, or for heads_by_pos the same position)
-    groups: dict[tuple[int, ...], list[tuple[tuple[int, ...], int | None, int | None]]] = {}
-    for idx in np.ndindex(shape):
-        d = dict(zip(axes, idx))
-        layer = d["layer"]
-        pos = d.get("pos", d.get("dest_pos"))
-        head = d.get("head")
-        if (P - 1 if pos is None else pos) < r.first_diff:
-            raw[idx] = base_target  # identical activations in both runs: the patch changes nothing
-            continue
-        if fast and layer == L - 1 and pos is not None and pos < P - 1 and what != "resid_pre":
-            raw[idx] = base_target  # the last block's output at another position than the last is never read
-            continue
-        if fast:
-            key = (layer, pos) if what == "heads_by_pos" else (layer,)
-        else:
-            key = (layer, r.first_diff if pos is None else pos)
-        groups.setdefault(key, []).append((idx, pos, head))
+    groups = _variant_groups(r, what, shape, axes, raw, L, P)
     todo = [g[i:i + vpf] for g in groups.values() for i in range(0, len(g), vpf)]
     done_idx, done_ld = [], []
     for chunk in tqdm(todo, desc=f"patch {what}", disable=not progress):

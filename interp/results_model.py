@@ -16,10 +16,10 @@ from jaxtyping import Float
 
 from interp import viz
 from interp.faithfulness import CircuitCurve
-from interp.result_base import Result, head_label, layer_labels
 from interp.metrics import condition_label
-from interp.stats import mean_ci
-from interp.stats import spearman
+from interp.model_id import group_of
+from interp.result_base import Result, head_label, layer_labels
+from interp.stats import mean_ci, spearman
 from interp.store import atomic_write_text
 
 
@@ -162,7 +162,7 @@ class Comparison(Result):
         own initialisation (`reversion_init`, scratch) to it, and to the base as a second control."""
         series, group = {}, {}
         for m, v in self.reversion.items():
-            g = m.split("-s")[0]
+            g = group_of(m)
             if m in self.reversion_init:
                 series[f"{m} to its own init"], group[f"{m} to its own init"] = list(self.reversion_init[m]), g
                 g = f"{g} to the base"
@@ -208,8 +208,8 @@ class Comparison(Result):
         """Per group of models (the name before "-s"): mean and 95% t-interval over models of CKA with the base
         per layer and of the accuracy kept reverting one layer; each model's unreverted accuracy."""
         out: dict[str, Any] = {"full": self.full, "groups": {}}
-        for g in dict.fromkeys(m.split("-s")[0] for m in self.cka):
-            ms = [m for m in self.cka if m.split("-s")[0] == g]
+        for g in dict.fromkeys(group_of(m) for m in self.cka):
+            ms = [m for m in self.cka if group_of(m) == g]
             entry: dict[str, Any] = {"models": ms}
             for k in ("cka", "reversion"):
                 mean, lo, hi = mean_ci(np.array([np.asarray(getattr(self, k)[m], float) for m in ms]))

@@ -17,8 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from interp.store import atomic_write_bytes, atomic_write_csv, atomic_write_text
+from interp.model_id import group_of
 from interp.stats import mean_ci
+from interp.store import atomic_write_bytes, atomic_write_csv, atomic_write_text
 
 PALETTE = {"finetuned": "#1f77b4", "scratch": "#d62728", "base": "#7f7f7f", "ft-vs-scratch": "#2ca02c",
            "between": "#2ca02c", "within finetuned": "#1f77b4", "within scratch": "#d62728",
@@ -103,7 +104,7 @@ def profiles(x: Sequence[Any], per_model: dict[str, Sequence[float]], title: str
     xs = [esc(v) for v in x]
     groups: dict[str, list[Sequence[float]]] = {}
     for name, ys in per_model.items():
-        g = (group or {}).get(name, name.split("-s")[0])
+        g = (group or {}).get(name, group_of(name))
         groups.setdefault(g, []).append(ys)
         fig.add_trace(go.Scatter(x=xs, y=list(ys), mode="lines", name=esc(name), opacity=0.45,
                                  line={"width": 1, "color": GROUP_COLORS.get(g)}, legendgroup=esc(g)))
@@ -164,7 +165,7 @@ def faithfulness_curves(grid: Sequence[float], per_model: dict[str, Sequence[flo
                                  line={"dash": "dash", "color": color}))
     for name, ys in per_model.items():
         fig.add_trace(go.Scatter(x=xs, y=list(ys), mode="lines+markers", name=esc(name),
-                                 line={"color": GROUP_COLORS.get(name.split("-s")[0])}))
+                                 line={"color": GROUP_COLORS.get(group_of(name))}))
     fig.update_layout(title=_title(title), xaxis={"type": "log", "title": "fraction of the graph kept"},
                       yaxis_title="faithfulness f(C)", height=420)
     return fig

@@ -10,7 +10,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from tasks import cdm, delay_comparison, delay_match, multisensory
+import tasks.cdm as cdm
+import tasks.delay_comparison as delay_comparison
+import tasks.delay_match as delay_match
+import tasks.multisensory as multisensory
 from tasks.base import Task, TaskError, TrialBatch
 
 _MODULES = (cdm, delay_comparison, multisensory, delay_match)

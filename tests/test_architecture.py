@@ -134,3 +134,33 @@ def test_the_checks_see_a_violation(tmp_path):
     assert any(inner and "# lazy:" not in src for _, _, inner, src in deps)
     assert find_cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     assert find_cycles({"a": {"b"}, "b": set()}) == []
+
+
+@pytest.mark.parametrize("package", ["tasks", "interp", "experiments"])
+def test_every_public_name_resolves(package):
+    """Each package's `__all__` is its public API: every name must load (a renamed or moved function breaks here,
+    not in a user's notebook), and experiments' API is exactly the notebook facade's functions."""
+    import importlib
+
+    mod = importlib.import_module(package)
+    assert mod.__all__ and len(set(mod.__all__)) == len(mod.__all__)
+    for name in mod.__all__:
+        assert getattr(mod, name) is not None, f"{package}.{name}"
+    with pytest.raises(AttributeError):
+        getattr(mod, "no_such_name")
+    if package == "experiments":
+        from experiments import api
+
+        assert set(mod.__all__) <= set(api.__all__)
+        assert all(getattr(mod, n) is getattr(api, n) for n in mod.__all__)
+
+
+def test_functions_fit_a_screen():
+    """No function over 60 lines unless its docstring says why ("Longer than a screen ...")."""
+    long = []
+    for mod, path in modules().items():
+        for n in ast.walk(ast.parse(path.read_text())):
+            if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.end_lineno - n.lineno + 1 > 60:
+                if "Longer than a screen" not in (ast.get_docstring(n) or ""):
+                    long.append(f"{mod}.{n.name}: {n.end_lineno - n.lineno + 1} lines")
+    assert not long, "\n".join(long)

@@ -30,23 +30,23 @@ import numpy as np
 from jaxtyping import Int
 
 from experiments.analysis import attention as A
-from experiments.analysis.reliance import reliance
+from experiments.analysis.reliance import compare_with_base
 from experiments.core.config import build_task, to_dict
 from experiments.training.train import load_config, pick_device, train as train_checkpoint
 from interp.ablation import Ablator
 from interp.atp import agreement, attribution_patch
 from interp.attribution import direct_logit_attribution, logit_lens
 from interp.circuits import edge_attribution, exact_node_effects
-from interp.compare import check_same_shape, layer_cka, relative_weight_change, representations
+from interp.compare import check_same_shape, representations
 from interp.faithfulness import CircuitEvaluator, curve
 from interp.metrics import accuracy_by_condition, evaluate_batch, incongruent_accuracy
 from interp.models import load_model
 from interp.neurons import neuron_selectivity
 from interp.patching import patch_sweep, position_token_labels
-from tasks.registry import generate, make_pairs, task_of
 from interp.results import (Ablation, AttentionView, Attribution, AttributionPatching, Circuit, Comparison,
                             Evaluation, Neurons, Patching)
 from tasks.base import TrialBatch
+from tasks.registry import generate, make_pairs, task_of
 
 __all__ = ["Model", "Pairs", "load", "train", "evaluate", "trials", "pairs", "patch", "attribution_patching",
            "attribute", "ablate", "neurons", "discover", "compare", "attention"]
@@ -169,15 +169,19 @@ def pairs(model: Model | Any, n: int = 16, seed: int = 0, corruption: str | None
     return Pairs(clean, bad, corruption)
 
 
+def evaluation_of(model: Any, batch: TrialBatch, seed: int, name: str = "model") -> Evaluation:
+    """The one evaluation: accuracy overall, on incongruent trials and per condition, and the mean logit
+    difference, of a HookedTransformer on a batch of trials (what runs, the CLI and the notebook report)."""
+    ev = evaluate_batch(model, batch)
+    ld = ev["per_trial_logit_diff"]
+    return Evaluation(batch.split, len(batch), seed, ev["accuracy"], incongruent_accuracy(batch, ld),
+                      ev["logit_diff"], tuple(accuracy_by_condition(batch, ld)), ld, name)
+
+
 def evaluate(model: Model | Any, n: int = 512, seed: int = 0, split: str = "test") -> Evaluation:
     """Accuracy overall, on incongruent trials (where the task's shortcut fails) and per condition on n trials."""
-
     m, _, name = _parts(model)
-    b = trials(model, n, seed, split)
-    ev = evaluate_batch(m, b)
-    ld = ev["per_trial_logit_diff"]
-    return Evaluation(split, n, seed, ev["accuracy"], incongruent_accuracy(b, ld), ev["logit_diff"],
-                      tuple(accuracy_by_condition(b, ld)), ld, name)
+    return evaluation_of(m, trials(model, n, seed, split), seed, name)
 
 
 def _pair_args(p: Pairs | Sequence[TrialBatch]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -289,22 +293,22 @@ def compare(models: Mapping[str, Model | Any] | Sequence[Model], base: Model | A
     named = dict(models) if isinstance(models, Mapping) else {m.name: m for m in models}
     b, _, bname = _parts(base)
     pos = {"answer": trials.positions["answer"]}
-    rep_b = representations(b, trials.tokens, pos)["resid"]
+    rep_b = representations(b, trials.tokens, pos)
     rel_trials = trials if reliance_trials is None else reliance_trials
     out: dict[str, dict[str, Any]] = {k: {} for k in ("cka", "reversion", "top_down", "cmap", "weight_change",
                                                       "full")}
+    kept = lambda rows: np.array([r["accuracy_retained"] for r in rows])  # noqa: E731
     for key, model in named.items():
         m = _parts(model)[0]
         check_same_shape(m, b, f"comparing {key} with the base")
-        rep = representations(m, trials.tokens, pos)["resid"]
-        out["cka"][key] = layer_cka({"resid": rep}, {"resid": rep_b}, debiased=True)["resid"]["answer"]
-        rel = reliance(m, b, rel_trials, cmap=cmap)
+        c = compare_with_base(m, b, representations(m, trials.tokens, pos), rep_b, rel_trials, cmap=cmap)
+        rel = c["reliance_base"]
+        out["cka"][key] = c["cka_base"]["debiased"]["resid"]["answer"]
         out["full"][key] = {k: float(v) for k, v in rel["full"].items()}
-        kept = lambda rows: np.array([r["accuracy_retained"] for r in rows])  # noqa: E731
         out["reversion"][key], out["top_down"][key] = kept(rel["reversion_layer"]), kept(rel["reversion_top_down"])
         if cmap:
             out["cmap"][key] = kept(rel["cmap_resid"])
-        out["weight_change"][key] = relative_weight_change(m, b)
+        out["weight_change"][key] = c["weight_change"]
     return Comparison(bname, **out, n_trials=len(trials), n_reliance_trials=len(rel_trials))
 
 

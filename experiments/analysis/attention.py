@@ -14,16 +14,15 @@ import numpy as np
 import torch
 from jaxtyping import Float
 
-from interp.metrics import cache_last
-from tasks.base import TrialBatch
-from tasks.registry import make_pairs
 from experiments.core.config import to_dict
 from interp.ablation import Ablator
 from interp.attribution import direct_logit_attribution
+from interp.metrics import cache_last
 from interp.patching import patch_sweep
 from interp.store import versions
 from interp.viz import attention_views_page
-from tasks.registry import task_of
+from tasks.base import TrialBatch
+from tasks.registry import make_pairs, task_of
 
 SCORES = ("patching", "dla", "ablation")
 _HEAD = re.compile(r"L(\d+)H(\d+)")

@@ -1,11 +1,13 @@
-"""How much a model still does its task with parts of a reference model (its base) put back: each layer's weights
-reverted, the layers from the top down reverted, and the reference's residual stream patched in at each layer."""
+"""A model against a reference model (its base): how much it still does its task with parts of the reference put
+back (each layer's weights reverted, the layers from the top down reverted, the reference's residual stream patched
+in at each layer), how similar their representations are (CKA) and how far its weights moved. `compare_with_base`
+is the one per-model comparison, used by `cogcircuits run`, `cogcircuits compare` and the notebook's `compare`."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from interp.compare import cross_model_patching, weight_reversion
+from interp.compare import cross_model_patching, layer_cka, relative_weight_change, weight_reversion
 
 
 def reliance(model: Any, reference: Any, batch: Any, cmap: bool = True) -> dict[str, Any]:
@@ -18,3 +20,17 @@ def reliance(model: Any, reference: Any, batch: Any, cmap: bool = True) -> dict[
     if cmap:
         out["cmap_resid"] = cross_model_patching(model, reference, *args, sites=("resid",))["resid"]
     return out
+
+
+def cka_with(rep: dict[str, Any], ref: dict[str, Any]) -> dict[str, Any]:
+    """Per-layer CKA of one model's representations with a reference's: debiased (the estimator the verdicts
+    use) and the plain biased one."""
+    return {"debiased": layer_cka(rep, ref, debiased=True), "biased": layer_cka(rep, ref)}
+
+
+def compare_with_base(model: Any, base: Any, rep: dict[str, Any], rep_base: dict[str, Any], batch: Any,
+                      cmap: bool = True) -> dict[str, Any]:
+    """One model against the base: CKA of their representations (`interp.compare.representations` of each on the
+    same trials), reliance on the base on `batch`, and the relative weight change."""
+    return {"cka_base": cka_with(rep, rep_base), "reliance_base": reliance(model, base, batch, cmap=cmap),
+            "weight_change": relative_weight_change(model, base)}

@@ -11,11 +11,11 @@ from typing import Any
 import numpy as np
 
 from experiments.analysis import analyses
-from experiments.analysis.reliance import reliance  # noqa: F401  (a stage's computation, used by the run)
+from experiments.analysis.reliance import (cka_with, compare_with_base,  # noqa: F401  (a stage's computations)
+                                           reliance)
 from interp.ablation import Ablator
 from interp.circuits import edge_attribution
-from interp.compare import layer_cka, relative_weight_change, representations
-from interp.metrics import accuracy_by_condition, evaluate_batch, incongruent_accuracy
+from interp.compare import representations
 from interp.result_base import Result
 from interp.results import Circuit
 from interp.stats import spearman
@@ -54,11 +54,11 @@ def psychometric(batch: Any, per_trial_ld: np.ndarray) -> dict[str, Any]:
 def _split_eval(model: Any, task: Any, n: int, seed: int, split: str
                 ) -> tuple[Any, np.ndarray, dict[str, Any]]:
     batch = generate(task, n, seed=seed, tokenizer=model.tokenizer, split=split)
-    ev = evaluate_batch(model, batch)
-    ld = ev["per_trial_logit_diff"]
-    return batch, ld, {"accuracy": ev["accuracy"], "incongruent_accuracy": incongruent_accuracy(batch, ld),
-                       "n_correct": int((ld > 0).sum()), "logit_diff": ev["logit_diff"],
-                       "by_condition": accuracy_by_condition(batch, ld), "trials": trials(split, n, seed, task=task)}
+    e = analyses.evaluation_of(model, batch, seed)
+    ld = e.per_trial_logit_diff
+    return batch, ld, {"accuracy": e.accuracy, "incongruent_accuracy": e.incongruent_accuracy,
+                       "n_correct": int((ld > 0).sum()), "logit_diff": e.logit_diff,
+                       "by_condition": list(e.by_condition), "trials": trials(split, n, seed, task=task)}
 
 
 def evaluate_model(model: Any, task: Any, n: int, seed: int) -> dict[str, Any]:
@@ -109,16 +109,6 @@ def representations_of(models: dict[str, Any], task: Any, n: int, seed: int) -> 
     test = generate(task, n, seed=seed, tokenizer=first.tokenizer, split="test")
     pos = {"answer": test.positions["answer"], test.key_position: test.positions[test.key_position]}
     return test, {mid: representations(m, test.tokens, pos) for mid, m in models.items()}
-
-
-def cka_with(rep: dict[str, Any], ref: dict[str, Any]) -> dict[str, Any]:
-    """Per-layer CKA of one model's representations with a reference's: debiased (the estimator the verdicts
-    use) and the plain biased one."""
-    return {"debiased": layer_cka(rep, ref, debiased=True), "biased": layer_cka(rep, ref)}
-
-
-def weight_change(model: Any, base: Any) -> dict[str, float]:
-    return relative_weight_change(model, base)
 
 
 def map_similarity(maps: dict[str, np.ndarray], order: list[str]) -> np.ndarray:

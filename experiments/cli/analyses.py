@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 import experiments.cli.figures as command_figures
+from interp.model_id import ModelId
 
 
 def finite_float(text: str) -> float:
@@ -237,7 +238,7 @@ def cmd_compare(args: argparse.Namespace) -> None:
     loaded = {}
     for kind, paths in (("finetuned", args.finetuned), ("scratch", args.scratch or [])):
         for i, p in enumerate(paths):
-            loaded[f"{kind}-s{i}"] = load(p, args.device)
+            loaded[str(ModelId(kind, i))] = load(p, args.device)
     task = task_for(args, next(iter(loaded.values()))[1])  # --config / --task, else the first fine-tuned model's
     models = {k: _model(mdl, task, info) for k, (mdl, info) in loaded.items()}
     base = _model(base_model, task, binfo)
@@ -349,68 +350,70 @@ def executor_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--retries", type=int, help="further attempts of a job that dies or fails (default 1)")
 
 
-def register(sub: Any) -> None:
-    from interp.patching import VARIANTS  # lazy: CLI start-up (no torch before a command needs it)
-    from tasks.registry import TASKS  # lazy: CLI start-up (no torch before a command needs it)
+def _figures_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--figures", nargs="+", default=["html"], choices=list(command_figures.FORMATS),
+                   help="figure formats under OUT/figures (default html; png/svg need a Chromium)")
 
-    def figures(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--figures", nargs="+", default=["html"], choices=list(command_figures.FORMATS),
-                       help="figure formats under OUT/figures (default html; png/svg need a Chromium)")
 
-    def common(p: argparse.ArgumentParser, n: int = 64) -> None:
-        p.add_argument("checkpoint", help="checkpoint directory or local HF GPT-2 directory")
-        p.add_argument("--config", help="task config (default: the checkpoint's own)")
-        p.add_argument("--task", choices=list(TASKS), help="a registered task with its default config (default: "
-                       "the checkpoint's own)")
-        p.add_argument("--n", type=int, default=n, help="trials (or trial pairs)")
-        p.add_argument("--seed", type=int, default=0)
-        p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, mps")
-        p.add_argument("--out", required=True)
-        p.add_argument("--overwrite", action="store_true")
-        figures(p)
+def _common(p: argparse.ArgumentParser, tasks: list[str], n: int = 64) -> None:
+    """The options every one-model analysis command shares."""
+    p.add_argument("checkpoint", help="checkpoint directory or local HF GPT-2 directory")
+    p.add_argument("--config", help="task config (default: the checkpoint's own)")
+    p.add_argument("--task", choices=tasks, help="a registered task with its default config (default: "
+                   "the checkpoint's own)")
+    p.add_argument("--n", type=int, default=n, help="trials (or trial pairs)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, mps")
+    p.add_argument("--out", required=True)
+    p.add_argument("--overwrite", action="store_true")
+    _figures_option(p)
 
+
+def _register_model_analyses(sub: Any, tasks: list[str], variants: list[str]) -> None:
     p = sub.add_parser("patch", help="exact activation patching")
-    common(p)
-    p.add_argument("--what", default="heads", choices=list(VARIANTS))
+    _common(p, tasks)
+    p.add_argument("--what", default="heads", choices=variants)
     p.add_argument("--corruption", help="one of the task's corruptions (default: the task's own default)")
     p.add_argument("--direction", default="denoise", choices=["denoise", "noise"])
     p.set_defaults(func=cmd_patch)
 
     p = sub.add_parser("attribute", help="direct logit attribution and logit lens")
-    common(p)
+    _common(p, tasks)
     p.add_argument("--neuron-layers", type=int, nargs="*", default=[])
     p.set_defaults(func=cmd_attribute)
 
     p = sub.add_parser("ablate", help="head (and neuron) ablation")
-    common(p)
+    _common(p, tasks)
     p.add_argument("--method", default="mean", choices=["zero", "mean", "resample"])
     p.add_argument("--heads", nargs="*", help="a set of heads to ablate together, as LAYER.HEAD")
     p.add_argument("--neurons", nargs="*", help="a set of neurons to ablate together, as LAYER.NEURON")
     p.set_defaults(func=cmd_ablate)
 
     p = sub.add_parser("neurons", help="neuron selectivity to task variables")
-    common(p, n=256)
+    _common(p, tasks, n=256)
     p.add_argument("--position", default="answer")
     p.add_argument("--layers", type=int, nargs="*")
     p.add_argument("--top-k", type=int, default=10)
     p.set_defaults(func=cmd_neurons)
 
+
+def _register_compare_discover(sub: Any, tasks: list[str]) -> None:
     p = sub.add_parser("compare", help="fine-tuned vs scratch reliance on the base, per layer")
     p.add_argument("--finetuned", nargs="+", required=True)
     p.add_argument("--scratch", nargs="*")
     p.add_argument("--base", required=True)
     p.add_argument("--config", help="task config (default: the first fine-tuned model's own)")
-    p.add_argument("--task", choices=list(TASKS), help="a registered task with its default config")
+    p.add_argument("--task", choices=tasks, help="a registered task with its default config")
     p.add_argument("--n", type=int, default=256)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, mps")
     p.add_argument("--out", required=True)
     p.add_argument("--overwrite", action="store_true")
-    figures(p)
+    _figures_option(p)
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("discover", help="circuit discovery (EAP / EAP-IG) with faithfulness")
-    common(p, n=32)
+    _common(p, tasks, n=32)
     p.add_argument("--method", default="eap-ig", choices=["eap", "eap-ig"])
     p.add_argument("--corruption", help="a corruption of the task that changes the answer (default: the task's)")
     p.add_argument("--ablation", default="corrupted", choices=["corrupted", "mean", "resample"])
@@ -420,6 +423,8 @@ def register(sub: Any) -> None:
     p.add_argument("--fraction", type=finite_float, default=0.2, help="share of nodes listed as the circuit's top set")
     p.set_defaults(func=cmd_discover, needs_flip=True)
 
+
+def _register_runs(sub: Any) -> None:
     p = sub.add_parser("run", help="the whole fine-tuned vs scratch experiment and its report")
     p.add_argument("config", nargs="?", help="run config (default: the packaged experiments/configs/default.toml)")
     p.add_argument("--out", help="run directory (default: runs/<name>)")
@@ -443,3 +448,13 @@ def register(sub: Any) -> None:
     p.add_argument("run_dir")
     p.add_argument("--format", nargs="+", default=["html"], choices=["html", "png", "svg", "csv"])
     p.set_defaults(func=cmd_export)
+
+
+def register(sub: Any) -> None:
+    """The analysis, comparison, discovery and run commands."""
+    from interp.patching import VARIANTS  # lazy: CLI start-up (no torch before a command needs it)
+    from tasks.registry import TASKS  # lazy: CLI start-up (no torch before a command needs it)
+
+    _register_model_analyses(sub, list(TASKS), list(VARIANTS))
+    _register_compare_discover(sub, list(TASKS))
+    _register_runs(sub)

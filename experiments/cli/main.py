@@ -85,11 +85,14 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    from experiments.training.train import evaluate_checkpoint, load_config, pick_device  # lazy: CLI start-up (no torch before a command needs it)
+    from experiments import api  # lazy: CLI start-up (no torch before a command needs it)
+    from experiments.training.train import load_config  # lazy: CLI start-up (no torch before a command needs it)
 
     task = load_config(args.config)["task"] if args.config else None
-    r = evaluate_checkpoint(args.checkpoint, task=task, n=args.n, seed=args.seed, split=args.split,
-                            device=pick_device(args.device))
+    e = api.evaluate(api.load(args.checkpoint, args.device, task=task), args.n, args.seed, args.split)
+    r = {"split": e.split, "n": e.n, "seed": e.seed, "accuracy": e.accuracy,
+         "incongruent_accuracy": e.incongruent_accuracy, "logit_diff": e.logit_diff,
+         "by_condition": list(e.by_condition)}
     print(f"{args.checkpoint} [{args.split}, n={args.n}]: accuracy {r['accuracy']:.4f}, "
           f"mean logit diff {r['logit_diff']:.3f}")
     from interp.metrics import condition_label  # lazy: CLI start-up (no torch before a command needs it)
@@ -139,17 +142,11 @@ def _add_common_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="cogcircuits", description=__doc__.splitlines()[0])
-    ap.add_argument("--debug", action="store_true", help="show tracebacks")
-    sub = ap.add_subparsers(dest="command", required=True)
-
-    from tasks.registry import TASKS  # lazy: CLI start-up (no torch before a command needs it)
-
+def _register_tasks_and_training(sub: Any, tasks: list[str]) -> None:
     task = sub.add_parser("task", help="the registered tasks").add_subparsers(dest="task_cmd", required=True)
     task.add_parser("list", help="the registered tasks").set_defaults(func=cmd_task_list)
     show = task.add_parser("show", help="a task's definition and sample trials with their answers")
-    show.add_argument("name", nargs="?", choices=list(TASKS), help="a registered task (default: the config's, "
+    show.add_argument("name", nargs="?", choices=tasks, help="a registered task (default: the config's, "
                       "else ContextDecisionMaking)")
     show.add_argument("--config")
     show.add_argument("--base", help="model whose tokenizer renders the trials (default: the shipped base)")
@@ -159,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     show.set_defaults(func=cmd_task_show)
 
     tr = sub.add_parser("train", help="fine-tune a pretrained base or train from scratch")
-    tr.add_argument("--task", choices=list(TASKS), help="a registered task (default: the config's)")
+    tr.add_argument("--task", choices=tasks, help="a registered task (default: the config's)")
     tr.add_argument("--init", choices=["pretrained", "scratch"])
     tr.add_argument("--base", help="local HF GPT-2 directory, checkpoint, or hub name (default: shipped base)")
     tr.add_argument("--seed", type=int)
@@ -179,6 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", action="store_true", help="also print the result as JSON")
     ev.set_defaults(func=cmd_eval)
 
+
+def _register_pretraining(sub: Any) -> None:
     co = sub.add_parser("corpus", help="extract the generic pretraining corpus from Debian packages")
     co.add_argument("--out", default="data/corpus")
     co.add_argument("--install", action="store_true", help="apt-get install the source packages first")
@@ -197,6 +196,16 @@ def build_parser() -> argparse.ArgumentParser:
     bc.add_argument("--quiet", action="store_true")
     bc.set_defaults(func=cmd_base_card)
 
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="cogcircuits", description=__doc__.splitlines()[0])
+    ap.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    from tasks.registry import TASKS  # lazy: CLI start-up (no torch before a command needs it)
+
+    _register_tasks_and_training(sub, list(TASKS))
+    _register_pretraining(sub)
     register_analyses(sub)
     register_attention(sub)
     _debug_anywhere(ap)

@@ -10,14 +10,12 @@ from pathlib import Path
 from typing import Any
 
 from experiments.analysis import stages
-from experiments.jobs.spec import Job
-from interp.store import atomic_write_json, atomic_write_npz
 from experiments.core.config import build_task
+from experiments.jobs.spec import Job
 from experiments.training.train import pick_device
 from interp.models import load_checkpoint
-from interp.result_io import load_provenance
-from interp.result_io import load_result
-from interp.store import versions
+from interp.result_io import load_provenance, load_result
+from interp.store import atomic_write_json, atomic_write_npz, versions
 
 INDEX = "index.json"
 

@@ -12,14 +12,13 @@ from typing import Any
 
 import numpy as np
 
+from experiments.jobs.kinds import model_results
 from interp import viz
 from interp.metrics import condition_label
+from interp.model_id import GROUPS, group_of
+from interp.results import Comparison
 from interp.stats import mean_ci
 from interp.store import atomic_write_json
-from experiments.jobs.kinds import model_results
-from interp.results import Comparison
-
-GROUPS = ("finetuned", "scratch")
 
 
 def load_results(run: Path, name: str) -> dict[str, Any]:
@@ -27,13 +26,9 @@ def load_results(run: Path, name: str) -> dict[str, Any]:
     return json.loads(p.read_text()) if p.exists() else {}
 
 
-def _group(mid: str) -> str:
-    return mid.split("-s")[0]
-
-
 def firsts(ids: list[str]) -> list[str]:
     """The first analysed model of each group (the one whose maps are drawn)."""
-    return [m for m in (next((i for i in ids if _group(i) == g), None) for g in GROUPS) if m]
+    return [m for m in (next((i for i in ids if group_of(i) == g), None) for g in GROUPS) if m]
 
 
 def _ci_bars(rows: list[list[float]]) -> tuple[np.ndarray, np.ndarray]:
@@ -48,9 +43,9 @@ def _training(ev: dict[str, Any], figs: dict[str, Any]) -> None:
             continue
         steps = [c["step"] for c in r["curve"]]
         traces.append({"name": f"{mid} overall", "x": steps, "y": [c["val_accuracy"] for c in r["curve"]],
-                       "group": _group(mid)})
+                       "group": group_of(mid)})
         traces.append({"name": f"{mid} incongruent", "x": steps,
-                       "y": [c.get("val_incongruent_accuracy") for c in r["curve"]], "group": _group(mid),
+                       "y": [c.get("val_incongruent_accuracy") for c in r["curve"]], "group": group_of(mid),
                        "dash": "dot"})
     crit = ev["criterion"]["finetuned"]
     figs["learning_curves"] = viz.curves(traces, f"Validation accuracy during training (criterion: >= "
@@ -59,7 +54,7 @@ def _training(ev: dict[str, Any], figs: dict[str, Any]) -> None:
                                          "step", "accuracy")
     ids = [m for m in ev["models"] if m != "base"]
     figs["steps_to_criterion"] = viz.strips(
-        ["steps"], {"steps": [(m, float(ev["models"][m]["training"]["steps"]), _group(m)) for m in ids]},
+        ["steps"], {"steps": [(m, float(ev["models"][m]["training"]["steps"]), group_of(m)) for m in ids]},
         "Training steps used (to the criterion, or the whole budget when it was missed)", "steps")
 
 
@@ -70,7 +65,7 @@ def _accuracy(ev: dict[str, Any], figs: dict[str, Any]) -> None:
     groups, conds = {}, None
     by_cond = {}
     for init in (*GROUPS, "base"):
-        rows = [r for mid, r in ev["models"].items() if _group(mid) == init and (init == "base" or mid in ev["eligible"])]
+        rows = [r for mid, r in ev["models"].items() if group_of(mid) == init and (init == "base" or mid in ev["eligible"])]
         if not rows:
             continue
         groups[f"{init} ({len(rows)})"] = _ci_bars([[r[s][k] for s, k, _ in cols] for r in rows])
@@ -89,7 +84,7 @@ def _accuracy(ev: dict[str, Any], figs: dict[str, Any]) -> None:
     word = (task.get("answer_words") or ["", " right"])[1].strip()
     group = task.get("group")
     for kind in ev["models"]["base"]["psychometric"]:
-        traces = [{"name": mid + (f" {group}={g}" if group else ""), "x": d["x"], "y": d["p"], "group": _group(mid)}
+        traces = [{"name": mid + (f" {group}={g}" if group else ""), "x": d["x"], "y": d["p"], "group": group_of(mid)}
                   for mid in shown for g, d in ev["models"][mid]["psychometric"][kind].items()]
         figs[f"psychometric_{kind}"] = viz.curves(
             traces, f"Psychometric curves: P({word}) against {kind}", kind, f"P(choice = {word})")
@@ -105,7 +100,7 @@ def _compare(run: Path, co: dict[str, Any], figs: dict[str, Any]) -> None:
     for p in co.get("pairs", []):
         name = f"{p['a']} ~ {p['b']}"
         pairs[name] = p["cka"]
-        grp[name] = "between" if _group(p["a"]) != _group(p["b"]) else f"within {_group(p['a'])}"
+        grp[name] = "between" if group_of(p["a"]) != group_of(p["b"]) else f"within {group_of(p['a'])}"
     if pairs:
         figs["cka_between"] = viz.profiles(
             cmp.x_labels("cka"), pairs, "Debiased CKA between two trained models (residual stream at the answer): "
@@ -117,7 +112,7 @@ def _contrasts(c: dict[str, Any], figs: dict[str, Any]) -> None:
     keys = [k for k in ("circuit_overlap", "patching_map_similarity", "ablation_map_similarity",
                         "cka_between_models") if k in c]
     points = {k: [(f"{p['a']} ~ {p['b']}", p["value"],
-                   p["relation"] if p["relation"] == "between" else f"within {_group(p['a'])}")
+                   p["relation"] if p["relation"] == "between" else f"within {group_of(p['a'])}")
                   for p in c[k]["pairs"]] for k in keys}
     if keys:
         figs["pair_contrasts"] = viz.strips(keys, points, "Similarity of two models: pairs of the same init vs "
@@ -131,7 +126,7 @@ def _circuits(ci: dict[str, Any], figs: dict[str, Any]) -> None:
         rnd = {}
         for g in GROUPS:
             draws = [np.asarray(r[f"{level}_curve"]["random_faithfulness"], float) for m, r in ci["models"].items()
-                     if _group(m) == g]
+                     if group_of(m) == g]
             if draws:
                 d = np.concatenate(draws, axis=1)  # [size, draw]
                 with warnings.catch_warnings():  # undefined faithfulness is NaN everywhere: drawn as a gap

@@ -178,12 +178,13 @@ def task_name(meta: dict[str, Any]) -> str:
     return str(meta["config"].get("task", {}).get("name", DEFAULT_TASK))
 
 
-def write_report(run: Path) -> Path:
+def write_report(run: Path, figs: dict[str, Any] | None = None) -> Path:
+    """run/report.html from the run's results; `figs` are its figures when already built (else built here)."""
     run = Path(run)
     meta = json.loads((run / "run.json").read_text())
     ev, an, co = load_results(run, "evaluate"), load_results(run, "analyses"), load_results(run, "compare")
     ci, c, cl = load_results(run, "circuits"), load_results(run, "contrasts"), load_results(run, "claims")
-    figs = build_figures(run)
+    figs = build_figures(run) if figs is None else figs
     name = meta["config"]["run"]["name"]
     base = meta.get("base", {})
     parts = ["<!DOCTYPE html><html><head><meta charset='utf-8'>",

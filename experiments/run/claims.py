@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from typing import Any
+from interp.model_id import ModelId
 from interp.stats import wilson
 
 OUTCOMES = ("in favour", "against", "inconclusive", "undefined")
@@ -90,7 +91,7 @@ def judge_pair(entry: dict[str, Any] | None) -> tuple[str, str]:
 def judge_above_chance(ev: dict[str, Any], split: str = "gen") -> tuple[str, str]:
     """Every fine-tuned model's accuracy on `split` above chance: its Wilson 95% interval (over trials) lies above
     0.5. Against when every fine-tuned model's interval reaches down to chance or below."""
-    rows = [(m, ev["models"][m][split]) for m in ev["eligible"] if m.startswith("finetuned") and split in
+    rows = [(m, ev["models"][m][split]) for m in ev["eligible"] if ModelId.parse(m).is_finetuned and split in
             ev["models"][m]]
     if not rows:
         return "undefined", "no fine-tuned model met the criterion (or the task has no generalisation split)"

@@ -11,6 +11,7 @@ from typing import Any
 
 from experiments.core.config import to_dict
 from experiments.jobs.executors import ExecutorConfig
+from experiments.report.figures import build_figures
 from experiments.run.config import RunConfig
 from experiments.training.train import pick_device
 from interp.model_id import model_ids
@@ -41,6 +42,7 @@ class RunContext:
         self.executor = cfg.get("executor") or ExecutorConfig()
         self.device = pick_device(self.rc.device)
         self._models: dict[str, Any] = {}
+        self._figures: dict[str, Any] | None = None
 
     def model_ids(self) -> list[str]:
         scratch = self.rc.scratch_seeds if self.rc.scratch_seeds is not None else self.rc.seeds
@@ -57,6 +59,13 @@ class RunContext:
             else:
                 self._models[mid] = load_checkpoint(self.out / "models" / mid, self.device)[0]
         return self._models[mid]
+
+    def figures(self) -> dict[str, Any]:
+        """The run's figures, built once per process from its results (the figures and report steps share them;
+        every step that changes results runs before them)."""
+        if self._figures is None:
+            self._figures = build_figures(self.out)
+        return self._figures
 
     def load(self, name: str) -> dict[str, Any]:
         p = self.out / "results" / f"{name}.json"

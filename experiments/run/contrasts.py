@@ -14,14 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from interp.model_id import GROUPS, group_of  # noqa: F401  (GROUPS: the groups contrasted)
 from interp.stats import expected_jaccard, group_contrast, jaccard, pair_contrast, spearman
-
-GROUPS = ("finetuned", "scratch")
-
-
-def group_of(mid: str) -> str:
-    return mid.split("-s")[0]
-
 
 def halves(profile: Any) -> tuple[np.ndarray, np.ndarray]:
     """Earlier and later halves of a per-layer profile (the middle point of an odd count is in neither)."""
@@ -73,68 +67,87 @@ def _pair_entry(key: str, measure: str, models: list[str], sim: Callable[[str, s
             "note": None if res else "undefined: needs at least two models per group that met the criterion"}
 
 
-def build(ev: dict[str, Any], co: dict[str, Any], ci: dict[str, Any], maps: dict[str, dict[str, np.ndarray]]
-          ) -> dict[str, dict[str, Any]]:
-    """All contrasts: `ev`, `co`, `ci` are the evaluate / compare / circuits results; `maps[name][model]` the
-    per-model head maps (patching effect, ablation effect)."""
-    models = [m for m in ev["eligible"] if group_of(m) in GROUPS]
-    out: dict[str, dict[str, Any]] = {}
-
-    def add(entry: dict[str, Any]) -> None:
-        out[entry["key"]] = entry
-
+def _training_entries(ev: dict[str, Any], models: list[str]) -> list[dict[str, Any]]:
     r = ev["models"]
-    add(_group_entry("steps_to_criterion", "training steps to the criterion",
-                     {m: float(r[m]["training"]["steps_to_criterion"]) for m in models}))
-    add(_group_entry("test_accuracy", "test accuracy", {m: r[m]["test"]["accuracy"] for m in models}, 0.5))
+    out = [_group_entry("steps_to_criterion", "training steps to the criterion",
+                        {m: float(r[m]["training"]["steps_to_criterion"]) for m in models}),
+           _group_entry("test_accuracy", "test accuracy", {m: r[m]["test"]["accuracy"] for m in models}, 0.5)]
     if all("gen" in r[m] for m in models):
-        add(_group_entry("gen_accuracy", "accuracy on the generalisation split (held-out numbers)",
-                         {m: r[m]["gen"]["accuracy"] for m in models}, 0.5))
-    if co:
-        pm = co["per_model"]
-        cka = {m: pm[m]["cka_base"]["debiased"]["resid"]["answer"] for m in models}
-        cmap = {m: [x["accuracy_retained"] for x in pm[m]["reliance_base"]["cmap_resid"]] for m in models}
-        rev_start = {m: [x["accuracy_retained"] for x in pm[m]["reliance_init" if group_of(m) == "scratch"
-                                                                 else "reliance_base"]["reversion_layer"]]
-                     for m in models}
-        for name, prof, what in (("cka_base", cka, "debiased CKA with the base, residual stream at the answer"),
-                                 ("cmap", cmap, "chance-corrected accuracy kept with the base's residual stream "
-                                                "patched in"),
-                                 ("reversion_start", rev_start, "chance-corrected accuracy kept reverting the layer "
-                                                                "to the model's own starting weights (base / init)")):
-            add(_group_entry(f"{name}_mean", f"{what}: mean over layers",
-                             {m: finite_mean(v) for m, v in prof.items()}))
-            add(_group_entry(f"{name}_late_minus_early", f"{what}: later-half minus earlier-half mean",
-                             {m: late_minus_early(v) for m, v in prof.items()}))
-            n_layers = len(next(iter(prof.values()))) if prof else 0
-            for l in range(n_layers):
-                add(_group_entry(f"{name}_layer{l}", f"{what}: point {l}", {m: float(v[l]) for m, v in prof.items()}))
-        pair_cka = {(p["a"], p["b"]): p["cka"] for p in co.get("pairs", [])}
+        out.append(_group_entry("gen_accuracy", "accuracy on the generalisation split (held-out numbers)",
+                                {m: r[m]["gen"]["accuracy"] for m in models}, 0.5))
+    return out
 
-        def cka_between(a: str, b: str) -> float:
-            v = pair_cka.get((a, b), pair_cka.get((b, a)))
-            return finite_mean(v) if v is not None else float("nan")
 
-        add(_pair_entry("cka_between_models", "debiased CKA between two models (residual stream at the answer, "
-                                              "mean over layers)", models, cka_between))
-    if ci:
-        cm = ci["models"]
-        k, n_nodes = len(next(iter(cm.values()))["overlap_set"]) if cm else 0, ci.get("n_nodes", 0)
-        sets = {m: cm[m]["overlap_set"] for m in models if m in cm}
-        if sets and n_nodes:
-            add(_pair_entry("circuit_overlap", f"Jaccard overlap of the top {k} of {n_nodes} circuit nodes",
-                            [m for m in models if m in sets], lambda a, b: jaccard(sets[a], sets[b]),
-                            chance=expected_jaccard(k, k, n_nodes)))
-            base_top = set(ci["base_ranked"][:k])
-            add(_group_entry("share_in_base_top", f"share of the top {k} circuit nodes among the base's top {k} on "
-                                                  "the same pairs", {m: len(set(s) & base_top) / k
-                                                                     for m, s in sets.items()}, chance=k / n_nodes))
-        add(_group_entry("cpr_node", "CPR (area under node faithfulness)",
-                         {m: cm[m]["node_curve"]["cpr"] for m in models if m in cm}))
+def _profile_entries(name: str, prof: dict[str, Any], what: str) -> list[dict[str, Any]]:
+    """A per-layer profile per model: its mean, its later-minus-earlier half, and each point."""
+    out = [_group_entry(f"{name}_mean", f"{what}: mean over layers", {m: finite_mean(v) for m, v in prof.items()}),
+           _group_entry(f"{name}_late_minus_early", f"{what}: later-half minus earlier-half mean",
+                        {m: late_minus_early(v) for m, v in prof.items()})]
+    n_layers = len(next(iter(prof.values()))) if prof else 0
+    out += [_group_entry(f"{name}_layer{l}", f"{what}: point {l}", {m: float(v[l]) for m, v in prof.items()})
+            for l in range(n_layers)]
+    return out
+
+
+def _comparison_entries(co: dict[str, Any], models: list[str]) -> list[dict[str, Any]]:
+    pm = co["per_model"]
+    kept = lambda rows: [x["accuracy_retained"] for x in rows]  # noqa: E731
+    profiles = (
+        ("cka_base", {m: pm[m]["cka_base"]["debiased"]["resid"]["answer"] for m in models},
+         "debiased CKA with the base, residual stream at the answer"),
+        ("cmap", {m: kept(pm[m]["reliance_base"]["cmap_resid"]) for m in models},
+         "chance-corrected accuracy kept with the base's residual stream patched in"),
+        ("reversion_start", {m: kept(pm[m]["reliance_init" if group_of(m) == "scratch" else "reliance_base"]
+                                     ["reversion_layer"]) for m in models},
+         "chance-corrected accuracy kept reverting the layer to the model's own starting weights (base / init)"))
+    out = [e for name, prof, what in profiles for e in _profile_entries(name, prof, what)]
+    pair_cka = {(p["a"], p["b"]): p["cka"] for p in co.get("pairs", [])}
+
+    def cka_between(a: str, b: str) -> float:
+        v = pair_cka.get((a, b), pair_cka.get((b, a)))
+        return finite_mean(v) if v is not None else float("nan")
+
+    out.append(_pair_entry("cka_between_models", "debiased CKA between two models (residual stream at the answer, "
+                                                 "mean over layers)", models, cka_between))
+    return out
+
+
+def _circuit_entries(ci: dict[str, Any], models: list[str]) -> list[dict[str, Any]]:
+    cm = ci["models"]
+    k, n_nodes = len(next(iter(cm.values()))["overlap_set"]) if cm else 0, ci.get("n_nodes", 0)
+    sets = {m: cm[m]["overlap_set"] for m in models if m in cm}
+    out = []
+    if sets and n_nodes:
+        out.append(_pair_entry("circuit_overlap", f"Jaccard overlap of the top {k} of {n_nodes} circuit nodes",
+                               [m for m in models if m in sets], lambda a, b: jaccard(sets[a], sets[b]),
+                               chance=expected_jaccard(k, k, n_nodes)))
+        base_top = set(ci["base_ranked"][:k])
+        out.append(_group_entry("share_in_base_top", f"share of the top {k} circuit nodes among the base's top {k} "
+                                "on the same pairs", {m: len(set(s) & base_top) / k for m, s in sets.items()},
+                                chance=k / n_nodes))
+    out.append(_group_entry("cpr_node", "CPR (area under node faithfulness)",
+                            {m: cm[m]["node_curve"]["cpr"] for m in models if m in cm}))
+    return out
+
+
+def _map_entries(maps: dict[str, dict[str, np.ndarray]], models: list[str]) -> list[dict[str, Any]]:
+    out = []
     for name, what in (("patching_map", "Spearman correlation of the head patching maps"),
                        ("ablation_map", "Spearman correlation of the head ablation maps")):
         mm = maps.get(name, {})
         if mm:
             ms = [m for m in models if m in mm]
-            add(_pair_entry(f"{name}_similarity", what, ms, lambda a, b, mm=mm: spearman(mm[a], mm[b])))
+            out.append(_pair_entry(f"{name}_similarity", what, ms, lambda a, b, mm=mm: spearman(mm[a], mm[b])))
     return out
+
+
+def build(ev: dict[str, Any], co: dict[str, Any], ci: dict[str, Any], maps: dict[str, dict[str, np.ndarray]]
+          ) -> dict[str, dict[str, Any]]:
+    """All contrasts: `ev`, `co`, `ci` are the evaluate / compare / circuits results; `maps[name][model]` the
+    per-model head maps (patching effect, ablation effect)."""
+    models = [m for m in ev["eligible"] if group_of(m) in GROUPS]
+    entries = _training_entries(ev, models)
+    entries += _comparison_entries(co, models) if co else []
+    entries += _circuit_entries(ci, models) if ci else []
+    entries += _map_entries(maps, models)
+    return {e["key"]: e for e in entries}

@@ -20,7 +20,6 @@ an absolute path of the machine that made it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections.abc import Callable

@@ -9,32 +9,26 @@ from typing import Any
 
 import numpy as np
 
-from experiments.run import contrasts
-
 from experiments.analysis import stages
+from experiments.analysis.attention import attention_page_of
 from experiments.core.config import to_dict
 from experiments.jobs.dispatch import JobsFailed, run_jobs
 from experiments.jobs.executors import ExecutorConfig
+from experiments.jobs.kinds import analysis_job, circuit_job, gather_analyses, gather_circuits, model_dir
 from experiments.jobs.spec import train_job
+from experiments.report.figures import export_run, firsts
+from experiments.report.report import write_report
+from experiments.run import contrasts
+from experiments.run.claims import RULE, judge
 from experiments.run.context import RunContext
 from experiments.training.train import ModelConfig, TrainConfig, criterion_of
-from interp.store import atomic_write_csv, atomic_write_json, atomic_write_text, portable
-from tasks.registry import bayes_optimal_accuracy, generate, task_of
-from experiments.analysis.attention import attention_page_of
-from experiments.jobs.kinds import analysis_job, gather_analyses
-from experiments.jobs.kinds import circuit_job, gather_circuits
-from experiments.jobs.kinds import model_dir
-from experiments.report.figures import build_figures, export_run
-from experiments.report.figures import firsts
-from experiments.report.report import write_report
-from experiments.run.claims import RULE, judge
 from interp.compare import check_same_shape, layer_cka
+from interp.model_id import ModelId
 from interp.models import base_arch_and_tokenizer, build_scratch, state_sha256
-from interp.results import Ablation, Patching
-from interp.results import Comparison
-from interp.store import file_sha256
-from interp.store import versions
+from interp.results import Ablation, Comparison, Patching
+from interp.store import atomic_write_csv, atomic_write_json, atomic_write_text, file_sha256, portable, versions
 from interp.viz import attention_views_page
+from tasks.registry import bayes_optimal_accuracy, generate, task_of
 
 SEEDS = {"evaluate": 1000, "analyses": 2000, "compare": 3000, "reliance": 3001, "circuits": 4000}
 
@@ -44,10 +38,10 @@ def train_models(ctx: RunContext) -> None:
     long each ran."""
     jobs = []
     for mid in ctx.model_ids():
-        init, seed = mid.split("-s")
-        tcfg = ctx.cfg["finetune" if init == "finetuned" else "scratch"]
-        tcfg = TrainConfig(**{**to_dict(tcfg), "seed": int(seed), "device": ctx.rc.device})  # resolved by the worker
-        mcfg = ModelConfig(init="pretrained" if init == "finetuned" else "scratch",
+        m = ModelId.parse(mid)
+        tcfg = ctx.cfg["finetune" if m.is_finetuned else "scratch"]
+        tcfg = TrainConfig(**{**to_dict(tcfg), "seed": m.seed, "device": ctx.rc.device})  # resolved by the worker
+        mcfg = ModelConfig(init="pretrained" if m.is_finetuned else "scratch",
                            base=portable(ctx.cfg["model"].base, ctx.out))
         jobs.append(train_job(mid, to_dict(ctx.task), to_dict(mcfg), to_dict(tcfg)))
     _run_jobs(ctx, jobs, "train")
@@ -148,9 +142,9 @@ def compare(ctx: RunContext) -> None:
     per_model: dict[str, Any] = {}
     for mid, m in models.items():
         ctx.log(f"  comparing {mid} with the base")
-        p = {"cka_base": _listify(stages.cka_with(reps[mid], reps["base"])),
-             "reliance_base": stages.reliance(m, base, rel), "weight_change": stages.weight_change(m, base)}
-        if mid.startswith("scratch"):
+        p = stages.compare_with_base(m, base, reps[mid], reps["base"], rel)
+        p["cka_base"] = _listify(p["cka_base"])
+        if ModelId.parse(mid).is_scratch:
             meta = json.loads((ctx.out / "models" / mid / "checkpoint.json").read_text())
             recipe = {k: v for k, v in meta["config"]["train"].items() if k in ("resid_init", "embed_init_std")}
             init = build_scratch(arch, tok, int(meta["seed"]), ctx.device, **recipe)
@@ -229,7 +223,7 @@ def claims(ctx: RunContext) -> None:
 
 
 def figures(ctx: RunContext) -> None:
-    export_run(ctx.out, build_figures(ctx.out), ctx.rc.formats, strict=False)
+    export_run(ctx.out, ctx.figures(), ctx.rc.formats, strict=False)
 
 
 def attention(ctx: RunContext) -> None:
@@ -237,14 +231,14 @@ def attention(ctx: RunContext) -> None:
     model (attention-<model>.html): each model's top heads by its own denoising patching effect, on the first of
     the analyses' pairs (clean and corrupted)."""
     ids = ctx.eligible()
-    firsts = [m for m in (next((m for m in ids if m.startswith(g)), None) for g in ("finetuned", "scratch")) if m]
-    if not firsts:
+    shown = firsts(ids)
+    if not shown:
         atomic_write_text(ctx.out / "attention.html", attention_views_page(
             [], [], "No model met the criterion: no attention views"))
         ctx.save_json("attention", {"pages": {}})
         return
     pages = {}
-    for i, mid in enumerate(firsts):
+    for i, mid in enumerate(shown):
         info = {"name": mid, "weights_sha256": file_sha256(ctx.out / "models" / mid / "model.safetensors")}
         page = attention_page_of(ctx.model(mid), info, ctx.task, top=ctx.rc.attention_heads, by="patching",
                                  trial=0, n=ctx.rc.n_pairs, seed=SEEDS["analyses"], corruption=ctx.rc.corruption)
@@ -255,7 +249,7 @@ def attention(ctx: RunContext) -> None:
 
 
 def report(ctx: RunContext) -> None:
-    write_report(ctx.out)
+    write_report(ctx.out, ctx.figures())
 
 
 STEPS: list[tuple[str, Callable[[RunContext], None]]] = [

@@ -18,10 +18,10 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from experiments.training.train import ModelConfig, TrainConfig, train
 from interp.models import Arch, build_hf_gpt2, load_hf_gpt2, load_model
 from interp.store import atomic_write_json, atomic_write_text
 from tasks.cdm import CDMConfig
-from experiments.training.train import ModelConfig, TrainConfig, train
 
 HELDOUT = "heldout_tokens.safetensors"
 PROMPTS = ("In the beginning God created", "The number of the", "A dictionary is a", "He said unto them,",
@@ -151,6 +151,39 @@ def write_model_card(model_dir: Path, corpus_dir: Path | None = None, finetune: 
     return ev
 
 
+def _evidence_lines(ev: dict[str, Any]) -> list[str]:
+    """The card's evidence that the base is pretrained, against its random-init twin."""
+    lines: list[str] = []
+    lines += ["", "## Evidence that it is pretrained (against a random-init twin of the same shape)",
+              f"- held-out perplexity on the {ev['heldout_windows'][0]} x {ev['heldout_windows'][1]} token windows in "
+              f"`{HELDOUT}`: **{ev['heldout_ppl']:.2f}** (random twin {ev['random_ppl']:.1f}; vocabulary "
+              f"{ev['vocab_size']})",
+              f"- counting ' n n+1 n+2 n+3' -> ' n+4' over n = {ev['counting_range'][0]}..{ev['counting_range'][1] - 4}: "
+              f"**{ev['counting_accuracy']:.1%}** correct (random twin {ev['random_counting_accuracy']:.1%})",
+              f"- linear probe of magnitude (ridge, penalty by 5-fold CV on the even numbers, R^2 on the odd numbers of the "
+              f"task range): embeddings "
+              f"{ev['probe']['embedding_r2']:.3f}, residual stream after block 0 {ev['probe']['early_resid_r2']:.3f} "
+              f"(random twin {ev['random_probe']['embedding_r2']:.3f} / {ev['random_probe']['early_resid_r2']:.3f})", "",
+              "Greedy continuations:", ""]
+    lines += [f"- `{p}` -> `{s[len(p):].strip()}`".replace("\n", " ") for p, s in ev["samples"].items()]
+    lines += ["", "Random twin, for contrast:", ""]
+    lines += [f"- `{p}` -> `{s[len(p):].strip()}`".replace("\n", " ") for p, s in ev["random_samples"].items()]
+    return lines
+
+
+def _finetune_lines(ev: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    if "finetune_study" in ev:
+        lines += ["", "## Fine-tuned vs scratch from this base (300 steps of batch 64, lr 3e-4 fine-tuned / 1e-3 scratch, stop at 99% "
+                  "validation accuracy; one seed each)",
+                  "| task | init | steps | test accuracy | accuracy on the held-out range |", "|---|---|---|---|---|"]
+        for k, v in ev["finetune_study"].items():
+            t, init = k.split("/")
+            gen = f"{v['gen_accuracy']:.3f}" if v.get("gen_accuracy") is not None else "-"
+            lines.append(f"| {t} | {init} | {v['steps']} | {v['test_accuracy']:.3f} | {gen} |")
+    return lines
+
+
 def render_card(model_dir: Path, log: dict[str, Any], ev: dict[str, Any], manifest: dict[str, Any]) -> str:
     cfg = log["config"]
     a = cfg["arch"]
@@ -185,28 +218,7 @@ def render_card(model_dir: Path, log: dict[str, Any], ev: dict[str, Any], manife
         f"- hardware: {log['versions']['platform']}, CPU only (torch {log['versions']['torch']}); wall time "
         f"{log['wall_s'] / 60:.1f} min", "", "| step | tokens | train loss | held-out loss |", "|---|---|---|---|"]
     lines += [f"| {c['step']} | {c['tokens']:,} | {c['train_loss']:.3f} | {c['heldout_loss']:.3f} |" for c in log["curve"]]
-    lines += ["", "## Evidence that it is pretrained (against a random-init twin of the same shape)",
-              f"- held-out perplexity on the {ev['heldout_windows'][0]} x {ev['heldout_windows'][1]} token windows in "
-              f"`{HELDOUT}`: **{ev['heldout_ppl']:.2f}** (random twin {ev['random_ppl']:.1f}; vocabulary "
-              f"{ev['vocab_size']})",
-              f"- counting ' n n+1 n+2 n+3' -> ' n+4' over n = {ev['counting_range'][0]}..{ev['counting_range'][1] - 4}: "
-              f"**{ev['counting_accuracy']:.1%}** correct (random twin {ev['random_counting_accuracy']:.1%})",
-              f"- linear probe of magnitude (ridge, penalty by 5-fold CV on the even numbers, R^2 on the odd numbers of the "
-              f"task range): embeddings "
-              f"{ev['probe']['embedding_r2']:.3f}, residual stream after block 0 {ev['probe']['early_resid_r2']:.3f} "
-              f"(random twin {ev['random_probe']['embedding_r2']:.3f} / {ev['random_probe']['early_resid_r2']:.3f})", "",
-              "Greedy continuations:", ""]
-    lines += [f"- `{p}` -> `{s[len(p):].strip()}`".replace("\n", " ") for p, s in ev["samples"].items()]
-    lines += ["", "Random twin, for contrast:", ""]
-    lines += [f"- `{p}` -> `{s[len(p):].strip()}`".replace("\n", " ") for p, s in ev["random_samples"].items()]
-    if "finetune_study" in ev:
-        lines += ["", "## Fine-tuned vs scratch from this base (300 steps of batch 64, lr 3e-4 fine-tuned / 1e-3 scratch, stop at 99% "
-                  "validation accuracy; one seed each)",
-                  "| task | init | steps | test accuracy | accuracy on the held-out range |", "|---|---|---|---|---|"]
-        for k, v in ev["finetune_study"].items():
-            t, init = k.split("/")
-            gen = f"{v['gen_accuracy']:.3f}" if v.get("gen_accuracy") is not None else "-"
-            lines.append(f"| {t} | {init} | {v['steps']} | {v['test_accuracy']:.3f} | {gen} |")
+    lines += _evidence_lines(ev) + _finetune_lines(ev)
     lines += ["", "## Reproduce", "```",
               "cogcircuits corpus --out data/corpus --install",
               f"cogcircuits pretrain --config experiments/configs/base-small.toml --out checkpoints/{model_dir.name}",

@@ -18,14 +18,14 @@ import torch
 from tqdm.auto import tqdm
 
 from experiments.core.config import load_sections, to_dict
-from experiments.training.corpus import read_corpus
 from experiments.core.state import latest_state, load_state, lr_lambda, save_state
 from experiments.training.basecard import save_heldout
+from experiments.training.corpus import read_corpus
+from experiments.training.train import deterministic
 from interp.models import Arch, build_hf_gpt2, load_tokenizer, save_hf_dir
 from interp.store import atomic_write_json, atomic_write_npz, prepare_out_dir, versions
 from tasks.base import check_finite
 from tasks.cdm import CDMConfig, required_symbols
-from experiments.training.train import deterministic
 
 EOS = "<|endoftext|>"
 
@@ -169,46 +169,39 @@ def pretrain(cfg: dict[str, Any], out: Path, resume: bool = False, overwrite: bo
         return _pretrain(cfg, out, resume, overwrite, progress, corpus_dir)
 
 
-def _pretrain(cfg: dict[str, Any], out: Path, resume: bool, overwrite: bool, progress: bool,
-              corpus_dir: Path | None) -> dict[str, Any]:
-    ccfg, tcfg, arch, pcfg = cfg["corpus"], cfg["tokenizer"], cfg["arch"], cfg["pretrain"]
-    out = prepare_out_dir(out, overwrite=overwrite, resume=resume)
-    work = out / ".work"
-    texts = read_corpus(Path(corpus_dir or ccfg.dir))
+def _tokenized(texts: dict[str, str], work: Path, vocab_size: int, heldout_frac: float
+               ) -> tuple[Any, dict[str, dict[str, np.ndarray]]]:
+    """The tokenizer and the encoded corpus, each trained / encoded once and cached under `work`."""
     tok_dir = work / "tokenizer"
-    t0 = time.time()
     if (tok_dir / "tokenizer.json").exists():
         tokenizer = load_tokenizer(tok_dir)
     else:
-        tokenizer = train_tokenizer(texts, tcfg.vocab_size, required_symbols(CDMConfig()))
+        tokenizer = train_tokenizer(texts, vocab_size, required_symbols(CDMConfig()))
         tokenizer.save_pretrained(str(tok_dir))
     cache = work / "tokens.npz"
     if cache.exists():
         with np.load(cache) as z:
             enc = {n: {"train": z[f"{n}.train"], "heldout": z[f"{n}.heldout"]} for n in texts}
     else:
-        enc = encode_sources(texts, tokenizer, ccfg.heldout_frac)
+        enc = encode_sources(texts, tokenizer, heldout_frac)
         atomic_write_npz(cache, {f"{n}.{k}": v for n, d in enc.items() for k, v in d.items()})
-    train_arrays = {n: d["train"] for n, d in enc.items()}
-    arch = Arch(**{**to_dict(arch), "d_vocab": len(tokenizer)})
-    torch.manual_seed(pcfg.seed)
-    model = build_hf_gpt2(arch, tokenizer, pcfg.seed)
+    return tokenizer, enc
+
+
+def _optimizer(model: Any, pcfg: PretrainConfig) -> tuple[torch.optim.Optimizer, Any]:
+    """AdamW with weight decay on matrices only, and the warmup-cosine schedule."""
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": pcfg.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=pcfg.lr, betas=(0.9, 0.95))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(pcfg.warmup, pcfg.steps, pcfg.min_lr_frac))
-    val = heldout_batches(enc, pcfg.seq_len, pcfg.eval_batches, pcfg.batch_size)
-    log: dict[str, Any] = {"curve": [], "config": to_dict(cfg), "tokens_per_step": pcfg.batch_size * pcfg.seq_len,
-                           "corpus_tokens": {n: {k: int(len(v)) for k, v in d.items()} for n, d in enc.items()},
-                           "versions": versions(), "wall_s": 0.0}
-    step = 0
-    st = latest_state(work / "state") if resume else None
-    if st is not None:
-        body = load_state(st, model, opt, sched)
-        step, log = body["step"], body["log"]
-    elapsed0 = log["wall_s"]
-    t_start = time.time()
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(pcfg.warmup, pcfg.steps, pcfg.min_lr_frac))
+
+
+def _pretrain_loop(model: Any, opt: Any, sched: Any, step: int, log: dict[str, Any], train_arrays: dict[str, Any],
+                   val: list[torch.Tensor], cfg: dict[str, Any], save: Any, progress: bool) -> int:
+    """Steps from `step` to the budget (held-out loss every eval_every, `save(step)` every checkpoint_every);
+    returns the last step."""
+    ccfg, pcfg = cfg["corpus"], cfg["pretrain"]
     bar = tqdm(total=pcfg.steps, initial=step, desc="pretrain", disable=not progress)
     model.train()
     while step < pcfg.steps:
@@ -231,10 +224,42 @@ def _pretrain(cfg: dict[str, Any], out: Path, resume: bool, overwrite: bool, pro
             log["curve"].append({"step": step, "train_loss": loss.item(), "heldout_loss": hl,
                                  "tokens": step * log["tokens_per_step"]})
         if step % pcfg.checkpoint_every == 0 or step == pcfg.steps:
-            log["wall_s"] = elapsed0 + time.time() - t_start
-            save_state(work / "state", step, model.state_dict(), opt, sched, {"log": log})
-            save_hf_dir(model, tokenizer, work / "latest_model")
+            save(step)
     bar.close()
+    return step
+
+
+def _pretrain(cfg: dict[str, Any], out: Path, resume: bool, overwrite: bool, progress: bool,
+              corpus_dir: Path | None) -> dict[str, Any]:
+    ccfg, tcfg, arch, pcfg = cfg["corpus"], cfg["tokenizer"], cfg["arch"], cfg["pretrain"]
+    out = prepare_out_dir(out, overwrite=overwrite, resume=resume)
+    work = out / ".work"
+    texts = read_corpus(Path(corpus_dir or ccfg.dir))
+    t0 = time.time()
+    tokenizer, enc = _tokenized(texts, work, tcfg.vocab_size, ccfg.heldout_frac)
+    train_arrays = {n: d["train"] for n, d in enc.items()}
+    arch = Arch(**{**to_dict(arch), "d_vocab": len(tokenizer)})
+    torch.manual_seed(pcfg.seed)
+    model = build_hf_gpt2(arch, tokenizer, pcfg.seed)
+    opt, sched = _optimizer(model, pcfg)
+    val = heldout_batches(enc, pcfg.seq_len, pcfg.eval_batches, pcfg.batch_size)
+    log: dict[str, Any] = {"curve": [], "config": to_dict(cfg), "tokens_per_step": pcfg.batch_size * pcfg.seq_len,
+                           "corpus_tokens": {n: {k: int(len(v)) for k, v in d.items()} for n, d in enc.items()},
+                           "versions": versions(), "wall_s": 0.0}
+    step = 0
+    st = latest_state(work / "state") if resume else None
+    if st is not None:
+        body = load_state(st, model, opt, sched)
+        step, log = body["step"], body["log"]
+    elapsed0 = log["wall_s"]
+    t_start = time.time()
+
+    def save(at: int) -> None:
+        log["wall_s"] = elapsed0 + time.time() - t_start
+        save_state(work / "state", at, model.state_dict(), opt, sched, {"log": log})
+        save_hf_dir(model, tokenizer, work / "latest_model")
+
+    step = _pretrain_loop(model, opt, sched, step, log, train_arrays, val, cfg, save, progress)
     log["wall_s"] = elapsed0 + time.time() - t_start
     log["tokenizer_s"] = time.time() - t0 if st is None else log.get("tokenizer_s")
     log["final_heldout_loss"] = lm_loss(model, val)

@@ -286,14 +286,30 @@ def train(cfg: dict[str, Any], out: Path, resume: bool = False, overwrite: bool 
         return _train(cfg, out, resume, overwrite, progress, stop_after)
 
 
-def _train(cfg: dict[str, Any], out: Path, resume: bool, overwrite: bool, progress: bool,
-           stop_after: int | None) -> dict[str, Any]:
-    """Train and write out/ (a checkpoint: weights, tokenizer, checkpoint.json with every config, the curve and
-    metrics) plus curve.csv / curve.json. Returns the metrics. `stop_after` ends the process's work after that
-    many steps without finishing (used to test resumption)."""
+@dataclass
+class _Session:
+    """One training's moving parts, from its start (or the state it resumed from) to its checkpoint."""
+
+    model: Any
+    tok: Any
+    info: dict[str, Any]
+    opt: torch.optim.Optimizer
+    sched: Any
+    val: Any
+    device: str
+    init_hash: str
+    cfg_hash: str
+    t0: float
+    curve: list[dict[str, Any]]
+    step: int = 0
+    done: bool = False
+    resumed_from: int | None = None
+
+
+def _start(cfg: dict[str, Any], out: Path, resume: bool, overwrite: bool) -> tuple[_Session, Path]:
+    """The model, optimizer and schedule, restored from the latest resumable state when resuming; the output
+    folder prepared (after every check that could refuse the config)."""
     task, mcfg, tcfg = cfg["task"], cfg["model"], cfg["train"]
-    if resume and (Path(out) / "metrics.json").exists() and (Path(out) / "checkpoint.json").exists():
-        return json.loads((Path(out) / "metrics.json").read_text())  # already finished: nothing to resume
     device = pick_device(tcfg.device)
     t0 = time.time()
     model, tok, info = init_model(mcfg, tcfg, device)
@@ -307,85 +323,106 @@ def _train(cfg: dict[str, Any], out: Path, resume: bool, overwrite: bool, progre
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(tcfg.warmup, tcfg.steps, tcfg.min_lr_frac,
                                                              tcfg.schedule, tcfg.decay_frac))
     val = generate(task, tcfg.eval_size, seed=tcfg.seed, tokenizer=tok, split="val")
-    curve: list[dict[str, Any]] = []
-    step, done = 0, False
-    cfg_hash = config_sha256(cfg)
+    s = _Session(model, tok, info, opt, sched, val, device, init_hash, config_sha256(cfg), t0, [])
     st = latest_state(out / "state") if resume else None
-    resumed_from = None
     if st is not None:
-        body = load_state(st, model, opt, sched, cfg_hash)
-        step, curve, done = body["step"], body["curve"], body["done"]
-        resumed_from = step
-    use_bf16 = tcfg.bf16 and device != "mps"  # bf16 autocast on CUDA and on CPUs (measured: benches/)
-    bar = tqdm(total=tcfg.steps, initial=step, desc=f"train[{mcfg.init}]", disable=not progress)
+        body = load_state(st, model, opt, sched, s.cfg_hash)
+        s.step, s.curve, s.done, s.resumed_from = body["step"], body["curve"], body["done"], body["step"]
+    return s, out
+
+
+def _checkpoint(s: _Session, tcfg: TrainConfig, loss: torch.Tensor, logits: torch.Tensor, b: Any,
+                out: Path) -> dict[str, Any]:
+    """The curve's point at this step (validation accuracy overall and on incongruent trials); the only host
+    syncs of a step happen here."""
+    if not torch.isfinite(loss):
+        raise NonFiniteLossError(f"training loss became {loss.item()} by step {s.step}: stopped; the last "
+                                 f"good state in {out / 'state'} is kept (lower train.lr?)")
+    s.model.eval()
+    ev = evaluate_batch(s.model, s.val)
+    s.model.train()
+    ans = to_device(b.answer_ids, s.device)
+    train_acc = float((logit_diff_from_logits(logits, ans, to_device(b.wrong_ids, s.device)) > 0).float().mean())
+    inc = incongruent_accuracy(s.val, ev["per_trial_logit_diff"])
+    return {"step": s.step, "train_loss": float(loss.item()), "train_accuracy": train_acc,
+            "val_accuracy": ev["accuracy"], "val_incongruent_accuracy": inc, "val_logit_diff": ev["logit_diff"],
+            "lr": float(s.sched.get_last_lr()[0])}
+
+
+def _loop(s: _Session, cfg: dict[str, Any], out: Path, progress: bool, stop_after: int | None) -> bool:
+    """Train until the criterion, the step budget or `stop_after` steps of this process; True when stopped by
+    `stop_after` (unfinished)."""
+    task, mcfg, tcfg = cfg["task"], cfg["model"], cfg["train"]
+    use_bf16 = tcfg.bf16 and s.device != "mps"  # bf16 autocast on CUDA and on CPUs (measured: benches/)
+    bar = tqdm(total=tcfg.steps, initial=s.step, desc=f"train[{mcfg.init}]", disable=not progress)
     ran, cadence = 0, StateCadence(tcfg.checkpoint_every, tcfg.state_time_share)
-    while step < tcfg.steps and not done:
-        b = training_batch(task, tcfg, step, tok)
-        toks, ans = to_device(b.tokens, device), to_device(b.answer_ids, device)
-        loss, logits = train_step(model, opt, sched, toks, ans, tcfg.grad_clip, use_bf16)
-        step += 1
+    while s.step < tcfg.steps and not s.done:
+        b = training_batch(task, tcfg, s.step, s.tok)
+        toks, ans = to_device(b.tokens, s.device), to_device(b.answer_ids, s.device)
+        loss, logits = train_step(s.model, s.opt, s.sched, toks, ans, tcfg.grad_clip, use_bf16)
+        s.step += 1
         ran += 1
         bar.update(1)
-        if step % tcfg.eval_every == 0 or step == tcfg.steps:  # the only host syncs of a step happen here
-            if not torch.isfinite(loss):
-                raise NonFiniteLossError(f"training loss became {loss.item()} by step {step}: stopped; the last "
-                                         f"good state in {out / 'state'} is kept (lower train.lr?)")
-            model.eval()
-            ev = evaluate_batch(model, val)
-            model.train()
-            train_acc = float((logit_diff_from_logits(logits, ans, to_device(b.wrong_ids, device)) > 0).float().mean())
-            inc = incongruent_accuracy(val, ev["per_trial_logit_diff"])
-            curve.append({"step": step, "train_loss": float(loss.item()), "train_accuracy": train_acc,
-                          "val_accuracy": ev["accuracy"], "val_incongruent_accuracy": inc,
-                          "val_logit_diff": ev["logit_diff"], "lr": float(sched.get_last_lr()[0])})
-            bar.set_postfix(loss=f"{loss.item():.3f}", val_acc=f"{ev['accuracy']:.3f}", val_inc=f"{inc:.3f}")
-            done = meets_criterion(tcfg, ev["accuracy"], inc)
-        if not done and step < tcfg.steps and cadence.due(step):
-            _check_weights(model, step, out)
+        if s.step % tcfg.eval_every == 0 or s.step == tcfg.steps:
+            point = _checkpoint(s, tcfg, loss, logits, b, out)
+            s.curve.append(point)
+            bar.set_postfix(loss=f"{point['train_loss']:.3f}", val_acc=f"{point['val_accuracy']:.3f}",
+                            val_inc=f"{point['val_incongruent_accuracy']:.3f}")
+            s.done = meets_criterion(tcfg, point["val_accuracy"], point["val_incongruent_accuracy"])
+        if not s.done and s.step < tcfg.steps and cadence.due(s.step):
+            _check_weights(s.model, s.step, out)
             t_save = time.perf_counter()
-            save_state(out / "state", step, model.state_dict(), opt, sched,
-                       {"curve": curve, "done": done, "config_sha256": cfg_hash})
+            save_state(out / "state", s.step, s.model.state_dict(), s.opt, s.sched,
+                       {"curve": s.curve, "done": s.done, "config_sha256": s.cfg_hash})
             cadence.wrote(time.perf_counter() - t_save)
         if stop_after is not None and ran >= stop_after:
             bar.close()
-            return {"stopped_after": ran, "step": step}
+            return True
     bar.close()
-    _check_weights(model, step, out)
+    return False
+
+
+def _finish(s: _Session, cfg: dict[str, Any], out: Path) -> dict[str, Any]:
+    """Test (and generalisation) accuracy, the metrics, and the checkpoint with its curve; the resumable states
+    removed."""
+    task, mcfg, tcfg = cfg["task"], cfg["model"], cfg["train"]
+    model, tok = s.model, s.tok
+    _check_weights(model, s.step, out)
     model.eval()
     test = generate(task, tcfg.eval_size, seed=tcfg.seed, tokenizer=tok, split="test")
     ev = evaluate_batch(model, test)
-    metrics = {"steps": step, "met_criterion": done, "steps_to_criterion": step if done else None,
-               "criterion": criterion_of(tcfg), "stopped_early": done and step < tcfg.steps,
+    metrics = {"steps": s.step, "met_criterion": s.done, "steps_to_criterion": s.step if s.done else None,
+               "criterion": criterion_of(tcfg), "stopped_early": s.done and s.step < tcfg.steps,
                "test_accuracy": ev["accuracy"],
                "test_incongruent_accuracy": incongruent_accuracy(test, ev["per_trial_logit_diff"]),
                "test_logit_diff": ev["logit_diff"], "by_condition": accuracy_by_condition(test, ev["per_trial_logit_diff"]),
-               "device": device, "wall_s": time.time() - t0, "resumed_from_step": resumed_from}
-    if step > 0 and curve:
-        metrics["final_val_accuracy"] = curve[-1]["val_accuracy"]
+               "device": s.device, "wall_s": time.time() - s.t0, "resumed_from_step": s.resumed_from}
+    if s.step > 0 and s.curve:
+        metrics["final_val_accuracy"] = s.curve[-1]["val_accuracy"]
     if task.has_gen:
         gen = generate(task, tcfg.eval_size, seed=tcfg.seed, tokenizer=tok, split="gen")
         gev = evaluate_batch(model, gen)
         metrics["gen_accuracy"], metrics["gen_logit_diff"] = gev["accuracy"], gev["logit_diff"]
     config = to_dict(cfg)
     config["model"]["base"] = portable(config["model"]["base"], out)
-    meta = {"init": mcfg.init, "seed": tcfg.seed, "config": config, "curve": curve, "metrics": metrics,
-            "init_state_sha256": init_hash, "versions": versions(), **info}
-    atomic_write_csv(out / "curve.csv", curve)
-    atomic_write_json(out / "curve.json", curve)
+    meta = {"init": mcfg.init, "seed": tcfg.seed, "config": config, "curve": s.curve, "metrics": metrics,
+            "init_state_sha256": s.init_hash, "versions": versions(), **s.info}
+    atomic_write_csv(out / "curve.csv", s.curve)
+    atomic_write_json(out / "curve.json", s.curve)
     atomic_write_json(out / "metrics.json", metrics)
     save_checkpoint(model, out, meta, tok)
     shutil.rmtree(out / "state", ignore_errors=True)  # finished: the resumable states are no longer needed
     return metrics
 
 
-def evaluate_checkpoint(path: str | Path, task: Any = None, n: int = 1000, seed: int = 0,
-                        split: str = "test", device: str = "cpu") -> dict[str, Any]:
-    """Accuracy overall and per condition of the task (the checkpoint's own task unless `task` is given) of any
-    model on a split."""
-    model, tok, info = load_model(path, device)
-    if task is None:
-        task = build_task(info.get("config", {}).get("task"), f"{path} task config")
-    batch = generate(task, n, seed=seed, tokenizer=tok, split=split)
-    ev = evaluate_batch(model, batch)
-    return {"split": split, "n": n, "seed": seed, "accuracy": ev["accuracy"], "logit_diff": ev["logit_diff"],
-            "by_condition": accuracy_by_condition(batch, ev["per_trial_logit_diff"])}
+def _train(cfg: dict[str, Any], out: Path, resume: bool, overwrite: bool, progress: bool,
+           stop_after: int | None) -> dict[str, Any]:
+    """Train and write out/ (a checkpoint: weights, tokenizer, checkpoint.json with every config, the curve and
+    metrics) plus curve.csv / curve.json. Returns the metrics. `stop_after` ends the process's work after that
+    many steps without finishing (used to test resumption)."""
+    if resume and (Path(out) / "metrics.json").exists() and (Path(out) / "checkpoint.json").exists():
+        return json.loads((Path(out) / "metrics.json").read_text())  # already finished: nothing to resume
+    s, out = _start(cfg, out, resume, overwrite)
+    if _loop(s, cfg, out, progress, stop_after):
+        return {"stopped_after": stop_after, "step": s.step}
+    return _finish(s, cfg, out)

@@ -48,15 +48,21 @@ def trials(ft):
 
 
 def test_load_takes_the_checkpoints_task_and_trials_use_it(ft, tiny_trained):
-    from experiments.training.train import evaluate_checkpoint
     from interp.models import read_checkpoint_meta
+    from tasks.registry import generate
 
     assert dataclasses.asdict(ft.task) == {k: tuple(v) if isinstance(v, list) else v for k, v in
                                            read_checkpoint_meta(tiny_trained)["config"]["task"].items()}
     assert ft.metrics["steps"] == 60
     ev = cc.evaluate(ft, 64, seed=3)
-    want = evaluate_checkpoint(tiny_trained, n=64, seed=3)
-    assert ev.accuracy == pytest.approx(want["accuracy"]) and ev.logit_diff == pytest.approx(want["logit_diff"])
+    b = generate(ft.task, 64, seed=3, tokenizer=ft.tokenizer, split="test")  # by hand: full logits, last position
+    with torch.no_grad():
+        logits = ft.model(torch.as_tensor(b.tokens))[:, -1]
+    ld = (logits.gather(1, torch.as_tensor(b.answer_ids)[:, None]) - logits.gather(1, torch.as_tensor(b.wrong_ids)[:, None]))[:, 0]
+    assert ev.accuracy == pytest.approx(float((ld > 0).float().mean()))
+    assert ev.logit_diff == pytest.approx(float(ld.mean()), abs=1e-5)
+    inc = ~np.asarray(b.meta["congruent"], bool)
+    assert ev.incongruent_accuracy == pytest.approx(float((ld[torch.as_tensor(inc)] > 0).float().mean()))
     f = ev.to_frame()
     assert f["n"].sum() == 64 and list(f.columns) == ["context", "relevant_coherence", "congruent", "n", "accuracy"]
     assert np.allclose(ev.plot().data[0].y, f["accuracy"])
