@@ -312,3 +312,77 @@ def layout_of(segments: list[tuple[str, int]]) -> tuple[dict[str, int], list[str
 
 def render_text(batch: TrialBatch, tokenizer: Any, i: int) -> str:
     return tokenizer.decode([int(t) for t in batch.tokens[i]])
+
+
+class TokenTask:
+    """The skeleton every task module shares, written once. A task subclasses it with its own steps:
+    `build_vocab` (token ids of its symbols), `sample` (candidate trial conditions), `render` (their tokens),
+    `assemble` (the TrialBatch), and for pairs `corrupt` (the corrupted copy of the conditions), `pair_filter` (the
+    trials a corruption needs, e.g. incongruent ones) and `check_pairs`. Shared here: the vocabulary cached per
+    (tokenizer, config), drawing through the splits' hash partition (`draw`), `generate` and `make_pairs`.
+
+    A new task is one module (its config dataclass, a subclass, `TASK = Task(..., generate=impl.generate,
+    make_pairs=impl.make_pairs)`) and one line in `tasks.registry`."""
+
+    def __init__(self, name: str, corruptions: dict[str, Corruption]) -> None:
+        self.name, self.corruptions = name, corruptions
+        self._vocab_cache: dict[Any, Any] = {}
+
+    # -- the task's own steps
+    def build_vocab(self, config: Any, tokenizer: Any) -> Any:
+        raise NotImplementedError
+
+    def sample(self, config: Any, n: int, rng: np.random.Generator, split: str) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def render(self, config: Any, v: Any, cond: dict[str, np.ndarray]) -> np.ndarray:
+        raise NotImplementedError
+
+    def assemble(self, config: Any, v: Any, cond: dict[str, np.ndarray], split: str, seed: int) -> TrialBatch:
+        raise NotImplementedError
+
+    def corrupt(self, config: Any, cond: dict[str, np.ndarray], corruption: str, split: str, seed: int
+                ) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def pair_filter(self, config: Any, corruption: str, split: str
+                    ) -> Callable[[dict[str, np.ndarray]], np.ndarray] | None:
+        """Which candidate trials a corruption can use (None: all)."""
+        return None
+
+    def check_pairs(self, config: Any, corruption: str) -> None:
+        """Refuse a corruption this config cannot make (TaskError)."""
+
+    def check_split(self, config: Any, split: str, n: int) -> None:
+        check_draw(split, n, config.has_gen)
+
+    # -- shared
+    def vocab(self, config: Any, tokenizer: Any) -> Any:
+        """Token ids of every symbol, built once per tokenizer object and config (`cached`)."""
+        return cached(self._vocab_cache, tokenizer, config, lambda: self.build_vocab(config, tokenizer))
+
+    def draw_conditions(self, config: Any, n: int, seed: int, tokenizer: Any, split: str,
+                        keep: Callable[[dict[str, np.ndarray]], np.ndarray] | None = None
+                        ) -> tuple[dict[str, np.ndarray], Any]:
+        self.check_split(config, split, n)
+        v = self.vocab(config, tokenizer)
+        cond = draw(n, seed, split, config.split_fractions, lambda k, rng: self.sample(config, k, rng, split),
+                    lambda c: self.render(config, v, c), keep)
+        return cond, v
+
+    def generate(self, config: Any, n: int, seed: int, tokenizer: Any, split: str = "train") -> TrialBatch:
+        """n trials of `split`, deterministic under `seed`; train/val/test partition the trial space by a hash of
+        the tokens (never sharing a trial), "gen" holds the held-out conditions only."""
+        cond, v = self.draw_conditions(config, n, seed, tokenizer, split)
+        return self.assemble(config, v, cond, split, seed)
+
+    def make_pairs(self, config: Any, n: int, seed: int, tokenizer: Any, corruption: str, split: str = "test"
+                   ) -> tuple[TrialBatch, TrialBatch]:
+        """Clean / corrupted pairs of equal length and aligned positions (the task's `corrupt` says what differs)."""
+        if corruption not in self.corruptions:
+            raise TaskError(f"task {self.name} has no corruption {corruption!r} (choose from "
+                            f"{', '.join(self.corruptions)})")
+        self.check_pairs(config, corruption)
+        cond, v = self.draw_conditions(config, n, seed, tokenizer, split, self.pair_filter(config, corruption, split))
+        bad = self.corrupt(config, cond, corruption, split, seed)
+        return self.assemble(config, v, cond, split, seed), self.assemble(config, v, bad, split, seed)

@@ -26,10 +26,10 @@ from typing import Any
 
 import numpy as np
 
-from tasks.base import (SPLITS, Corruption, Task, TaskError, TrialBatch, cached, check_coherences, check_draw,
-                        check_finite, check_name, with_number_symbols, check_number_ranges,  # noqa: F401
-                        check_split_fractions, draw, layout_of, render_text, round_half_up, same_length,
-                        single_token, split_of, token_ids, trial_hash)
+from tasks.base import (SPLITS, Corruption, Task, TaskError, TokenTask, TrialBatch, check_coherences,  # noqa: F401
+                        check_draw, check_finite, check_name, check_number_ranges, check_split_fractions, layout_of,
+                        render_text, round_half_up, same_length, single_token, split_of, token_ids, trial_hash,
+                        with_number_symbols)
 from tasks.base import split_range as _split_range
 
 NAME = "ContextDecisionMaking"
@@ -172,14 +172,6 @@ class Vocab:
         return int(self.numbers.shape[1])
 
 
-_VOCAB_CACHE: dict[tuple[int, CDMConfig], Any] = {}
-
-
-def vocab(config: CDMConfig, tokenizer: Any) -> Vocab:
-    """The token ids of the config's symbols, or one clear error naming a symbol that breaks the alignment."""
-    return cached(_VOCAB_CACHE, tokenizer, config, lambda: _build_vocab(config, tokenizer))
-
-
 def _build_vocab(config: CDMConfig, tokenizer: Any) -> Vocab:
     lo, hi = config.number_range
     bos = getattr(tokenizer, "bos_token_id", None) if config.prepend_bos else None
@@ -279,45 +271,49 @@ def _assemble(config: CDMConfig, v: Vocab, cond: dict[str, np.ndarray], split: s
                       key_position="context")
 
 
-def _draw(config: CDMConfig, n: int, seed: int, tokenizer: Any, split: str,
-          keep: Any = None) -> tuple[dict[str, np.ndarray], Vocab]:
-    if split == "gen" and not config.has_gen:
-        raise TaskError("the generalisation split is empty: set heldout_coherences or heldout_number_range")
-    check_draw(split, n, config.has_gen)
-    v = vocab(config, tokenizer)
-    cond = draw(n, seed, split, config.split_fractions, lambda k, rng: _sample_conditions(config, k, rng, split),
-                lambda c: _render(config, v, c["context"], c["numbers"]), keep)
-    return cond, v
+class _ContextDecision(TokenTask):
+    def build_vocab(self, config: CDMConfig, tokenizer: Any) -> Vocab:
+        """The token ids of the config's symbols, or one clear error naming a symbol that breaks the alignment."""
+        return _build_vocab(config, tokenizer)
+
+    def sample(self, config: CDMConfig, n: int, rng: np.random.Generator, split: str) -> dict[str, np.ndarray]:
+        return _sample_conditions(config, n, rng, split)
+
+    def render(self, config: CDMConfig, v: Vocab, cond: dict[str, np.ndarray]) -> np.ndarray:
+        return _render(config, v, cond["context"], cond["numbers"])
+
+    def assemble(self, config: CDMConfig, v: Vocab, cond: dict[str, np.ndarray], split: str, seed: int
+                 ) -> TrialBatch:
+        return _assemble(config, v, cond, split, seed)
+
+    def check_split(self, config: CDMConfig, split: str, n: int) -> None:
+        if split == "gen" and not config.has_gen:
+            raise TaskError("the generalisation split is empty: set heldout_coherences or heldout_number_range")
+        check_draw(split, n, config.has_gen)
+
+    def pair_filter(self, config: CDMConfig, corruption: str, split: str) -> Any:
+        """context-flip draws incongruent trials only, so that the answer flips."""
+        return (lambda c: c["choice"][:, 0] != c["choice"][:, 1]) if corruption == "context-flip" else None
+
+    def corrupt(self, config: CDMConfig, cond: dict[str, np.ndarray], corruption: str, split: str, seed: int
+                ) -> dict[str, np.ndarray]:
+        """context-flip: same stimuli, the other cue; the answer flips. relevant-flip: the relevant modality's
+        left/right numbers swapped; the answer flips. irrelevant-flip: the irrelevant modality's numbers swapped;
+        the answer is unchanged (a control)."""
+        bad = {k: a.copy() for k, a in cond.items()}
+        idx = np.arange(len(cond["context"]))
+        if corruption == "context-flip":
+            bad["context"] = 1 - cond["context"]
+        else:
+            m = cond["context"] if corruption == "relevant-flip" else 1 - cond["context"]
+            bad["choice"][idx, m] = 1 - cond["choice"][idx, m]
+            bad["numbers"][idx, m] = cond["numbers"][idx, m][..., ::-1]
+            bad["clean_numbers"][idx, m] = cond["clean_numbers"][idx, m][..., ::-1]
+        return bad
 
 
-def generate(config: CDMConfig, n: int, seed: int, tokenizer: Any, split: str = "train") -> TrialBatch:
-    """n trials of `split`, deterministic under `seed`. train/val/test partition the trial space by a hash of
-    the tokens (never sharing a trial); "gen" holds only held-out conditions, absent from the other three."""
-    cond, v = _draw(config, n, seed, tokenizer, split)
-    return _assemble(config, v, cond, split, seed)
-
-
-def make_pairs(config: CDMConfig, n: int, seed: int, tokenizer: Any, corruption: str,
-               split: str = "test") -> tuple[TrialBatch, TrialBatch]:
-    """Clean/corrupted pairs of equal length and aligned positions.
-
-    context-flip: same stimuli, the other cue; drawn from incongruent trials only so the answer flips.
-    relevant-flip: the relevant modality's left/right numbers swapped; the answer flips.
-    irrelevant-flip: the irrelevant modality's numbers swapped; the answer is unchanged (a control).
-    """
-    TASK.check_corruption(corruption)
-    keep = (lambda c: c["choice"][:, 0] != c["choice"][:, 1]) if corruption == "context-flip" else None
-    cond, v = _draw(config, n, seed, tokenizer, split, keep=keep)
-    bad = {k: a.copy() for k, a in cond.items()}
-    idx = np.arange(len(cond["context"]))
-    if corruption == "context-flip":
-        bad["context"] = 1 - cond["context"]
-    else:
-        m = cond["context"] if corruption == "relevant-flip" else 1 - cond["context"]
-        bad["choice"][idx, m] = 1 - cond["choice"][idx, m]
-        bad["numbers"][idx, m] = cond["numbers"][idx, m][..., ::-1]
-        bad["clean_numbers"][idx, m] = cond["clean_numbers"][idx, m][..., ::-1]
-    return _assemble(config, v, cond, split, seed), _assemble(config, v, bad, split, seed)
+IMPL = _ContextDecision(NAME, CORRUPTION_INFO)
+vocab, generate, make_pairs = IMPL.vocab, IMPL.generate, IMPL.make_pairs
 
 
 def bayes_optimal_accuracy(config: CDMConfig, n: int = 4000, seed: int = 0, split: str = "test") -> float:

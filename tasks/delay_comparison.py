@@ -34,10 +34,9 @@ from typing import Any
 
 import numpy as np
 
-from tasks.base import (SPLITS, Corruption, Task, TaskError, TrialBatch, cached, check_draw, check_finite, check_name,
-                        check_number_ranges, with_number_symbols,
-                        check_split_fractions, columns, draw, layout_of, number_columns, number_table, single_token,
-                        token_ids)
+from tasks.base import (SPLITS, Corruption, Task, TaskError, TokenTask, TrialBatch, check_finite, check_name,
+                        check_number_ranges, check_split_fractions, columns, layout_of, number_columns, number_table,
+                        single_token, token_ids, with_number_symbols)
 from tasks.base import split_range as _split_range
 
 NAME = "DelayComparison"
@@ -125,14 +124,6 @@ def required_symbols(config: DelayComparisonConfig) -> list[str]:
     return with_number_symbols(config.words, config.number_range)
 
 
-_VOCAB_CACHE: dict[tuple[int, DelayComparisonConfig], Any] = {}
-
-
-def vocab(config: DelayComparisonConfig, tokenizer: Any) -> dict[str, Any]:
-    """Token ids of every symbol (words may be several tokens; answers one each; numbers of one length)."""
-    return cached(_VOCAB_CACHE, tokenizer, config, lambda: _build_vocab(config, tokenizer))
-
-
 def _build_vocab(config: DelayComparisonConfig, tokenizer: Any) -> dict[str, Any]:
     bos = getattr(tokenizer, "bos_token_id", None) if config.prepend_bos else None
     if config.prepend_bos and bos is None:
@@ -196,43 +187,43 @@ def _assemble(config: DelayComparisonConfig, v: dict[str, Any], cond: dict[str, 
                       conditions={"difference": "difference", "congruent": "congruent"}, key_position="first")
 
 
-def _draw(config: DelayComparisonConfig, n: int, seed: int, tokenizer: Any,
-          split: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    check_draw(split, n, config.has_gen)
-    v = vocab(config, tokenizer)
-    cond = draw(n, seed, split, config.split_fractions, lambda k, rng: _sample(config, k, rng, split),
-                lambda c: _render(config, v, c))
-    return cond, v
+class _DelayComparison(TokenTask):
+    def build_vocab(self, config: DelayComparisonConfig, tokenizer: Any) -> dict[str, Any]:
+        return _build_vocab(config, tokenizer)
+
+    def sample(self, config: DelayComparisonConfig, n: int, rng: np.random.Generator, split: str
+               ) -> dict[str, np.ndarray]:
+        return _sample(config, n, rng, split)
+
+    def render(self, config: DelayComparisonConfig, v: dict[str, Any], cond: dict[str, np.ndarray]) -> np.ndarray:
+        return _render(config, v, cond)
+
+    def assemble(self, config: DelayComparisonConfig, v: dict[str, Any], cond: dict[str, np.ndarray], split: str,
+                 seed: int) -> TrialBatch:
+        return _assemble(config, v, cond, split, seed)
+
+    def check_pairs(self, config: DelayComparisonConfig, corruption: str) -> None:
+        if corruption == "distractor-change" and config.n_distractors == 0:
+            raise TaskError("corruption 'distractor-change' needs n_distractors > 0 (there is nothing to redraw)")
+
+    def corrupt(self, config: DelayComparisonConfig, cond: dict[str, np.ndarray], corruption: str, split: str,
+                seed: int) -> dict[str, np.ndarray]:
+        """swap: the first and second numbers exchanged; the answer flips. distractor-change: each delay distractor
+        replaced by another number of the split's range, drawn uniformly (deterministic under `seed`); the answer
+        is unchanged."""
+        bad = dict(cond)
+        if corruption == "swap":
+            bad["first"], bad["second"] = cond["second"], cond["first"]
+        else:
+            lo, hi = config.split_range(split)
+            rng = np.random.default_rng([seed, SPLITS.index(split), 1])
+            shift = rng.integers(1, hi - lo + 1, cond["distractors"].shape)  # never 0: every distractor changes
+            bad["distractors"] = lo + (cond["distractors"] - lo + shift) % (hi - lo + 1)
+        return bad
 
 
-def generate(config: DelayComparisonConfig, n: int, seed: int, tokenizer: Any, split: str = "train") -> TrialBatch:
-    """n trials of `split`, deterministic under `seed`. train/val/test partition the trial space by a hash of
-    the tokens (never sharing a trial); "gen" draws every number from the held-out range only."""
-    cond, v = _draw(config, n, seed, tokenizer, split)
-    return _assemble(config, v, cond, split, seed)
-
-
-def make_pairs(config: DelayComparisonConfig, n: int, seed: int, tokenizer: Any, corruption: str,
-               split: str = "test") -> tuple[TrialBatch, TrialBatch]:
-    """Clean/corrupted pairs of equal length and aligned positions.
-
-    swap: the first and second numbers exchanged; the answer flips.
-    distractor-change: each delay distractor replaced by another number of the split's range, drawn uniformly
-        (deterministic under `seed`); the answer is unchanged. Needs n_distractors > 0.
-    """
-    TASK.check_corruption(corruption)
-    if corruption == "distractor-change" and config.n_distractors == 0:
-        raise TaskError("corruption 'distractor-change' needs n_distractors > 0 (there is nothing to redraw)")
-    cond, v = _draw(config, n, seed, tokenizer, split)
-    bad = dict(cond)
-    if corruption == "swap":
-        bad["first"], bad["second"] = cond["second"], cond["first"]
-    else:
-        lo, hi = config.split_range(split)
-        rng = np.random.default_rng([seed, SPLITS.index(split), 1])
-        shift = rng.integers(1, hi - lo + 1, cond["distractors"].shape)  # never 0: every distractor changes
-        bad["distractors"] = lo + (cond["distractors"] - lo + shift) % (hi - lo + 1)
-    return _assemble(config, v, cond, split, seed), _assemble(config, v, bad, split, seed)
+IMPL = _DelayComparison(NAME, CORRUPTION_INFO)
+vocab, generate, make_pairs = IMPL.vocab, IMPL.generate, IMPL.make_pairs
 
 
 TASK = Task(

@@ -37,10 +37,9 @@ from typing import Any
 
 import numpy as np
 
-from tasks.base import (SPLITS, Corruption, Task, TaskError, TrialBatch, cached, check_draw, check_finite, check_name,
-                        check_number_ranges, with_number_symbols,
-                        check_split_fractions, columns, draw, layout_of, number_columns, number_table,
-                        single_token, split_range, token_ids)
+from tasks.base import (SPLITS, Corruption, Task, TaskError, TokenTask, TrialBatch, check_finite, check_name,
+                        check_number_ranges, check_split_fractions, columns, layout_of, number_columns, number_table,
+                        single_token, split_range, token_ids, with_number_symbols)
 
 NAME = "DelayMatchSample"
 CORRUPTION_INFO = {
@@ -147,14 +146,6 @@ class Vocab:
     numbers: np.ndarray  # [number, token] ids of " n" at row n - lo
 
 
-_VOCAB_CACHE: dict[Any, Any] = {}
-
-
-def vocab(config: DelayMatchConfig, tokenizer: Any) -> Vocab:
-    """Token ids of every symbol, built once per tokenizer object and config (`tasks.base.cached`)."""
-    return cached(_VOCAB_CACHE, tokenizer, config, lambda: _build_vocab(config, tokenizer))
-
-
 def _build_vocab(config: DelayMatchConfig, tokenizer: Any) -> Vocab:
     bos = getattr(tokenizer, "bos_token_id", None) if config.prepend_bos else None
     if config.prepend_bos and bos is None:
@@ -257,48 +248,50 @@ def _assemble(config: DelayMatchConfig, v: Vocab, c: dict[str, np.ndarray], spli
                       conditions={"match": "match", "lure": "lure"}, key_position="sample")
 
 
-def _draw(config: DelayMatchConfig, n: int, seed: int, tokenizer: Any, split: str,
-          keep: Any = None) -> tuple[dict[str, np.ndarray], Vocab]:
-    check_draw(split, n, config.has_gen)
-    v = vocab(config, tokenizer)
-    cond = draw(n, seed, split, config.split_fractions, lambda k, rng: _sample(config, k, rng, split),
-                lambda c: _render(config, v, c), keep)
-    return cond, v
+class _DelayMatch(TokenTask):
+    def build_vocab(self, config: DelayMatchConfig, tokenizer: Any) -> Vocab:
+        return _build_vocab(config, tokenizer)
+
+    def sample(self, config: DelayMatchConfig, n: int, rng: np.random.Generator, split: str) -> dict[str, np.ndarray]:
+        return _sample(config, n, rng, split)
+
+    def render(self, config: DelayMatchConfig, v: Vocab, cond: dict[str, np.ndarray]) -> np.ndarray:
+        return _render(config, v, cond)
+
+    def assemble(self, config: DelayMatchConfig, v: Vocab, cond: dict[str, np.ndarray], split: str,
+                 seed: int) -> TrialBatch:
+        return _assemble(config, v, cond, split, seed)
+
+    def check_pairs(self, config: DelayMatchConfig, corruption: str) -> None:
+        if corruption == "distractor-change" and config.n_distractors == 0:
+            raise TaskError("corruption 'distractor-change' needs n_distractors >= 1")
+
+    def pair_filter(self, config: DelayMatchConfig, corruption: str, split: str) -> Any:
+        """test-change: a match trial needs a near lure that no distractor shows."""
+        if corruption != "test-change":
+            return None
+        (lo, hi), dist = config.split_range(split), config.lure_distance
+        return lambda c: (c["test"] != c["sample"]) | _near(c["sample"], lo, hi, dist, c["distractors"])[1].any(1)
+
+    def corrupt(self, config: DelayMatchConfig, cond: dict[str, np.ndarray], corruption: str, split: str,
+                seed: int) -> dict[str, np.ndarray]:
+        """Only the test, or only the distractors, differ. test-change: a match trial's test becomes a near lure
+        not among its distractors, a non-match trial's test becomes the sample; the answer flips on every pair.
+        distractor-change: every distractor replaced by another number that is neither sample nor test; the
+        answer is unchanged (a control)."""
+        (lo, hi), dist = config.split_range(split), config.lure_distance
+        rng = np.random.default_rng([seed, SPLITS.index(split), 1 + list(CORRUPTION_INFO).index(corruption)])
+        bad = dict(cond)
+        if corruption == "test-change":
+            lure = _pick(*_near(cond["sample"], lo, hi, dist, cond["distractors"]), rng)
+            bad["test"] = np.where(cond["test"] == cond["sample"], lure, cond["sample"])
+        else:
+            bad["distractors"] = _distractors(cond["sample"], cond["test"], cond["distractors"], config, lo, hi, rng)
+        return bad
 
 
-def generate(config: DelayMatchConfig, n: int, seed: int, tokenizer: Any, split: str = "train") -> TrialBatch:
-    """n trials of `split`, deterministic under `seed`. train/val/test partition the trial space by a hash of
-    the tokens (never sharing a trial); "gen" draws every number from the held-out range."""
-    cond, v = _draw(config, n, seed, tokenizer, split)
-    return _assemble(config, v, cond, split, seed)
-
-
-def make_pairs(config: DelayMatchConfig, n: int, seed: int, tokenizer: Any, corruption: str,
-               split: str = "test") -> tuple[TrialBatch, TrialBatch]:
-    """Clean/corrupted pairs of equal length and aligned positions (only the test, or only the distractors, differ).
-
-    test-change: a match trial's test becomes a near lure not among its distractors, a non-match trial's test
-        becomes the sample; the answer flips on every pair.
-    distractor-change: every distractor replaced by another number that is neither sample nor test; the answer
-        is unchanged (a control).
-    """
-    TASK.check_corruption(corruption)
-    if corruption == "distractor-change" and config.n_distractors == 0:
-        raise TaskError("corruption 'distractor-change' needs n_distractors >= 1")
-    (lo, hi), dist = config.split_range(split), config.lure_distance
-
-    def has_lure(c: dict[str, np.ndarray]) -> np.ndarray:  # a match trial needs a near lure no distractor shows
-        return (c["test"] != c["sample"]) | _near(c["sample"], lo, hi, dist, c["distractors"])[1].any(1)
-
-    cond, v = _draw(config, n, seed, tokenizer, split, keep=has_lure if corruption == "test-change" else None)
-    rng = np.random.default_rng([seed, SPLITS.index(split), 1 + list(CORRUPTION_INFO).index(corruption)])
-    bad = dict(cond)
-    if corruption == "test-change":
-        lure = _pick(*_near(cond["sample"], lo, hi, dist, cond["distractors"]), rng)
-        bad["test"] = np.where(cond["test"] == cond["sample"], lure, cond["sample"])
-    else:
-        bad["distractors"] = _distractors(cond["sample"], cond["test"], cond["distractors"], config, lo, hi, rng)
-    return _assemble(config, v, cond, split, seed), _assemble(config, v, bad, split, seed)
+IMPL = _DelayMatch(NAME, CORRUPTION_INFO)
+vocab, generate, make_pairs = IMPL.vocab, IMPL.generate, IMPL.make_pairs
 
 
 TASK = Task(

@@ -37,10 +37,9 @@ from typing import Any
 
 import numpy as np
 
-from tasks.base import (Corruption, Task, TaskError, TrialBatch, cached, check_coherences, check_draw, check_finite,
-                        check_name, check_number_ranges, with_number_symbols,
-                        check_split_fractions, columns, draw, layout_of, number_columns, number_table,
-                        round_half_up, single_token, split_range, token_ids)
+from tasks.base import (Corruption, Task, TaskError, TokenTask, TrialBatch, check_coherences, check_finite, check_name,
+                        check_number_ranges, check_split_fractions, columns, layout_of, number_columns, number_table,
+                        round_half_up, single_token, split_range, token_ids, with_number_symbols)
 
 NAME = "MultiSensoryIntegration"
 STRONGER_DIFFER = "trials whose two modalities differ in |difference|"
@@ -162,14 +161,6 @@ class Vocab:
     numbers: np.ndarray  # [number, token] ids of " n" at row n - number_range[0]
 
 
-_VOCAB_CACHE: dict[Any, Any] = {}
-
-
-def vocab(config: MultiSensoryConfig, tokenizer: Any) -> Vocab:
-    """Token ids of every symbol, built once per tokenizer object and config (`tasks.base.cached`)."""
-    return cached(_VOCAB_CACHE, tokenizer, config, lambda: _build_vocab(config, tokenizer))
-
-
 def _build_vocab(config: MultiSensoryConfig, tokenizer: Any) -> Vocab:
     bos = getattr(tokenizer, "bos_token_id", None) if config.prepend_bos else None
     if config.prepend_bos and bos is None:
@@ -239,47 +230,48 @@ def _assemble(config: MultiSensoryConfig, v: Vocab, cond: dict[str, np.ndarray],
                       conditions={"agree": "agree", "congruent": "congruent"}, key_position=m1)
 
 
-def _draw(config: MultiSensoryConfig, n: int, seed: int, tokenizer: Any, split: str,
-          keep: Any = None) -> tuple[dict[str, np.ndarray], Vocab]:
-    check_draw(split, n, config.has_gen)
-    v = vocab(config, tokenizer)
-    cond = draw(n, seed, split, config.split_fractions, lambda k, rng: _sample(config, k, rng, split),
-                lambda c: _render(config, v, c["numbers"]), keep)
-    return cond, v
+class _MultiSensory(TokenTask):
+    def build_vocab(self, config: MultiSensoryConfig, tokenizer: Any) -> Vocab:
+        return _build_vocab(config, tokenizer)
 
+    def sample(self, config: MultiSensoryConfig, n: int, rng: np.random.Generator, split: str
+               ) -> dict[str, np.ndarray]:
+        return _sample(config, n, rng, split)
 
-def generate(config: MultiSensoryConfig, n: int, seed: int, tokenizer: Any, split: str = "train") -> TrialBatch:
-    """n trials of `split`, deterministic under `seed`. train/val/test partition the trial space by a hash of
-    the tokens (never sharing a trial); "gen" draws only from the held-out number range."""
-    cond, v = _draw(config, n, seed, tokenizer, split)
-    return _assemble(config, v, cond, split, seed)
+    def render(self, config: MultiSensoryConfig, v: Vocab, cond: dict[str, np.ndarray]) -> np.ndarray:
+        return _render(config, v, cond["numbers"])
 
+    def assemble(self, config: MultiSensoryConfig, v: Vocab, cond: dict[str, np.ndarray], split: str,
+                 seed: int) -> TrialBatch:
+        return _assemble(config, v, cond, split, seed)
 
-def make_pairs(config: MultiSensoryConfig, n: int, seed: int, tokenizer: Any, corruption: str,
-               split: str = "test") -> tuple[TrialBatch, TrialBatch]:
-    """Clean/corrupted pairs of equal length and aligned positions (only number positions change).
-
-    flip-stronger: the modality with the larger |difference| swaps its numbers; the answer flips.
-    flip-both: both modalities swap their numbers; the answer flips.
-    flip-weaker: the modality with the smaller |difference| swaps its numbers; the answer is unchanged.
-    flip-stronger and flip-weaker draw only trials whose modalities differ in strength; their corrupted trials
-    may conflict even under conflict=False.
-    """
-    TASK.check_corruption(corruption)
-    keep = None
-    if corruption != "flip-both":
-        if len(config.coherences) < 2:
+    def check_pairs(self, config: MultiSensoryConfig, corruption: str) -> None:
+        if corruption != "flip-both" and len(config.coherences) < 2:
             raise TaskError(f"{corruption} needs two modalities of different strength: give at least two coherences")
-        keep = lambda c: c["coherence"][:, 0] != c["coherence"][:, 1]  # noqa: E731
-    cond, v = _draw(config, n, seed, tokenizer, split, keep=keep)
-    numbers = cond["numbers"]
-    strength = np.abs(numbers[..., 1] - numbers[..., 0])
-    flip = np.ones_like(strength, dtype=bool)
-    if corruption != "flip-both":
-        stronger = np.argmax(strength, axis=1)
-        flip = (np.arange(2)[None, :] == stronger[:, None]) == (corruption == "flip-stronger")
-    bad = {**cond, "numbers": np.where(flip[..., None], numbers[..., ::-1], numbers)}
-    return _assemble(config, v, cond, split, seed), _assemble(config, v, bad, split, seed)
+
+    def pair_filter(self, config: MultiSensoryConfig, corruption: str, split: str) -> Any:
+        """flip-stronger and flip-weaker draw only trials whose modalities differ in strength."""
+        if corruption == "flip-both":
+            return None
+        return lambda c: c["coherence"][:, 0] != c["coherence"][:, 1]
+
+    def corrupt(self, config: MultiSensoryConfig, cond: dict[str, np.ndarray], corruption: str, split: str,
+                seed: int) -> dict[str, np.ndarray]:
+        """Only number positions change. flip-stronger: the modality with the larger |difference| swaps its
+        numbers; the answer flips. flip-both: both modalities swap their numbers; the answer flips. flip-weaker:
+        the modality with the smaller |difference| swaps its numbers; the answer is unchanged. Corrupted trials
+        may conflict even under conflict=False."""
+        numbers = cond["numbers"]
+        strength = np.abs(numbers[..., 1] - numbers[..., 0])
+        flip = np.ones_like(strength, dtype=bool)
+        if corruption != "flip-both":
+            stronger = np.argmax(strength, axis=1)
+            flip = (np.arange(2)[None, :] == stronger[:, None]) == (corruption == "flip-stronger")
+        return {**cond, "numbers": np.where(flip[..., None], numbers[..., ::-1], numbers)}
+
+
+IMPL = _MultiSensory(NAME, CORRUPTION_INFO)
+vocab, generate, make_pairs = IMPL.vocab, IMPL.generate, IMPL.make_pairs
 
 
 TASK = Task(
