@@ -12,7 +12,8 @@ Encoding of a field value: an array becomes {"__array__": key into the NPZ}; a n
 
 The JSON records the NPZ's sha256 (a .json is never read with another save's .npz) and the module defining the
 result's type: a type not yet defined in this process is imported from there when that module belongs to the
-project (`interp.*`, `experiments.*`), so a new analysis's results load in any process (export, report, workers).
+project (`interp.*`, and packages that register with `allow_results_from`: `experiments.*`), so a new analysis's
+results load in any process (export, report, workers).
 Types register themselves (`RESULT_TYPES`, `held`): this module imports no result module, the result modules
 import it.
 """
@@ -32,7 +33,15 @@ import numpy as np
 from interp.store import atomic_write_bytes, atomic_write_json
 
 FORMAT = 2  # 1: before the NPZ hash and the module were recorded
-IMPORTABLE = ("interp.", "experiments.")  # where a result type named by a file may be imported from
+IMPORTABLE: tuple[str, ...] = ("interp.",)  # where a result type named by a file may be imported from
+
+
+def allow_results_from(prefix: str) -> None:
+    """Let files name result types defined under `prefix` (a package above this library registers itself:
+    `experiments` does, so the library never names the application)."""
+    global IMPORTABLE
+    if prefix not in IMPORTABLE:
+        IMPORTABLE = (*IMPORTABLE, prefix)
 
 
 # name -> type; filled by the types themselves: each `interp.result_base.Result` subclass registers on definition,
