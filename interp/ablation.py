@@ -19,11 +19,12 @@ from tqdm.auto import tqdm
 
 from interp.metrics import as_ids, as_tokens, last_logits, logit_diff_from_logits
 from interp.patching import CachedRun, index_setter
+from interp.typing import TLModel
 
 METHODS = ("zero", "mean", "resample")
 
 
-def _reference(model: Any, ref_tokens: torch.Tensor, hook: str) -> torch.Tensor:
+def _reference(model: TLModel, ref_tokens: torch.Tensor, hook: str) -> torch.Tensor:
     with torch.no_grad():
         _, cache = model.run_with_cache(ref_tokens, names_filter=lambda n: n == hook, return_type=None)
     return cache[hook]
@@ -41,7 +42,7 @@ def derangement(n_ref: int, n: int, seed: int) -> np.ndarray:
 class Ablator:
     """Ablates sets of heads or neurons on fixed trials; reference activations are computed once per layer."""
 
-    def __init__(self, model: Any, tokens: Any, answer: Any, wrong: Any, method: str = "mean",
+    def __init__(self, model: TLModel, tokens: Any, answer: Any, wrong: Any, method: str = "mean",
                  reference_tokens: Any = None, seed: int = 0) -> None:
         if method not in METHODS:
             raise ValueError(f"unknown ablation {method!r} (choose from {', '.join(METHODS)})")

@@ -20,12 +20,13 @@ from jaxtyping import Float
 
 from interp.metrics import MIN_GAP, as_ids, as_tokens, cache_last, last_logits, logit_diff_from_logits
 from interp.stats import spearman, top_k_recall
+from interp.typing import TLModel
 
 NODE_HOOKS = {"heads": "attn.hook_z", "resid_pre": "hook_resid_pre", "attn_out": "hook_attn_out",
               "mlp_out": "hook_mlp_out"}
 
 
-def gradients_at(model: Any, tokens: torch.Tensor, a: torch.Tensor, w: torch.Tensor, names: list[str],
+def gradients_at(model: TLModel, tokens: torch.Tensor, a: torch.Tensor, w: torch.Tensor, names: list[str],
            embed_override: torch.Tensor | None = None) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], float]:
     """Activations at `names`, the gradient of the mean logit difference with respect to them, and the metric.
     Weights get no gradient: the graph starts at the token embeddings (optionally replaced)."""
@@ -47,7 +48,7 @@ def gradients_at(model: Any, tokens: torch.Tensor, a: torch.Tensor, w: torch.Ten
     return acts, {n: g.detach() for n, g in zip(names, gs)}, float(metric.item())
 
 
-def attribution_patch(model: Any, clean_tokens: Any, corrupt_tokens: Any, answer: Any, wrong: Any,
+def attribution_patch(model: TLModel, clean_tokens: Any, corrupt_tokens: Any, answer: Any, wrong: Any,
                       nodes: str = "heads", method: str = "atp", steps: int = 8, min_gap: float = MIN_GAP
                       ) -> dict[str, Any]:
     """Estimated normalised denoising effect of every node. Returns {"values": array, "axes": ...}.

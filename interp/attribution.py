@@ -18,9 +18,10 @@ import torch
 from jaxtyping import Float
 
 from interp.metrics import as_ids, as_tokens
+from interp.typing import TLModel
 
 
-def _setup(model: Any, tokens: Any, answer: Any, wrong: Any) -> tuple[Any, torch.Tensor, torch.Tensor, torch.Tensor]:
+def _setup(model: TLModel, tokens: Any, answer: Any, wrong: Any) -> tuple[Any, torch.Tensor, torch.Tensor, torch.Tensor]:
     dev = model.cfg.device
     t, a, w = as_tokens(tokens, dev), as_ids(answer, dev), as_ids(wrong, dev)
     with torch.no_grad():
@@ -32,13 +33,13 @@ def _setup(model: Any, tokens: Any, answer: Any, wrong: Any) -> tuple[Any, torch
     return cache, direction, const, t
 
 
-def _centre(model: Any, x: torch.Tensor) -> torch.Tensor:
+def _centre(model: TLModel, x: torch.Tensor) -> torch.Tensor:
     """What the final normalisation does to a component before its scale: LayerNorm centres, RMSNorm does not."""
     rms = str(model.cfg.normalization_type).startswith("RMS")
     return x if rms else x - x.mean(-1, keepdim=True)
 
 
-def _project(model: Any, x: Float[torch.Tensor, "batch ... d_model"], scale: Float[torch.Tensor, "batch 1"],
+def _project(model: TLModel, x: Float[torch.Tensor, "batch ... d_model"], scale: Float[torch.Tensor, "batch 1"],
              direction: Float[torch.Tensor, "batch d_model"]) -> Float[torch.Tensor, "batch ..."]:
     """Contribution of a residual-stream component at the last position through the final normalisation."""
     shape = (x.shape[0],) + (1,) * (x.dim() - 2) + (1,)
@@ -46,7 +47,7 @@ def _project(model: Any, x: Float[torch.Tensor, "batch ... d_model"], scale: Flo
 
 
 @torch.no_grad()
-def direct_logit_attribution(model: Any, tokens: Any, answer: Any, wrong: Any,
+def direct_logit_attribution(model: TLModel, tokens: Any, answer: Any, wrong: Any,
                              neuron_layers: tuple[int, ...] = ()) -> dict[str, Any]:
     """Per-trial DLA. Returns arrays [batch, ...]: embed, pos_embed, heads [batch, layer, head], attn_bias
     [batch, layer], mlp [batch, layer], bias [batch], total (their sum) and logit_diff (the model's); plus
@@ -86,7 +87,7 @@ def direct_logit_attribution(model: Any, tokens: Any, answer: Any, wrong: Any,
 
 
 @torch.no_grad()
-def logit_lens(model: Any, tokens: Any, answer: Any, wrong: Any) -> Float[np.ndarray, "batch layer_plus_1"]:
+def logit_lens(model: TLModel, tokens: Any, answer: Any, wrong: Any) -> Float[np.ndarray, "batch layer_plus_1"]:
     """Logit difference read from the residual stream before each layer and after the last, each normalised by
     the final LayerNorm with its own statistics; the last column is the model's own logit difference."""
     dev = model.cfg.device

@@ -25,6 +25,7 @@ import torch
 
 from interp.atp import gradients_at
 from interp.metrics import MIN_GAP, as_ids, as_tokens, cache_last, last_logits, logit_diff_from_logits, normalise
+from interp.typing import TLModel
 
 def node_names(n_layers: int, n_heads: int) -> tuple[list[str], list[str]]:
     up = ["embed"] + [n for l in range(n_layers) for n in [f"L{l}H{h}" for h in range(n_heads)] + [f"MLP{l}"]]
@@ -70,7 +71,7 @@ class EdgeHooks:
     """Switches on the TransformerLens hooks the edge graph needs (split q/k/v inputs per head, MLP inputs) and
     restores the model's settings afterwards; gives the upstream outputs and edge-ablation hooks."""
 
-    def __init__(self, model: Any) -> None:
+    def __init__(self, model: TLModel) -> None:
         self.model = model
         c = model.cfg
         self.L, self.H = c.n_layers, c.n_heads
@@ -175,7 +176,7 @@ class EdgeHooks:
         return hooks
 
 
-def node_ablation_hooks(model: Any, ablated: torch.Tensor, removed: torch.Tensor) -> list[tuple[str, Any]]:
+def node_ablation_hooks(model: TLModel, ablated: torch.Tensor, removed: torch.Tensor) -> list[tuple[str, Any]]:
     """The fast path for NODE circuits (no per-head inputs needed): the output of every removed node is replaced
     by its ablated output in the residual stream. `ablated` is [up, batch, pos, d_model]; `removed` is [circuit,
     up] (1 = removed; the embeddings, up 0, are never removed), circuits stacked along the batch as in
@@ -215,12 +216,12 @@ def OUTPUT_HOOKS(name: str) -> bool:  # noqa: N802  (a names_filter)
     return name.endswith(("hook_z", "hook_mlp_out", "hook_embed", "hook_pos_embed"))
 
 
-def head_results(model: Any, layer: int, z: torch.Tensor) -> torch.Tensor:
+def head_results(model: TLModel, layer: int, z: torch.Tensor) -> torch.Tensor:
     """[batch, pos, head, d_model] each head's output z_h @ W_O[h] (without the shared bias b_O)."""
     return torch.einsum("bphe,hed->bphd", z, model.blocks[layer].attn.W_O)
 
 
-def _outputs(model: Any, cache: Any) -> torch.Tensor:
+def _outputs(model: TLModel, cache: Any) -> torch.Tensor:
     """[batch, pos, up, d_model] upstream outputs in `node_names` order."""
     embed = cache["hook_embed"] + (cache["hook_pos_embed"] if "hook_pos_embed" in cache else 0)  # rotary: none
     parts = [embed[:, :, None]]
@@ -230,7 +231,7 @@ def _outputs(model: Any, cache: Any) -> torch.Tensor:
     return torch.cat(parts, dim=2)
 
 
-def _input_grads(model: Any, tokens: torch.Tensor, a: torch.Tensor, w: torch.Tensor,
+def _input_grads(model: TLModel, tokens: torch.Tensor, a: torch.Tensor, w: torch.Tensor,
                  embed: torch.Tensor | None) -> tuple[torch.Tensor, float]:
     """[batch, pos, down, d_model] gradients of the mean logit difference with respect to each reader's input."""
     L = model.cfg.n_layers
@@ -245,7 +246,7 @@ def _input_grads(model: Any, tokens: torch.Tensor, a: torch.Tensor, w: torch.Ten
     return torch.cat(parts, dim=2).detach(), metric
 
 
-def edge_attribution(model: Any, clean_tokens: Any, corrupt_tokens: Any, answer: Any, wrong: Any,
+def edge_attribution(model: TLModel, clean_tokens: Any, corrupt_tokens: Any, answer: Any, wrong: Any,
                      method: str = "eap", steps: int = 8) -> Graph:
     """EAP / EAP-IG edge scores (see the module docstring)."""
     if method not in ("eap", "eap-ig"):
@@ -292,7 +293,7 @@ def select(graph: Graph, top_n: int | None = None, threshold: float | None = Non
             "method": graph.method}
 
 
-def exact_node_effects(model: Any, clean_tokens: Any, corrupt_tokens: Any, answer: Any, wrong: Any,
+def exact_node_effects(model: TLModel, clean_tokens: Any, corrupt_tokens: Any, answer: Any, wrong: Any,
                        nodes: list[str], min_gap: float = MIN_GAP) -> dict[str, float]:
     """Exact denoising effect (normalised) of patching each node's clean output into the corrupted run."""
     dev = model.cfg.device

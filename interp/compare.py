@@ -19,6 +19,7 @@ from jaxtyping import Float
 
 from interp.metrics import as_ids, as_tokens, last_logits, logit_diff_from_logits
 from interp.models import copy_model
+from interp.typing import TLModel
 
 SITES = {"resid": "hook_resid_pre", "attn_out": "hook_attn_out", "mlp_out": "hook_mlp_out"}
 
@@ -80,7 +81,7 @@ def minibatch_cka(x: np.ndarray, y: np.ndarray, batch_size: int = 64, seed: int 
 
 
 @torch.no_grad()
-def representations(model: Any, tokens: Any, positions: dict[str, int]) -> dict[str, dict[str, np.ndarray]]:
+def representations(model: TLModel, tokens: Any, positions: dict[str, int]) -> dict[str, dict[str, np.ndarray]]:
     """{site: {position name: [layer(+1), trials, d_model]}}; resid has n_layers + 1 points (after the last)."""
     t = as_tokens(tokens, model.cfg.device)
     L = model.cfg.n_layers
@@ -122,7 +123,7 @@ def _is_weight(key: str) -> bool:
     return not key.endswith(("IGNORE", "mask", "rotary_sin", "rotary_cos"))
 
 
-def component_params(model: Any, name: str) -> list[str]:
+def component_params(model: TLModel, name: str) -> list[str]:
     """The state-dict entries of one component, for any architecture: "embed" (token and, when learned, position
     embeddings), "L{l}.attn" (its normalisation and attention), "L{l}.mlp" (its normalisation and MLP, gated or
     not), "unembed" (final normalisation and unembedding)."""
@@ -146,7 +147,7 @@ def check_same_shape(a: Any, b: Any, what: str = "this comparison") -> None:
                                  f"({tuple(sa[bad[0]].shape)} vs {tuple(sb[bad[0]].shape) if bad[0] in sb else 'absent'})")
 
 
-def relative_weight_change(model: Any, base: Any) -> dict[str, float]:
+def relative_weight_change(model: TLModel, base: TLModel) -> dict[str, float]:
     check_same_shape(model, base, "relative weight change")
     sm, sb = model.state_dict(), base.state_dict()
     out = {}
@@ -159,7 +160,7 @@ def relative_weight_change(model: Any, base: Any) -> dict[str, float]:
 
 
 @torch.no_grad()
-def _perf(model: Any, t: torch.Tensor, a: torch.Tensor, w: torch.Tensor, hooks: list | None = None) -> dict[str, float]:
+def _perf(model: TLModel, t: torch.Tensor, a: torch.Tensor, w: torch.Tensor, hooks: list | None = None) -> dict[str, float]:
     ld = logit_diff_from_logits(last_logits(model, t, hooks), a, w)
     return {"accuracy": float((ld > 0).float().mean()), "logit_diff": float(ld.mean())}
 
@@ -180,7 +181,7 @@ def retained(perf: dict[str, float], full: dict[str, float], chance: float = CHA
             if abs(full["logit_diff"]) >= MIN_LOGIT_DIFF else float("nan")}
 
 
-def weight_reversion(model: Any, base: Any, tokens: Any, answer: Any, wrong: Any, singles: bool = True,
+def weight_reversion(model: TLModel, base: TLModel, tokens: Any, answer: Any, wrong: Any, singles: bool = True,
                      bottom_up: bool = True) -> dict[str, Any]:
     """Performance retained (chance-corrected, see `retained`) when components are reset to the weights of
     `base` (the pretrained base, or any reference of the same shape such as a scratch model's own
@@ -214,7 +215,7 @@ def weight_reversion(model: Any, base: Any, tokens: Any, answer: Any, wrong: Any
     return out
 
 
-def cross_model_patching(model: Any, base: Any, tokens: Any, answer: Any, wrong: Any,
+def cross_model_patching(model: TLModel, base: TLModel, tokens: Any, answer: Any, wrong: Any,
                          sites: tuple[str, ...] = tuple(SITES)) -> dict[str, Any]:
     """Patch the base's activation (same inputs, all positions) into `model` at each layer's residual stream,
     attention output and MLP output (`sites`); performance retained (chance-corrected, see `retained`)."""

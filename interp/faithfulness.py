@@ -42,6 +42,7 @@ from interp.circuits import EdgeHooks, edge_mask, node_ablation_hooks, node_name
 from interp.forward import Weights
 from interp.metrics import as_ids, as_tokens, last_logits, logit_diff_from_logits
 from interp.result_io import held
+from interp.typing import TLModel
 
 ABLATIONS = ("corrupted", "mean", "resample")
 GRID = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)  # MIB's circuit-size percentages
@@ -59,7 +60,7 @@ def area(grid: Any, f: Any) -> tuple[float, float]:
 class CircuitEvaluator:
     """Mean logit difference of the clean inputs with the edges outside a circuit ablated."""
 
-    def __init__(self, model: Any, clean_tokens: Any, corrupt_tokens: Any, answer: Any, wrong: Any,
+    def __init__(self, model: TLModel, clean_tokens: Any, corrupt_tokens: Any, answer: Any, wrong: Any,
                  ablation: str = "corrupted", seed: int = 0, min_gap: float = 0.25, se_factor: float = 3.0,
                  per_forward: int = 1) -> None:
         if ablation not in ABLATIONS:

@@ -33,6 +33,8 @@ import torch
 import torch.nn.functional as F
 from jaxtyping import Float
 
+from interp.typing import TLModel
+
 # a patch receives (activation name, activation, start position) and returns the patched activation
 Patch = Callable[[str, torch.Tensor, int], torch.Tensor]
 
@@ -146,7 +148,7 @@ class Weights:
     _cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     @classmethod
-    def of(cls, model: Any) -> Weights:
+    def of(cls, model: TLModel) -> Weights:
         key = tuple((p.data_ptr(), p._version, p.device) for p in model.parameters())
         hit = cls._cache.get(model)
         if hit is None or hit[0] != key:
@@ -155,7 +157,7 @@ class Weights:
         return hit[1]
 
     @torch.no_grad()
-    def __init__(self, model: Any) -> None:
+    def __init__(self, model: TLModel) -> None:
         c = model.cfg
         # the model's parts, not the model (the cache of `of` holds no reference to the model it is keyed by)
         self.embed, self.pos_embed, self.unembed = model.embed, getattr(model, "pos_embed", None), model.unembed

@@ -11,6 +11,8 @@ import numpy as np
 import torch
 from jaxtyping import Float, Int
 
+from interp.typing import TLModel
+
 ArrayLike = Any
 
 
@@ -24,7 +26,7 @@ def as_ids(ids: ArrayLike, device: Any) -> Int[torch.Tensor, " batch"]:
     return as_tokens(np.asarray(ids), device)
 
 
-def last_logits(model: Any, tokens: Int[torch.Tensor, "batch pos"], hooks: list | None = None
+def last_logits(model: TLModel, tokens: Int[torch.Tensor, "batch pos"], hooks: list | None = None
                 ) -> Float[torch.Tensor, "batch vocab"]:
     """Logits at the final position only: the unembedding is applied to one position, not all of them.
     `hooks` are TransformerLens forward hooks applied during the run."""
@@ -35,12 +37,12 @@ def last_logits(model: Any, tokens: Int[torch.Tensor, "batch pos"], hooks: list 
     return unembed_last(model, resid)
 
 
-def unembed_last(model: Any, resid: Float[torch.Tensor, "batch pos d_model"]) -> Float[torch.Tensor, "batch vocab"]:
+def unembed_last(model: TLModel, resid: Float[torch.Tensor, "batch pos d_model"]) -> Float[torch.Tensor, "batch vocab"]:
     """Final normalisation and unembedding of the last position of a final residual stream."""
     return model.unembed(model.ln_final(resid[:, -1:]))[:, 0]
 
 
-def cache_last(model: Any, tokens: Int[torch.Tensor, "batch pos"], names_filter: Any
+def cache_last(model: TLModel, tokens: Int[torch.Tensor, "batch pos"], names_filter: Any
                ) -> tuple[Float[torch.Tensor, "batch vocab"], Any]:
     """`run_with_cache` that unembeds the final position only, never the [batch, pos, vocab] logits: returns the
     last position's logits and the cache of the hooks `names_filter` selects (final-normalisation hooks excluded:
@@ -58,7 +60,7 @@ def logit_diff_from_logits(logits: Float[torch.Tensor, "batch pos vocab"] | Floa
 
 
 @torch.no_grad()
-def logit_diff(model: Any, tokens: ArrayLike, answer: ArrayLike, wrong: ArrayLike, batch_size: int = 256
+def logit_diff(model: TLModel, tokens: ArrayLike, answer: ArrayLike, wrong: ArrayLike, batch_size: int = 256
                ) -> Float[torch.Tensor, " batch"]:
     """Per-trial logit difference of a model, batched over trials."""
     dev = model.cfg.device
@@ -84,7 +86,7 @@ def normalise(values: Any, clean: float, corrupt: float, min_gap: float = MIN_GA
     return (v - corrupt) / denom
 
 
-def evaluate_batch(model: Any, batch: Any, batch_size: int = 256) -> dict[str, Any]:
+def evaluate_batch(model: TLModel, batch: Any, batch_size: int = 256) -> dict[str, Any]:
     """Accuracy (answer logit > wrong logit), mean logit difference and per-trial values for a TrialBatch."""
     ld = logit_diff(model, batch.tokens, batch.answer_ids, batch.wrong_ids, batch_size).cpu().numpy()
     return {"accuracy": float((ld > 0).mean()), "logit_diff": float(ld.mean()), "per_trial_logit_diff": ld}

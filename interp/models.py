@@ -25,6 +25,7 @@ from safetensors.torch import load_file, save_file
 from interp import bases
 from interp.arch import Arch, UnsupportedArchitecture
 from interp.store import atomic_write_json, file_sha256
+from interp.typing import TLModel
 
 CHECKPOINT_JSON = "checkpoint.json"
 WEIGHTS = "model.safetensors"
@@ -86,7 +87,7 @@ def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.gelu(x, approximate="tanh")
 
 
-def _fused_activation(model: Any) -> None:
+def _fused_activation(model: TLModel) -> None:
     """TransformerLens computes GPT-2's "gelu_new" as six element-wise operations in Python (each kept for the
     backward pass); PyTorch's tanh-approximated GELU is the same formula in one kernel (equal to float rounding:
     tests). Measured on the shipped base: a third of each MLP's forward time and a fifth of a training step."""
@@ -222,7 +223,7 @@ def is_checkpoint(path: str | Path) -> bool:
     return (Path(path) / CHECKPOINT_JSON).exists()
 
 
-def save_checkpoint(model: Any, out: Path, meta: dict[str, Any], tokenizer: Any) -> None:
+def save_checkpoint(model: TLModel, out: Path, meta: dict[str, Any], tokenizer: Any) -> None:
     """Write weights (safetensors), tokenizer files and checkpoint.json (arch + `meta`). Each file atomically;
     checkpoint.json is written last, so a folder without it is not a checkpoint."""
     out = Path(out)
@@ -334,11 +335,11 @@ def base_arch_and_tokenizer(base: str | Path) -> tuple[Arch, Any]:
     return Arch.from_hf_config(cfg), load_tokenizer(base)
 
 
-def arch_of(model: Any) -> Arch:
+def arch_of(model: TLModel) -> Arch:
     return Arch.from_tl_config(model.cfg)
 
 
-def state_sha256(model: Any) -> str:
+def state_sha256(model: TLModel) -> str:
     """A hash of a model's weights (every state-dict tensor, in name order, as float32 bytes)."""
     import hashlib
 
@@ -349,7 +350,7 @@ def state_sha256(model: Any) -> str:
     return h.hexdigest()
 
 
-def with_a_key_value_head_per_query_head(model: Any):  # noqa: ANN201
+def with_a_key_value_head_per_query_head(model: TLModel):  # noqa: ANN201
     """The same function as a grouped-query-attention model, but with each query head's key and value weights
     copied out (n_key_value_heads = n_heads). TransformerLens's own k / v patching functions iterate over
     key/value heads; on this copy they iterate over query heads, as this project's analyses do (a reference for
@@ -372,7 +373,7 @@ def with_a_key_value_head_per_query_head(model: Any):  # noqa: ANN201
     return clone
 
 
-def copy_model(model: Any):  # noqa: ANN201
+def copy_model(model: TLModel):  # noqa: ANN201
     """An independent copy (same tokenizer, same device) for analyses that edit weights."""
     clone = _hooked(arch_of(model), model.tokenizer, str(model.cfg.device), None, init=False)
     clone.load_state_dict(model.state_dict())

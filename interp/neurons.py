@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from interp.metrics import as_tokens, cache_last
+from interp.typing import TLModel
 
 def variables_of(batch: Any) -> list[str]:
     """The regression's variable names: the task's variables, then "choice"."""
@@ -48,7 +49,7 @@ def _fit(X: np.ndarray, Y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 @torch.no_grad()
-def neuron_selectivity(model: Any, batch: Any, position: str = "answer", layers: tuple[int, ...] | None = None,
+def neuron_selectivity(model: TLModel, batch: Any, position: str = "answer", layers: tuple[int, ...] | None = None,
                        top_k: int = 10) -> dict[str, Any]:
     """Standardised regression coefficients [layer, neuron, variable] and R^2 [layer, neuron] with the model's
     choice (`coef`, `r2`) and with the correct answer (`coef_correct`, `r2_correct`); the top_k neurons (by

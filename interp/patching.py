@@ -32,6 +32,7 @@ from interp.arch import UnsupportedArchitecture
 from interp.forward import Weights, attn_out, final_logit_diff, record, run_from, supported
 from interp.metrics import MIN_GAP, as_ids, as_tokens, cache_last, logit_diff_from_logits, normalise
 from interp.result_io import held
+from interp.typing import TLModel
 
 # what: (activation, index axes); mirrors transformer_lens.patching's variants
 VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -107,7 +108,7 @@ class CachedRun:
     the target from one layer and position with patch functions applied (used by patching and by ablation), and
     `run_index` replays variants that each copy one index of a source activation (the sweeps' fast path)."""
 
-    def __init__(self, model: Any, target_tokens: torch.Tensor, source_tokens: torch.Tensor,
+    def __init__(self, model: TLModel, target_tokens: torch.Tensor, source_tokens: torch.Tensor,
                  answer: torch.Tensor, wrong: torch.Tensor) -> None:
         self.model = model
         self.answer, self.wrong = answer, wrong
@@ -285,7 +286,7 @@ def index_setter(kind: str, src: torch.Tensor, head: int | None = None, pos: int
 FAST = {"resid_pre": "resid_pre", "attn_out": "attn_out", "mlp_out": "mlp_out", "heads": "z", "heads_by_pos": "z"}
 
 
-def default_variants_per_forward(model: Any, what: str) -> int:
+def default_variants_per_forward(model: TLModel, what: str) -> int:
     """Patched variants stacked in one forward, measured fastest on 2 CPU cores (`python benches/patching_speed.py
     --stacking ...`, the default model): a layer's heads (heads) or a position's heads (heads_by_pos) at once; 3
     consecutive positions (resid_pre, attn_out, mlp_out: replayed from the first of them, 10-15% faster than one
@@ -322,7 +323,7 @@ def _variant_groups(r: CachedRun, what: str, shape: tuple[int, ...], axes: tuple
     return groups
 
 
-def patch_sweep(model: Any, clean_tokens: Any, corrupt_tokens: Any, answer: Any, wrong: Any, what: str,
+def patch_sweep(model: TLModel, clean_tokens: Any, corrupt_tokens: Any, answer: Any, wrong: Any, what: str,
                 direction: str = "denoise", variants_per_forward: int | None = None, position_labels: list[str] | None = None,
                 progress: bool = False, min_gap: float = MIN_GAP) -> PatchResult:
     """Exact patching of `what` (a key of VARIANTS) over every index; see the module docstring.

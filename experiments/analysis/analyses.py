@@ -47,6 +47,7 @@ from interp.results import (Ablation, AttentionView, Attribution, AttributionPat
                             Evaluation, Neurons, Patching)
 from tasks.base import TrialBatch
 from tasks.registry import generate, make_pairs, task_of
+from interp.typing import TLModel
 
 __all__ = ["Model", "Pairs", "load", "train", "evaluate", "trials", "pairs", "patch", "attribution_patching",
            "attribute", "ablate", "neurons", "discover", "compare", "attention"]
@@ -60,7 +61,7 @@ class Model:
     task: the task config it was trained on (the default task for a base); name: for titles; info: what
     `interp.models.load_model` recorded (for a checkpoint: config, curve, metrics, hashes)."""
 
-    model: Any = field(repr=False)
+    model: TLModel = field(repr=False)
     task: Any = field(repr=False)
     name: str
     info: dict[str, Any] = field(default_factory=dict, repr=False)
@@ -169,7 +170,7 @@ def pairs(model: Model | Any, n: int = 16, seed: int = 0, corruption: str | None
     return Pairs(clean, bad, corruption)
 
 
-def evaluation_of(model: Any, batch: TrialBatch, seed: int, name: str = "model") -> Evaluation:
+def evaluation_of(model: TLModel, batch: TrialBatch, seed: int, name: str = "model") -> Evaluation:
     """The one evaluation: accuracy overall, on incongruent trials and per condition, and the mean logit
     difference, of a HookedTransformer on a batch of trials (what runs, the CLI and the notebook report)."""
     ev = evaluate_batch(model, batch)

@@ -23,6 +23,7 @@ from interp.store import versions
 from interp.viz import attention_views_page
 from tasks.base import TrialBatch
 from tasks.registry import make_pairs, task_of
+from interp.typing import TLModel
 
 SCORES = ("patching", "dla", "ablation")
 _HEAD = re.compile(r"L(\d+)H(\d+)")
@@ -68,7 +69,7 @@ class HeadScores:
         return [(int(i // self.values.shape[1]), int(i % self.values.shape[1])) for i in order]
 
 
-def score_heads(model: Any, pairs: tuple[TrialBatch, TrialBatch], by: str, corruption: str) -> HeadScores:
+def score_heads(model: TLModel, pairs: tuple[TrialBatch, TrialBatch], by: str, corruption: str) -> HeadScores:
     """Each head's score on the pairs (clean, corrupted): "patching" denoises the head's output (exact patching),
     "dla" is its direct logit attribution on the clean trials, "ablation" mean-ablates it on the clean trials."""
     clean, bad = pairs
@@ -93,11 +94,11 @@ def score_heads(model: Any, pairs: tuple[TrialBatch, TrialBatch], by: str, corru
     raise ValueError(f"unknown score {by!r} (choose from {', '.join(SCORES)})")
 
 
-def task_pairs(model: Any, task: Any, n: int, seed: int, corruption: str) -> tuple[TrialBatch, TrialBatch]:
+def task_pairs(model: TLModel, task: Any, n: int, seed: int, corruption: str) -> tuple[TrialBatch, TrialBatch]:
     return make_pairs(task, n, seed=seed, tokenizer=model.tokenizer, corruption=corruption)
 
 
-def prompt_tokens(model: Any, prompt: str) -> np.ndarray:
+def prompt_tokens(model: TLModel, prompt: str) -> np.ndarray:
     """The prompt's tokens (with the model's BOS when it prepends one); empty or too long is a ValueError."""
     if not prompt.strip():
         raise ValueError("--prompt is empty")
@@ -109,7 +110,7 @@ def prompt_tokens(model: Any, prompt: str) -> np.ndarray:
 
 
 @torch.no_grad()
-def patterns(model: Any, tokens: np.ndarray, heads: list[tuple[int, int]]
+def patterns(model: TLModel, tokens: np.ndarray, heads: list[tuple[int, int]]
              ) -> tuple[Float[np.ndarray, "head dest src"], Float[np.ndarray, " vocab"]]:
     """The chosen heads' attention patterns on one sequence, and the logits at its last position."""
     logits, cache = cache_last(model, torch.as_tensor(tokens[None], dtype=torch.long, device=model.cfg.device),
@@ -118,7 +119,7 @@ def patterns(model: Any, tokens: np.ndarray, heads: list[tuple[int, int]]
     return att, logits[0].float().cpu().numpy()
 
 
-def _view(model: Any, title: str, tokens: np.ndarray, heads: list[tuple[int, int]], answer: int | None = None,
+def _view(model: TLModel, title: str, tokens: np.ndarray, heads: list[tuple[int, int]], answer: int | None = None,
           wrong: int | None = None) -> dict[str, Any]:
     tok = model.tokenizer
     att, last = patterns(model, tokens, heads)
@@ -129,14 +130,14 @@ def _view(model: Any, title: str, tokens: np.ndarray, heads: list[tuple[int, int
     return {"title": title, "text": text, "tokens": [tok.decode([int(t)]) for t in tokens], "attention": att}
 
 
-def trial_views(model: Any, pairs: tuple[TrialBatch, TrialBatch], trial: int, heads: list[tuple[int, int]]
+def trial_views(model: TLModel, pairs: tuple[TrialBatch, TrialBatch], trial: int, heads: list[tuple[int, int]]
                 ) -> list[dict[str, Any]]:
     """The clean and the corrupted version of pair `trial`, side by side."""
     return [_view(model, f"{label} trial {trial}", b.tokens[trial], heads, int(b.answer_ids[trial]),
                   int(b.wrong_ids[trial])) for label, b in zip(("clean", "corrupted"), pairs)]
 
 
-def prompt_views(model: Any, tokens: np.ndarray, heads: list[tuple[int, int]]) -> list[dict[str, Any]]:
+def prompt_views(model: TLModel, tokens: np.ndarray, heads: list[tuple[int, int]]) -> list[dict[str, Any]]:
     return [_view(model, "prompt", tokens, heads)]
 
 
@@ -154,7 +155,7 @@ class AttentionPage:
         return [head_name(h) for h in self.heads]
 
 
-def attention_page_of(model: Any, info: dict[str, Any], task: Any, heads: list[tuple[int, int]] | None = None,
+def attention_page_of(model: TLModel, info: dict[str, Any], task: Any, heads: list[tuple[int, int]] | None = None,
                       top: int | None = None, by: str | None = None, trial: int | None = 0, n: int = 16,
                       seed: int = 0, corruption: str | None = None, prompt: str | None = None) -> AttentionPage:
     """The attention page of `model`: `heads` named, or the `top` K (default 3) by the score `by` (default

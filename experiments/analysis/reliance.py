@@ -8,9 +8,10 @@ from __future__ import annotations
 from typing import Any
 
 from interp.compare import cross_model_patching, layer_cka, relative_weight_change, weight_reversion
+from interp.typing import TLModel
 
 
-def reliance(model: Any, reference: Any, batch: Any, cmap: bool = True) -> dict[str, Any]:
+def reliance(model: TLModel, reference: TLModel, batch: Any, cmap: bool = True) -> dict[str, Any]:
     """Chance-corrected performance kept when each layer (and every layer from the top down) is reverted to the
     reference's weights, and when the reference's residual stream replaces the model's at each layer."""
     args = (batch.tokens, batch.answer_ids, batch.wrong_ids)
@@ -28,7 +29,7 @@ def cka_with(rep: dict[str, Any], ref: dict[str, Any]) -> dict[str, Any]:
     return {"debiased": layer_cka(rep, ref, debiased=True), "biased": layer_cka(rep, ref)}
 
 
-def compare_with_base(model: Any, base: Any, rep: dict[str, Any], rep_base: dict[str, Any], batch: Any,
+def compare_with_base(model: TLModel, base: TLModel, rep: dict[str, Any], rep_base: dict[str, Any], batch: Any,
                       cmap: bool = True) -> dict[str, Any]:
     """One model against the base: CKA of their representations (`interp.compare.representations` of each on the
     same trials), reliance on the base on `batch`, and the relative weight change."""

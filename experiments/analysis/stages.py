@@ -20,6 +20,7 @@ from interp.result_base import Result
 from interp.results import Circuit
 from interp.stats import spearman
 from tasks.registry import generate, make_pairs, task_of
+from interp.typing import TLModel
 
 PATCHED = ("heads", "heads_by_pos", "resid_pre", "attn_out", "mlp_out")
 
@@ -51,7 +52,7 @@ def psychometric(batch: Any, per_trial_ld: np.ndarray) -> dict[str, Any]:
     return out
 
 
-def _split_eval(model: Any, task: Any, n: int, seed: int, split: str
+def _split_eval(model: TLModel, task: Any, n: int, seed: int, split: str
                 ) -> tuple[Any, np.ndarray, dict[str, Any]]:
     batch = generate(task, n, seed=seed, tokenizer=model.tokenizer, split=split)
     e = analyses.evaluation_of(model, batch, seed)
@@ -61,7 +62,7 @@ def _split_eval(model: Any, task: Any, n: int, seed: int, split: str
                        "by_condition": list(e.by_condition), "trials": trials(split, n, seed, task=task)}
 
 
-def evaluate_model(model: Any, task: Any, n: int, seed: int) -> dict[str, Any]:
+def evaluate_model(model: TLModel, task: Any, n: int, seed: int) -> dict[str, Any]:
     """Accuracy (overall, incongruent, per condition) on the test split and, when the task has one, on the
     generalisation split; psychometric curves on the test split."""
     test, ld, out = _split_eval(model, task, n, seed, "test")
@@ -71,7 +72,7 @@ def evaluate_model(model: Any, task: Any, n: int, seed: int) -> dict[str, Any]:
     return result
 
 
-def analyse_model(model: Any, task: Any, corruption: str, n: int, seed: int, ablation: str,
+def analyse_model(model: TLModel, task: Any, corruption: str, n: int, seed: int, ablation: str,
                   detailed: bool = True, progress: bool = False, name: str = "model"
                   ) -> tuple[dict[str, tuple[Result, dict[str, Any]]], dict[str, np.ndarray]]:
     """Exact patching of head outputs, DLA per head with the logit lens, head ablation and neuron selectivity;
@@ -122,7 +123,7 @@ def map_similarity(maps: dict[str, np.ndarray], order: list[str]) -> np.ndarray:
     return sim
 
 
-def discover(model: Any, task: Any, corruption: str, n: int, seed: int, method: str, ablation: str,
+def discover(model: TLModel, task: Any, corruption: str, n: int, seed: int, method: str, ablation: str,
              n_random: int, level: float, overlap_fraction: float, progress: bool = False, name: str = "model"
              ) -> tuple[Circuit, Any]:
     """EAP / EAP-IG graph; MIB faithfulness curves over nodes and over edges beside random circuits; the top
@@ -134,7 +135,7 @@ def discover(model: Any, task: Any, corruption: str, n: int, seed: int, method: 
                         seed=seed, progress=progress), pairs
 
 
-def base_ranking(base: Any, task: Any, corruption: str, n: int, seed: int, method: str) -> list[str]:
+def base_ranking(base: TLModel, task: Any, corruption: str, n: int, seed: int, method: str) -> list[str]:
     """The base's own node ranking on the same pairs as the trained models' circuits."""
     clean, bad = make_pairs(task, n, seed=seed, tokenizer=base.tokenizer, corruption=corruption)
     ns = edge_attribution(base, clean.tokens, bad.tokens, clean.answer_ids, clean.wrong_ids, method=method,

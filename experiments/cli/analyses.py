@@ -17,6 +17,7 @@ import numpy as np
 
 import experiments.cli.figures as command_figures
 from interp.model_id import ModelId
+from interp.typing import TLModel
 
 
 def finite_float(text: str) -> float:
@@ -112,7 +113,7 @@ def trials(*args: Any) -> dict[str, Any]:
     return covered(*args)
 
 
-def _model(model: Any, task: Any, info: dict[str, Any]) -> Any:
+def _model(model: TLModel, task: Any, info: dict[str, Any]) -> Any:
     from experiments.api import Model  # lazy: CLI start-up (no torch before a command needs it)
 
     return Model(model, task, str(info.get("name") or "model"), info)

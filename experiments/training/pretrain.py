@@ -156,7 +156,7 @@ def heldout_batches(enc: dict[str, dict[str, np.ndarray]], seq: int, n_batches: 
 
 
 @torch.no_grad()
-def lm_loss(model: Any, batches: list[torch.Tensor]) -> float:
+def lm_loss(model: torch.nn.Module, batches: list[torch.Tensor]) -> float:
     model.eval()
     losses = [model(input_ids=b, labels=b).loss.item() for b in batches]
     return float(np.mean(losses))
@@ -188,7 +188,7 @@ def _tokenized(texts: dict[str, str], work: Path, vocab_size: int, heldout_frac:
     return tokenizer, enc
 
 
-def _optimizer(model: Any, pcfg: PretrainConfig) -> tuple[torch.optim.Optimizer, Any]:
+def _optimizer(model: torch.nn.Module, pcfg: PretrainConfig) -> tuple[torch.optim.Optimizer, Any]:
     """AdamW with weight decay on matrices only, and the warmup-cosine schedule."""
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
@@ -197,7 +197,7 @@ def _optimizer(model: Any, pcfg: PretrainConfig) -> tuple[torch.optim.Optimizer,
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(pcfg.warmup, pcfg.steps, pcfg.min_lr_frac))
 
 
-def _pretrain_loop(model: Any, opt: Any, sched: Any, step: int, log: dict[str, Any], train_arrays: dict[str, Any],
+def _pretrain_loop(model: torch.nn.Module, opt: Any, sched: Any, step: int, log: dict[str, Any], train_arrays: dict[str, Any],
                    val: list[torch.Tensor], cfg: dict[str, Any], save: Any, progress: bool) -> int:
     """Steps from `step` to the budget (held-out loss every eval_every, `save(step)` every checkpoint_every);
     returns the last step."""

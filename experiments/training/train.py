@@ -32,6 +32,7 @@ from interp.models import (RESID_INITS, base_arch_and_tokenizer, build_scratch, 
                            state_sha256)
 from interp.store import atomic_write_csv, atomic_write_json, portable, prepare_out_dir, versions
 from tasks.registry import generate, seq_len
+from interp.typing import TLModel
 
 DEFAULT_BASE = "cogbase-6l"  # the shipped base, by name (interp.models.resolve_base)
 
@@ -176,7 +177,7 @@ def to_device(x: Any, device: str) -> torch.Tensor:
     return t.to(device)
 
 
-def answer_logits(model: Any, tokens: torch.Tensor, bf16: bool) -> torch.Tensor:
+def answer_logits(model: TLModel, tokens: torch.Tensor, bf16: bool) -> torch.Tensor:
     """Answer-position logits in float32: the blocks run under bf16 autocast when asked, the final normalisation
     and the unembedding never do (GPT-2 logits of 60-130 would be rounded by 0.25-0.5 in bf16)."""
     with torch.autocast(tokens.device.type, dtype=torch.bfloat16, enabled=bf16):
@@ -184,7 +185,7 @@ def answer_logits(model: Any, tokens: torch.Tensor, bf16: bool) -> torch.Tensor:
     return unembed_last(model, resid[:, -1:].float())
 
 
-def train_step(model: Any, opt: torch.optim.Optimizer, sched: Any, tokens: torch.Tensor, answer: torch.Tensor,
+def train_step(model: TLModel, opt: torch.optim.Optimizer, sched: Any, tokens: torch.Tensor, answer: torch.Tensor,
                grad_clip: float, bf16: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """One AdamW step on the answer-token cross-entropy; returns (loss, answer logits) without a host sync."""
     logits = answer_logits(model, tokens, bf16)
@@ -290,7 +291,7 @@ def train(cfg: dict[str, Any], out: Path, resume: bool = False, overwrite: bool 
 class _Session:
     """One training's moving parts, from its start (or the state it resumed from) to its checkpoint."""
 
-    model: Any
+    model: TLModel
     tok: Any
     info: dict[str, Any]
     opt: torch.optim.Optimizer
