@@ -11,6 +11,8 @@ incongruent validation accuracy (ties: best overall), since leaving the shortcut
 ~0.75 overall but ~0.5 on incongruent trials) is what the search looks for.
 
     python scripts/scratch_probes.py [--only NAME ...] [--steps N] [--table]
+    python scripts/scratch_probes.py --diagnostic NAME ...   (a shallower model of the twin's width: is depth the
+                                                               obstacle? never chosen by the rule)
 """
 
 from __future__ import annotations
@@ -66,21 +68,59 @@ PROBES: dict[str, tuple[dict, dict, str]] = {
 }
 
 
-def run_probe(name: str, steps: int | None) -> dict:
-    mrec, trec, why = PROBES[name]
+# Diagnostics, not the twin: the same recipe on a shallower model of SmolLM2's width and tokenizer (its config with
+# fewer layers). They say whether the task is learnable from scratch at this width at all, i.e. whether depth is the
+# obstacle; they are never chosen by the rule (the study's twin keeps all 30 layers).
+DIAGNOSTICS: dict[str, tuple[int, dict, dict, str]] = {
+    "6l-base-lr3e-4-800": (6, {"resid_init": "base"}, {"lr": 3e-4, "steps": 800},
+                           "6 of the 30 layers, Llama init, lr 3e-4 held, 800 steps (the base-lr3e-4-800 recipe)"),
+    "6l-base-lr1e-3-800": (6, {"resid_init": "base"}, {"lr": 1e-3, "steps": 800},
+                           "6 of the 30 layers, Llama init, lr 1e-3 held, 800 steps"),
+}
+
+
+def shallow_base(n_layers: int) -> Path:
+    """A base folder holding SmolLM2-135M's config with `n_layers` layers and its tokenizer (no weights: scratch
+    training reads the architecture and the tokenizer only)."""
+    from interp.models import resolve_base
+
+    src, dst = Path(resolve_base("smollm2-135m")), WORK / "_bases" / f"smollm2-{n_layers}l"
+    dst.mkdir(parents=True, exist_ok=True)
+    cfg = json.loads((src / "config.json").read_text())
+    cfg["num_hidden_layers"] = n_layers
+    (dst / "config.json").write_text(json.dumps(cfg, indent=1))
+    for f in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copyfile(src / f, dst / f)
+    return dst
+
+
+def _train_and_record(name: str, mrec: dict, trec: dict, why: str, steps: int | None, base: str | Path,
+                      out: Path, extra: dict) -> dict:
     tcfg = replace(BASE, **mrec, **trec, **({"steps": steps} if steps else {}))
-    mcfg = ModelConfig(init="scratch", base="smollm2-135m")
+    mcfg = ModelConfig(init="scratch", base=str(base))
     work = WORK / name
     t0 = time.time()
     metrics = train({"task": TASK, "model": mcfg, "train": tcfg}, work, resume=work.exists(), progress=True)
     curve = json.loads((work / "curve.json").read_text())
-    record = {"name": name, "why": why, "seed": SEED, "task": to_dict(TASK), "model": to_dict(mcfg),
+    model = {**to_dict(mcfg), "base": "smollm2-135m", **extra}
+    record = {"name": name, "why": why, "seed": SEED, "task": to_dict(TASK), "model": model,
               "train": to_dict(tcfg), "curve": curve, "metrics": metrics, "wall_s": round(time.time() - t0, 1),
               "versions": versions()}
-    atomic_write_json(OUT / f"{name}.json", record)
+    atomic_write_json(out / f"{name}.json", record)
     shutil.rmtree(work / "state", ignore_errors=True)
     (work / "model.safetensors").unlink(missing_ok=True)  # probes keep their curves, never their weights
     return record
+
+
+def run_probe(name: str, steps: int | None) -> dict:
+    mrec, trec, why = PROBES[name]
+    return _train_and_record(name, mrec, trec, why, steps, "smollm2-135m", OUT, {})
+
+
+def run_diagnostic(name: str, steps: int | None) -> dict:
+    n_layers, mrec, trec, why = DIAGNOSTICS[name]
+    return _train_and_record(name, mrec, trec, why, steps, shallow_base(n_layers), OUT / "diagnostics",
+                             {"n_layers": n_layers, "diagnostic": "not the twin: a shallower model of its width"})
 
 
 def summary(rec: dict) -> dict:
@@ -122,6 +162,16 @@ def table() -> str:
     lines.append("Rule: the earliest probe to meet the criterion; else, among probes whose incongruent validation "
                  f"accuracy reached {DEPARTED} (left chance), the best one (ties: overall accuracy); else none.")
     lines.append(f"Chosen: {pick['name'] if pick else 'none yet (no probe has left chance on incongruent trials)'}")
+    diag = [json.loads(p.read_text()) for p in sorted((OUT / "diagnostics").glob("*.json"))]
+    if diag:
+        lines += ["", "Diagnostics (not the twin: the same recipe on a shallower model of its width and tokenizer; "
+                  "never chosen):", "", "| diagnostic | layers | steps | criterion met at | best incongruent (step, "
+                  "overall) | last (overall, incongruent) |", "|---|---|---|---|---|---|"]
+        for rec in diag:
+            r = summary(rec)
+            lines.append(f"| {r['name']} | {rec['model']['n_layers']} | {r['steps']} | {r['criterion_step'] or 'no'} "
+                         f"| {r['best_incongruent']:.3f} ({r['at_step']}, {r['accuracy_there']:.3f}) | "
+                         f"{r['last'][0]:.3f}, {r['last'][1]:.3f} |")
     lines.append("")
     lines.append("Wall s/step is the probe's wall time over its steps, including the time it was paused while other "
                  "work used the 2 cores (the step itself costs ~1.7 s in bf16 with fused AdamW: benches/RESULTS.md).")
@@ -144,8 +194,16 @@ def main() -> None:
     ap.add_argument("--only", nargs="*", help="run these probes only (in this order)")
     ap.add_argument("--steps", type=int, help="override the probe budget")
     ap.add_argument("--table", action="store_true", help="print the table of recorded probes and stop")
+    ap.add_argument("--diagnostic", nargs="*", choices=list(DIAGNOSTICS),
+                    help="run these diagnostics (a shallower model of the twin's width) instead of probes")
     a = ap.parse_args()
-    if not a.table:
+    for name in a.diagnostic or []:
+        if (OUT / "diagnostics" / f"{name}.json").exists():
+            print(f"{name}: recorded, skipped", flush=True)
+            continue
+        print(f"{name}: {summary(run_diagnostic(name, a.steps))}", flush=True)
+        write_table()
+    if not a.table and a.diagnostic is None:
         for name in a.only or list(PROBES):
             if name not in PROBES:
                 sys.exit(f"error: unknown probe {name!r} (known: {', '.join(PROBES)})")
