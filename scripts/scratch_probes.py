@@ -65,6 +65,8 @@ PROBES: dict[str, tuple[dict, dict, str]] = {
                              "75% incongruent for 400 steps, 800 steps"),
     "base-lr3e-4-800": ({"resid_init": "base"}, {"lr": 3e-4, "steps": 800},
                         "Llama init, lr 3e-4 held (the first twin's rate without its cosine decay), 800 steps"),
+    "base-lr3e-4-1500": ({"resid_init": "base"}, {"lr": 3e-4, "steps": 1500},
+                         "base-lr3e-4-800 (the first probe to leave chance on incongruent trials), 1500 steps"),
 }
 
 
