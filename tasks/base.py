@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 import weakref
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
@@ -314,7 +315,7 @@ def render_text(batch: TrialBatch, tokenizer: Any, i: int) -> str:
     return tokenizer.decode([int(t) for t in batch.tokens[i]])
 
 
-class TokenTask:
+class TokenTask(ABC):
     """The skeleton every task module shares, written once. A task subclasses it with its own steps:
     `build_vocab` (token ids of its symbols), `sample` (candidate trial conditions), `render` (their tokens),
     `assemble` (the TrialBatch), and for pairs `corrupt` (the corrupted copy of the conditions), `pair_filter` (the
@@ -329,21 +330,26 @@ class TokenTask:
         self._vocab_cache: dict[Any, Any] = {}
 
     # -- the task's own steps
+    @abstractmethod
     def build_vocab(self, config: Any, tokenizer: Any) -> Any:
-        raise NotImplementedError
+        """(the task's own)"""
 
+    @abstractmethod
     def sample(self, config: Any, n: int, rng: np.random.Generator, split: str) -> dict[str, np.ndarray]:
-        raise NotImplementedError
+        """(the task's own)"""
 
+    @abstractmethod
     def render(self, config: Any, v: Any, cond: dict[str, np.ndarray]) -> np.ndarray:
-        raise NotImplementedError
+        """(the task's own)"""
 
+    @abstractmethod
     def assemble(self, config: Any, v: Any, cond: dict[str, np.ndarray], split: str, seed: int) -> TrialBatch:
-        raise NotImplementedError
+        """(the task's own)"""
 
+    @abstractmethod
     def corrupt(self, config: Any, cond: dict[str, np.ndarray], corruption: str, split: str, seed: int
                 ) -> dict[str, np.ndarray]:
-        raise NotImplementedError
+        """The corrupted copy of a draw's conditions (the task's own)."""
 
     def pair_filter(self, config: Any, corruption: str, split: str
                     ) -> Callable[[dict[str, np.ndarray]], np.ndarray] | None:

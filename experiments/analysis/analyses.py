@@ -1,19 +1,9 @@
-"""The notebook-first Python API: load or train a model, draw task trials and clean/corrupted pairs, run each
-analysis, and get typed results (`interp.results`) that tabulate (`.to_frame()`) and plot (`.plot()`) themselves.
-
-    from experiments import api as cc
-
-    ft = cc.train("models/ft", batch_size=64, lr=3e-4, warmup=30)   # fine-tune cogbase-6l to the criterion
-    pairs = cc.pairs(ft, 16, seed=0)                                  # context-flip clean/corrupted pairs
-    p = cc.patch(ft, pairs)                                           # Patching [layer, head]
-    p.to_frame().head(); p.plot()                                     # tidy DataFrame; plotly heatmap
-    cc.attention(ft, pairs, p.top_heads(3)).show()                    # circuitsvis, clean | corrupted
-    p.to_files("out/patching"); Patching.from_files("out/patching")   # JSON + NPZ, never pickled
-
-Every analysis takes a `Model` (from `load` or `train`: the HookedTransformer with its task config and name) or
-a bare HookedTransformer (then the default task). The computations are the library's (`interp.*`), the same as
-the CLI's commands; nothing here prints or writes except `train` (its checkpoint folder) and a result's
-`.to_files(stem)`.
+"""The notebook API's functions (re-exported by `experiments.api`, whose docstring shows them in use): load or
+train a model, draw task trials and clean/corrupted pairs, run each analysis, and get typed results
+(`interp.results`). Every analysis takes a `Model` (from `load` or `train`: the HookedTransformer with its task
+config and name) or a bare HookedTransformer (then the default task). The computations are the library's
+(`interp.*`), the same as the CLI's commands and `cogcircuits run`; nothing here prints or writes except `train`
+(its checkpoint folder).
 
 Axes: trial, layer, head, pos, neuron; see `interp.results`.
 """

@@ -64,3 +64,11 @@ def test_a_task_written_as_its_steps_gets_the_skeleton(tokenizer):
         t.make_pairs(cfg, 5, seed=0, tokenizer=tokenizer, corruption="other")
     with pytest.raises(TaskError, match="generalisation split is empty"):
         t.generate(cfg, 5, seed=0, tokenizer=tokenizer, split="gen")
+
+
+def test_a_task_missing_a_step_is_refused_when_made():
+    class NoCorrupt(TokenTask):
+        build_vocab, sample, render, assemble = (Larger.build_vocab, Larger.sample, Larger.render, Larger.assemble)
+
+    with pytest.raises(TypeError, match="corrupt"):
+        NoCorrupt("NoCorrupt", {})
