@@ -16,7 +16,7 @@ from interp.result_io import allow_results_from
 allow_results_from("experiments.")  # result types defined in this package load from the files that name them
 
 __all__ = ["Model", "Pairs", "load", "train", "evaluate", "trials", "pairs", "patch", "attribution_patching",
-           "attribute", "ablate", "neurons", "discover", "compare", "attention"]
+           "attribute", "ablate", "neurons", "discover", "compare", "attention", "RunRecord"]
 
 
 def __getattr__(name: str) -> Any:

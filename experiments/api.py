@@ -18,10 +18,11 @@ from __future__ import annotations
 
 from experiments.analysis.analyses import (Model, Pairs, ablate, attention, attribute, attribution_patching,
                                            compare, discover, evaluate, load, neurons, pairs, patch, train, trials)
+from experiments.core.run_record import RunRecord
 from interp.results import (Ablation, AttentionView, Attribution, AttributionPatching, Circuit, Comparison,
                             Evaluation, Neurons, Patching)
 
 __all__ = ["Model", "Pairs", "load", "train", "evaluate", "trials", "pairs", "patch", "attribution_patching",
            "attribute", "ablate", "neurons", "discover", "compare", "attention",
            "Ablation", "AttentionView", "Attribution", "AttributionPatching", "Circuit", "Comparison", "Evaluation",
-           "Neurons", "Patching"]
+           "Neurons", "Patching", "RunRecord"]

@@ -67,6 +67,10 @@ PROBES: dict[str, tuple[dict, dict, str]] = {
                         "Llama init, lr 3e-4 held (the first twin's rate without its cosine decay), 800 steps"),
     "base-lr3e-4-1500": ({"resid_init": "base"}, {"lr": 3e-4, "steps": 1500},
                          "base-lr3e-4-800 (the first probe to leave chance on incongruent trials), 1500 steps"),
+    "base-lr3e-4-2000-decay": ({"resid_init": "base"}, {"lr": 3e-4, "steps": 2000, "decay_frac": 0.4,
+                                                         "min_lr_frac": 0.1},
+                               "base-lr3e-4-1500 (0.957 / 0.946 at step 1450, oscillating around 0.87 from step "
+                               "1000) with its rate decayed linearly to 0.1x over steps 1200-2000, to settle"),
 }
 
 

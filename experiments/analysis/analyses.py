@@ -21,6 +21,7 @@ from jaxtyping import Int
 
 from experiments.analysis import attention as A
 from experiments.analysis.reliance import compare_with_base
+from experiments.core.run_record import kept
 from experiments.core.config import build_task, to_dict
 from experiments.training.train import load_config, pick_device, train as train_checkpoint
 from interp.ablation import Ablator
@@ -288,18 +289,17 @@ def compare(models: Mapping[str, Model | Any] | Sequence[Model], base: Model | A
     rel_trials = trials if reliance_trials is None else reliance_trials
     out: dict[str, dict[str, Any]] = {k: {} for k in ("cka", "reversion", "top_down", "cmap", "weight_change",
                                                       "full")}
-    kept = lambda rows: np.array([r["accuracy_retained"] for r in rows])  # noqa: E731
     for key, model in named.items():
         m = _parts(model)[0]
         check_same_shape(m, b, f"comparing {key} with the base")
         c = compare_with_base(m, b, representations(m, trials.tokens, pos), rep_b, rel_trials, cmap=cmap)
-        rel = c["reliance_base"]
-        out["cka"][key] = c["cka_base"]["debiased"]["resid"]["answer"]
-        out["full"][key] = {k: float(v) for k, v in rel["full"].items()}
-        out["reversion"][key], out["top_down"][key] = kept(rel["reversion_layer"]), kept(rel["reversion_top_down"])
+        rel = c.reliance_base
+        out["cka"][key] = c.cka_answer()
+        out["full"][key] = {"accuracy": float(rel.full.accuracy), "logit_diff": float(rel.full.logit_diff)}
+        out["reversion"][key], out["top_down"][key] = kept(rel.reversion_layer), kept(rel.reversion_top_down)
         if cmap:
-            out["cmap"][key] = kept(rel["cmap_resid"])
-        out["weight_change"][key] = c["weight_change"]
+            out["cmap"][key] = kept(rel.cmap_resid)
+        out["weight_change"][key] = c.weight_change
     return Comparison(bname, **out, n_trials=len(trials), n_reliance_trials=len(rel_trials))
 
 

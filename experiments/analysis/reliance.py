@@ -7,11 +7,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from experiments.core.run_record import ModelComparison, Reliance
 from interp.compare import cross_model_patching, layer_cka, relative_weight_change, weight_reversion
 from interp.typing import TLModel
 
 
-def reliance(model: TLModel, reference: TLModel, batch: Any, cmap: bool = True) -> dict[str, Any]:
+def reliance(model: TLModel, reference: TLModel, batch: Any, cmap: bool = True) -> Reliance:
     """Chance-corrected performance kept when each layer (and every layer from the top down) is reverted to the
     reference's weights, and when the reference's residual stream replaces the model's at each layer."""
     args = (batch.tokens, batch.answer_ids, batch.wrong_ids)
@@ -20,7 +21,7 @@ def reliance(model: TLModel, reference: TLModel, batch: Any, cmap: bool = True) 
            "reversion_top_down": rev["top_down"], "full": rev["full"]}
     if cmap:
         out["cmap_resid"] = cross_model_patching(model, reference, *args, sites=("resid",))["resid"]
-    return out
+    return Reliance.from_dict(out, "reliance")
 
 
 def cka_with(rep: dict[str, Any], ref: dict[str, Any]) -> dict[str, Any]:
@@ -30,8 +31,10 @@ def cka_with(rep: dict[str, Any], ref: dict[str, Any]) -> dict[str, Any]:
 
 
 def compare_with_base(model: TLModel, base: TLModel, rep: dict[str, Any], rep_base: dict[str, Any], batch: Any,
-                      cmap: bool = True) -> dict[str, Any]:
+                      cmap: bool = True) -> ModelComparison:
     """One model against the base: CKA of their representations (`interp.compare.representations` of each on the
     same trials), reliance on the base on `batch`, and the relative weight change."""
-    return {"cka_base": cka_with(rep, rep_base), "reliance_base": reliance(model, base, batch, cmap=cmap),
-            "weight_change": relative_weight_change(model, base)}
+    cka = {est: {site: {pos: tuple(float(x) for x in v) for pos, v in by_pos.items()} for site, by_pos in d.items()}
+           for est, d in cka_with(rep, rep_base).items()}
+    return ModelComparison(cka_base=cka, reliance_base=reliance(model, base, batch, cmap=cmap),
+                           weight_change=relative_weight_change(model, base))

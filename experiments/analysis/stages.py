@@ -1,7 +1,8 @@
 """The computations of each `cogcircuits run` stage, one model (or one model and its reference) at a time. The
 per-model analyses return typed results (`interp.results`, through `experiments.analysis.analyses`, the notebook API's
-functions) with the trials each covers; the comparisons return plain numbers; the pipeline decides where they
-are stored. Models are identified as "finetuned-s{seed}", "scratch-s{seed}", "base".
+functions) with the trials each covers; evaluation and the comparison with the base return the run record's typed
+parts (`experiments.core.run_record`); the pipeline decides where they are stored. Models are identified as
+"finetuned-s{seed}", "scratch-s{seed}", "base".
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from experiments.analysis import analyses
+from experiments.core.run_record import ModelEvaluation, PsychometricCurve, SplitScore, Trials
 from experiments.analysis.reliance import (cka_with, compare_with_base,  # noqa: F401  (a stage's computations)
                                            reliance)
 from interp.ablation import Ablator
@@ -53,23 +55,24 @@ def psychometric(batch: Any, per_trial_ld: np.ndarray) -> dict[str, Any]:
 
 
 def _split_eval(model: TLModel, task: Any, n: int, seed: int, split: str
-                ) -> tuple[Any, np.ndarray, dict[str, Any]]:
+                ) -> tuple[Any, np.ndarray, SplitScore]:
     batch = generate(task, n, seed=seed, tokenizer=model.tokenizer, split=split)
     e = analyses.evaluation_of(model, batch, seed)
     ld = e.per_trial_logit_diff
-    return batch, ld, {"accuracy": e.accuracy, "incongruent_accuracy": e.incongruent_accuracy,
-                       "n_correct": int((ld > 0).sum()), "logit_diff": e.logit_diff,
-                       "by_condition": list(e.by_condition), "trials": trials(split, n, seed, task=task)}
+    return batch, ld, SplitScore(accuracy=e.accuracy, incongruent_accuracy=e.incongruent_accuracy,
+                                 n_correct=int((ld > 0).sum()), logit_diff=e.logit_diff,
+                                 by_condition=tuple(e.by_condition),
+                                 trials=Trials.from_dict(trials(split, n, seed, task=task)))
 
 
-def evaluate_model(model: TLModel, task: Any, n: int, seed: int) -> dict[str, Any]:
+def evaluate_model(model: TLModel, task: Any, n: int, seed: int) -> ModelEvaluation:
     """Accuracy (overall, incongruent, per condition) on the test split and, when the task has one, on the
     generalisation split; psychometric curves on the test split."""
     test, ld, out = _split_eval(model, task, n, seed, "test")
-    result = {"test": out, "psychometric": psychometric(test, ld)}
-    if task.has_gen:
-        result["gen"] = _split_eval(model, task, n, seed, "gen")[2]
-    return result
+    psy = {kind: {g: PsychometricCurve.from_dict(c) for g, c in by_group.items()}
+           for kind, by_group in psychometric(test, ld).items()}
+    return ModelEvaluation(test=out, psychometric=psy,
+                           gen=_split_eval(model, task, n, seed, "gen")[2] if task.has_gen else None)
 
 
 def analyse_model(model: TLModel, task: Any, corruption: str, n: int, seed: int, ablation: str,

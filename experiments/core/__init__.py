@@ -1,2 +1,3 @@
 """The bottom layer of `experiments`: config files read and checked (`config`), resumable training states
-(`state`). Imports nothing of `experiments`."""
+(`state`), the typed records kept as JSON (`record`) and the run's record built from them (`run_record`). Imports
+nothing of `experiments`."""

@@ -11,6 +11,7 @@ from typing import Any
 
 from experiments.analysis import stages
 from experiments.core.config import build_task
+from experiments.core.run_record import ModelAnalyses, ModelCircuit, Trials
 from experiments.jobs.spec import Job
 from experiments.training.train import pick_device
 from interp.models import load_checkpoint
@@ -87,26 +88,24 @@ def model_results(run_dir: Path, mid: str) -> dict[str, Any]:
     return {stem: load_result(Path(run_dir) / model_dir(mid) / stem) for stem in saved_stems(run_dir, mid)}
 
 
-def gather_analyses(run_dir: Path, ids: list[str]) -> dict[str, Any]:
+def gather_analyses(run_dir: Path, ids: list[str]) -> dict[str, ModelAnalyses]:
     """Per model: each analysis's summary and the trials it covers."""
     out = {}
     for mid in ids:
         d = Path(run_dir) / model_dir(mid)
         index = json.loads((d / INDEX).read_text())
-        out[mid] = {"detailed": index["detailed"],
-                    "results": {stem: load_result_summary(d / stem) for stem in index["results"]},
-                    "trials": {stem: load_provenance(d / stem)["trials"] for stem in index["results"]}}
+        out[mid] = ModelAnalyses(detailed=index["detailed"],
+                                 results={stem: load_result(d / stem).summary() for stem in index["results"]},
+                                 trials={stem: Trials.from_dict(load_provenance(d / stem)["trials"], f"{mid} {stem}")
+                                         for stem in index["results"]})
     return out
 
 
-def load_result_summary(stem: Path) -> dict[str, Any]:
-    return load_result(stem).summary()
-
-
-def gather_circuits(run_dir: Path, ids: list[str]) -> tuple[dict[str, Any], int | None]:
-    models, n_nodes = {}, None
+def gather_circuits(run_dir: Path, ids: list[str]) -> dict[str, ModelCircuit]:
+    """Per model: its circuit's summary (ranking, curves, exact check) and the trials it covers."""
+    out = {}
     for mid in ids:
         stem = Path(run_dir) / model_dir(mid) / "circuit"
-        models[mid] = {**load_result_summary(stem), "trials": load_provenance(stem)["trials"]}
-        n_nodes = models[mid]["n_nodes"]
-    return models, n_nodes
+        out[mid] = ModelCircuit.from_dict({**load_result(stem).summary(), "trials": load_provenance(stem)["trials"]},
+                                          f"{mid} circuit")
+    return out

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from experiments.core.record import Record
 from interp.store import atomic_write_json
 
 
@@ -45,6 +46,13 @@ class JobStatus:
     wall_s: float | None = None
     log: str = ""
     error: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobsRecord(Record):
+    """results/jobs.json: the executor's settings and the last status of every job the run has run."""
+    executor: dict[str, Any]
+    jobs: tuple[JobStatus, ...]
 
 
 def jobs_dir(run_dir: Path) -> Path:

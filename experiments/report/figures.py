@@ -5,25 +5,19 @@ project's one definition (`interp.stats.mean_ci`: 95% t-interval over seeds)."""
 
 from __future__ import annotations
 
-import json
 import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from experiments.core.run_record import Contrasts, RunCircuits, RunComparison, RunEvaluation, RunRecord
 from experiments.jobs.kinds import model_results
 from interp import viz
 from interp.metrics import condition_label
 from interp.model_id import GROUPS, group_of
-from interp.results import Comparison
 from interp.stats import mean_ci
 from interp.store import atomic_write_json
-
-
-def load_results(run: Path, name: str) -> dict[str, Any]:
-    p = Path(run) / "results" / f"{name}.json"
-    return json.loads(p.read_text()) if p.exists() else {}
 
 
 def firsts(ids: list[str]) -> list[str]:
@@ -36,40 +30,40 @@ def _ci_bars(rows: list[list[float]]) -> tuple[np.ndarray, np.ndarray]:
     return m, (hi - lo) / 2
 
 
-def _training(ev: dict[str, Any], figs: dict[str, Any]) -> None:
+def _training(ev: RunEvaluation, figs: dict[str, Any]) -> None:
     traces = []
-    for mid, r in ev["models"].items():
+    for mid, r in ev.models.items():
         if mid == "base":
             continue
-        steps = [c["step"] for c in r["curve"]]
-        traces.append({"name": f"{mid} overall", "x": steps, "y": [c["val_accuracy"] for c in r["curve"]],
+        curve = r.curve or ()
+        steps = [c.step for c in curve]
+        traces.append({"name": f"{mid} overall", "x": steps, "y": [c.val_accuracy for c in curve],
                        "group": group_of(mid)})
-        traces.append({"name": f"{mid} incongruent", "x": steps,
-                       "y": [c.get("val_incongruent_accuracy") for c in r["curve"]], "group": group_of(mid),
-                       "dash": "dot"})
-    crit = ev["criterion"]["finetuned"]
+        traces.append({"name": f"{mid} incongruent", "x": steps, "y": [c.val_incongruent_accuracy for c in curve],
+                       "group": group_of(mid), "dash": "dot"})
+    crit = ev.criterion["finetuned"]
     figs["learning_curves"] = viz.curves(traces, f"Validation accuracy during training (criterion: >= "
-                                                 f"{crit['accuracy']:.0%} overall and >= "
-                                                 f"{crit['incongruent_accuracy']:.0%} on incongruent trials)",
+                                                 f"{crit.accuracy:.0%} overall and >= "
+                                                 f"{crit.incongruent_accuracy:.0%} on incongruent trials)",
                                          "step", "accuracy")
-    ids = [m for m in ev["models"] if m != "base"]
+    steps_used = [(m, float(r.training.steps), group_of(m)) for m, r in ev.models.items() if r.training is not None]
     figs["steps_to_criterion"] = viz.strips(
-        ["steps"], {"steps": [(m, float(ev["models"][m]["training"]["steps"]), group_of(m)) for m in ids]},
-        "Training steps used (to the criterion, or the whole budget when it was missed)", "steps")
+        ["steps"], {"steps": steps_used}, "Training steps used (to the criterion, or the whole budget when it was "
+                                          "missed)", "steps")
 
 
-def _accuracy(ev: dict[str, Any], figs: dict[str, Any]) -> None:
+def _accuracy(ev: RunEvaluation, figs: dict[str, Any]) -> None:
     cols = [("test", "accuracy", "test"), ("test", "incongruent_accuracy", "test, incongruent")]
-    if all("gen" in r for r in ev["models"].values()):
+    if all(r.gen is not None for r in ev.models.values()):
         cols += [("gen", "accuracy", "held-out numbers"), ("gen", "incongruent_accuracy", "held-out, incongruent")]
     groups, conds = {}, None
     by_cond = {}
     for init in (*GROUPS, "base"):
-        rows = [r for mid, r in ev["models"].items() if group_of(mid) == init and (init == "base" or mid in ev["eligible"])]
+        rows = [r for mid, r in ev.models.items() if group_of(mid) == init and (init == "base" or mid in ev.eligible)]
         if not rows:
             continue
-        groups[f"{init} ({len(rows)})"] = _ci_bars([[r[s][k] for s, k, _ in cols] for r in rows])
-        by = [{condition_label(c): c["accuracy"] for c in r["test"]["by_condition"]} for r in rows]
+        groups[f"{init} ({len(rows)})"] = _ci_bars([[getattr(getattr(r, s), k) for s, k, _ in cols] for r in rows])
+        by = [{condition_label(c): c["accuracy"] for c in r.test.by_condition} for r in rows]
         conds = conds or sorted(by[0])
         by_cond[f"{init} ({len(rows)})"] = _ci_bars([[b.get(k, np.nan) for k in conds] for b in by])
     figs["accuracy_by_split"] = viz.bars([c[2] for c in cols], groups, "Accuracy of the models that met the "
@@ -79,28 +73,27 @@ def _accuracy(ev: dict[str, Any], figs: dict[str, Any]) -> None:
     figs["accuracy_by_condition"] = viz.bars(labels, by_cond, "Test accuracy per condition (mean, 95% CI over seeds)",
                                              "accuracy")
     figs["accuracy_by_condition"].update_yaxes(range=[0, 1.05])
-    shown = firsts(ev["eligible"]) + ["base"]
-    task = ev.get("task", {})
-    word = (task.get("answer_words") or ["", " right"])[1].strip()
-    group = task.get("group")
-    for kind in ev["models"]["base"]["psychometric"]:
-        traces = [{"name": mid + (f" {group}={g}" if group else ""), "x": d["x"], "y": d["p"], "group": group_of(mid)}
-                  for mid in shown for g, d in ev["models"][mid]["psychometric"][kind].items()]
+    shown = firsts(list(ev.eligible)) + ["base"]
+    word = ev.task.answer_words[1].strip()
+    group = ev.task.group
+    for kind in ev.models["base"].psychometric:
+        traces = [{"name": mid + (f" {group}={g}" if group else ""), "x": list(d.x), "y": list(d.p),
+                   "group": group_of(mid)} for mid in shown for g, d in ev.models[mid].psychometric[kind].items()]
         figs[f"psychometric_{kind}"] = viz.curves(
             traces, f"Psychometric curves: P({word}) against {kind}", kind, f"P(choice = {word})")
 
 
-def _compare(run: Path, co: dict[str, Any], figs: dict[str, Any]) -> None:
+def _compare(co: RunComparison, base_name: str, figs: dict[str, Any]) -> None:
     """The comparison with the base (its typed result's own figures), and CKA between every two models."""
-    if not co["per_model"]:
+    if not co.per_model:
         return
-    cmp = Comparison.from_files(run / "results" / "comparison")
+    cmp = co.to_result(base_name)
     figs.update(cmp.figures())
     pairs, grp = {}, {}
-    for p in co.get("pairs", []):
-        name = f"{p['a']} ~ {p['b']}"
-        pairs[name] = p["cka"]
-        grp[name] = "between" if group_of(p["a"]) != group_of(p["b"]) else f"within {group_of(p['a'])}"
+    for p in co.pairs:
+        name = f"{p.a} ~ {p.b}"
+        pairs[name] = list(p.cka)
+        grp[name] = "between" if group_of(p.a) != group_of(p.b) else f"within {group_of(p.a)}"
     if pairs:
         figs["cka_between"] = viz.profiles(
             cmp.x_labels("cka"), pairs, "Debiased CKA between two trained models (residual stream at the answer): "
@@ -108,34 +101,33 @@ def _compare(run: Path, co: dict[str, Any], figs: dict[str, Any]) -> None:
             "interval)", "layer", "CKA", group=grp, bands=False)
 
 
-def _contrasts(c: dict[str, Any], figs: dict[str, Any]) -> None:
+def _contrasts(c: Contrasts, figs: dict[str, Any]) -> None:
     keys = [k for k in ("circuit_overlap", "patching_map_similarity", "ablation_map_similarity",
-                        "cka_between_models") if k in c]
-    points = {k: [(f"{p['a']} ~ {p['b']}", p["value"],
-                   p["relation"] if p["relation"] == "between" else f"within {group_of(p['a'])}")
-                  for p in c[k]["pairs"]] for k in keys}
+                        "cka_between_models") if k in c.entries]
+    points = {k: [(f"{p.a} ~ {p.b}", p.value, p.relation if p.relation == "between" else f"within {group_of(p.a)}")
+                  for p in c.entries[k].pairs or ()] for k in keys}
     if keys:
         figs["pair_contrasts"] = viz.strips(keys, points, "Similarity of two models: pairs of the same init vs "
                                             "fine-tuned-vs-scratch pairs (dash: chance level)", "similarity",
-                                            {k: c[k]["chance"] for k in keys})
+                                            {k: c.entries[k].chance for k in keys})
 
 
-def _circuits(ci: dict[str, Any], figs: dict[str, Any]) -> None:
+def _circuits(ci: RunCircuits, figs: dict[str, Any]) -> None:
     for level in ("node", "edge"):
-        per_model = {m: r[f"{level}_curve"]["faithfulness"] for m, r in ci["models"].items()}
+        per_model = {m: list(r.curve(level).faithfulness) for m, r in ci.models.items()}
         rnd = {}
         for g in GROUPS:
-            draws = [np.asarray(r[f"{level}_curve"]["random_faithfulness"], float) for m, r in ci["models"].items()
+            draws = [np.asarray(r.curve(level).random_faithfulness, float) for m, r in ci.models.items()
                      if group_of(m) == g]
             if draws:
                 d = np.concatenate(draws, axis=1)  # [size, draw]
                 with warnings.catch_warnings():  # undefined faithfulness is NaN everywhere: drawn as a gap
                     warnings.simplefilter("ignore", RuntimeWarning)
                     rnd[g] = (np.nanmean(d, 1), np.nanpercentile(d, 2.5, axis=1), np.nanpercentile(d, 97.5, axis=1))
-        grid = next(iter(ci["models"].values()))[f"{level}_curve"]["grid"]
+        grid = list(next(iter(ci.models.values())).curve(level).grid)
         figs[f"faithfulness_{level}"] = viz.faithfulness_curves(
-            grid, per_model, rnd, f"Faithfulness of the top-ranked {level}s ({ci['method']}, {ci['ablation']} "
-                                  f"ablation; MIB grid), beside {ci['n_random']} random circuits per size")
+            grid, per_model, rnd, f"Faithfulness of the top-ranked {level}s ({ci.method}, {ci.ablation} "
+                                  f"ablation; MIB grid), beside {ci.n_random} random circuits per size")
 
 
 def _per_model(run: Path, ids: list[str], figs: dict[str, Any]) -> None:
@@ -152,18 +144,18 @@ def build_figures(run: Path) -> dict[str, Any]:
     """{name: plotly figure} for everything the run has computed so far."""
     run = Path(run)
     figs: dict[str, Any] = {}
-    ev, co = load_results(run, "evaluate"), load_results(run, "compare")
-    ci, c = load_results(run, "circuits"), load_results(run, "contrasts")
+    rec = RunRecord.load(run)
+    ev, co, ci, c = rec.evaluate, rec.compare, rec.circuits, rec.contrasts
     if ev:
         _training(ev, figs)
         _accuracy(ev, figs)
     if co:
-        _compare(run, co, figs)
+        _compare(co, rec.meta.base.name, figs)
     if c:
         _contrasts(c, figs)
-    if ci and ci.get("models"):
+    if ci and ci.models:
         _circuits(ci, figs)
-    _per_model(run, (ev or {}).get("eligible", []), figs)
+    _per_model(run, list(ev.eligible) if ev else [], figs)
     return figs
 
 

@@ -15,12 +15,10 @@ contrast and 0.1 for a pair contrast).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any
+from experiments.core.run_record import Claim, Contrast, Contrasts, GroupContrast, PairContrast, Part, RunEvaluation
 from interp.model_id import ModelId
 from interp.stats import wilson
 
-OUTCOMES = ("in favour", "against", "inconclusive", "undefined")
 RULE = ("SUPPORTED when every part is in favour; NOT SUPPORTED when any part is against; INCONCLUSIVE otherwise. "
         "A part is in favour when the groups are separated in the claimed direction (every fine-tuned model beyond "
         "every scratch model; for similarities, every fine-tuned-vs-scratch pair below every pair of the same "
@@ -29,77 +27,58 @@ RULE = ("SUPPORTED when every part is in favour; NOT SUPPORTED when any part is 
         "undefined with fewer than two models per group that met the criterion.")
 
 
-@dataclass(frozen=True)
-class Part:
-    contrast: str  # key in contrasts.json
-    says: str  # what the part asserts, in words
-    expected: str  # "finetuned>scratch", "finetuned<scratch", "between<within", "above chance"
-    outcome: str
-    detail: str
-
-
-@dataclass(frozen=True)
-class Claim:
-    key: str
-    statement: str
-    verdict: str
-    parts: tuple[Part, ...]
-    figures: tuple[str, ...]
-    null: str
-    caveats: tuple[str, ...]
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
 def _fmt(v: float) -> str:
     return f"{v:.3f}"
 
 
-def judge_group(entry: dict[str, Any] | None, expected: str) -> tuple[str, str]:
-    if entry is None or entry["result"] is None:
-        return "undefined", (entry or {}).get("note") or "not computed in this run"
-    r = entry["result"]
+def _undefined(entry: Contrast | None) -> tuple[str, str]:
+    return "undefined", (entry.note if entry is not None else None) or "not computed in this run"
+
+
+def judge_group(entry: Contrast | None, expected: str) -> tuple[str, str]:
+    if entry is None or not isinstance(entry.result, GroupContrast):
+        return _undefined(entry)
+    r = entry.result
     want = "a>b" if expected == "finetuned>scratch" else "a<b"
-    p = r["p_greater"] if want == "a>b" else r["p_less"]
-    detail = (f"fine-tuned {', '.join(map(_fmt, r['a']))} (mean {_fmt(r['mean_a'])}) vs scratch "
-              f"{', '.join(map(_fmt, r['b']))} (mean {_fmt(r['mean_b'])}); permutation p = {p:.3f} "
-              f"(smallest possible {r['min_p']:.3f})")
-    if r["direction"] == want:
+    p = r.p_greater if want == "a>b" else r.p_less
+    detail = (f"fine-tuned {', '.join(map(_fmt, r.a))} (mean {_fmt(r.mean_a)}) vs scratch "
+              f"{', '.join(map(_fmt, r.b))} (mean {_fmt(r.mean_b)}); permutation p = {p:.3f} "
+              f"(smallest possible {r.min_p:.3f})")
+    if r.direction == want:
         return "in favour", detail
-    if r["separated"]:
+    if r.separated:
         return "against", detail
     return "inconclusive", detail
 
 
-def judge_pair(entry: dict[str, Any] | None) -> tuple[str, str]:
-    if entry is None or entry["result"] is None:
-        return "undefined", (entry or {}).get("note") or "not computed in this run"
-    r = entry["result"]
-    chance = f"; chance level {_fmt(r['chance'])}" if r.get("chance") is not None else ""
-    detail = (f"between fine-tuned and scratch {_fmt(r['mean_between'])} (range {_fmt(min(r['between']))} to "
-              f"{_fmt(max(r['between']))}) vs within an init {_fmt(r['mean_within'])} (range "
-              f"{_fmt(min(r['within_a'] + r['within_b']))} to {_fmt(max(r['within_a'] + r['within_b']))}){chance}; "
-              f"permutation p = {r['p_value']:.3f} (smallest possible {r['min_p']:.3f})")
-    if r["separated"]:
+def judge_pair(entry: Contrast | None) -> tuple[str, str]:
+    if entry is None or not isinstance(entry.result, PairContrast):
+        return _undefined(entry)
+    r = entry.result
+    within = tuple(r.within_a) + tuple(r.within_b)
+    chance = f"; chance level {_fmt(r.chance)}" if r.chance is not None else ""
+    detail = (f"between fine-tuned and scratch {_fmt(r.mean_between)} (range {_fmt(min(r.between))} to "
+              f"{_fmt(max(r.between))}) vs within an init {_fmt(r.mean_within)} (range "
+              f"{_fmt(min(within))} to {_fmt(max(within))}){chance}; "
+              f"permutation p = {r.p_value:.3f} (smallest possible {r.min_p:.3f})")
+    if r.separated:
         return "in favour", detail
-    if r["mean_between"] >= r["mean_within"] - 1e-12:
+    if r.mean_between >= r.mean_within - 1e-12:
         return "against", detail
     return "inconclusive", detail
 
 
-def judge_above_chance(ev: dict[str, Any], split: str = "gen") -> tuple[str, str]:
-    """Every fine-tuned model's accuracy on `split` above chance: its Wilson 95% interval (over trials) lies above
-    0.5. Against when every fine-tuned model's interval reaches down to chance or below."""
-    rows = [(m, ev["models"][m][split]) for m in ev["eligible"] if ModelId.parse(m).is_finetuned and split in
-            ev["models"][m]]
+def judge_above_chance(ev: RunEvaluation) -> tuple[str, str]:
+    """Every fine-tuned model's accuracy on the generalisation split above chance: its Wilson 95% interval (over
+    trials) lies above 0.5. Against when every fine-tuned model's interval reaches down to chance or below."""
+    rows = [(m, g) for m in ev.eligible if ModelId.parse(m).is_finetuned and (g := ev.models[m].gen) is not None]
     if not rows:
         return "undefined", "no fine-tuned model met the criterion (or the task has no generalisation split)"
-    ivs = [(m, wilson(r["n_correct"], r["trials"]["n"])) for m, r in rows]
-    detail = "; ".join(f"{m} {ev['models'][m][split]['accuracy']:.3f} (95% {lo:.3f} to {hi:.3f})" for m, (lo, hi) in ivs)
-    if all(lo > 0.5 for _, (lo, _) in ivs):
+    ivs = [(m, r.accuracy, wilson(r.n_correct, r.trials.n)) for m, r in rows]
+    detail = "; ".join(f"{m} {acc:.3f} (95% {lo:.3f} to {hi:.3f})" for m, acc, (lo, hi) in ivs)
+    if all(lo > 0.5 for _, _, (lo, _) in ivs):
         return "in favour", detail
-    if all(lo <= 0.5 for _, (lo, _) in ivs):
+    if all(lo <= 0.5 for _, _, (lo, _) in ivs):
         return "against", detail
     return "inconclusive", detail
 
@@ -113,23 +92,23 @@ def verdict(parts: list[Part]) -> str:
     return "inconclusive"
 
 
-def _part(contrasts: dict[str, Any], key: str, says: str, expected: str) -> Part:
+def _part(contrasts: Contrasts, key: str, says: str, expected: str) -> Part:
     entry = contrasts.get(key)
     outcome, detail = judge_pair(entry) if expected == "between<within" else judge_group(entry, expected)
     return Part(contrast=key, says=says, expected=expected, outcome=outcome, detail=detail)
 
 
-def caveats(ev: dict[str, Any]) -> tuple[str, ...]:
-    b = ev.get("base", {})
-    return (f"Model scale and base: the models have the base's shape ({b.get('n_layers', '?')} layers, d_model "
-            f"{b.get('d_model', '?')}); the base is {b.get('name', '?')} (see its model card for what it was pretrained "
+def caveats(ev: RunEvaluation) -> tuple[str, ...]:
+    b = ev.base
+    return (f"Model scale and base: the models have the base's shape ({b.n_layers} layers, d_model "
+            f"{b.d_model}); the base is {b.name} (see its model card for what it was pretrained "
             "on). The paper used GPT-2 (12 layers, d_model 768, pretrained on WebText); conclusions may not transfer "
             "across scale.",
             "The unit of replication is the trained model: with k seeds per group a permutation test over model "
             "labels cannot give p below 1 / C(2k, k).")
 
 
-def judge(ev: dict[str, Any], contrasts: dict[str, Any]) -> list[Claim]:
+def judge(ev: RunEvaluation, contrasts: Contrasts) -> list[Claim]:
     """The three claims, judged from the run's evaluation and contrasts."""
     a_parts = [
         _part(contrasts, "cka_base_mean", "the fine-tuned models' representations are more similar to the base's "
@@ -158,16 +137,22 @@ def judge(ev: dict[str, Any], contrasts: dict[str, Any]) -> list[Claim]:
              expected="above chance", outcome=c_out, detail=c_detail)]
     seeds = "the spread between seeds of the same init (permutation over model labels)"
     return [
-        Claim("A", "The fine-tuned model relies on the pretrained model's representations, more in later layers.",
-              verdict(a_parts), tuple(a_parts), ("cka_base", "cmap", "reversion"),
-              f"the scratch models (same architecture, never pretrained) and {seeds}",
-              caveats(ev) + ("CKA and cross-model patching measure reliance on the base's representations; weight "
-                         "reversion (shown, not part of the verdict) measures reliance on its weights.",)),
-        Claim("B", "The scratch model builds different, task-specific mechanisms.", verdict(b_parts),
-              tuple(b_parts), ("pair_contrasts", "cka_between"),
-              f"{seeds}; circuit overlap beside the overlap of random node sets of the same size",
-              caveats(ev) + ("'Different' is what the parts test; 'task-specific' is not measured separately.",)),
-        Claim("C", "Generic representations carry to numbers never seen in fine-tuning.", verdict(c_parts),
-              tuple(c_parts), ("accuracy_by_split",), f"chance (50%) and {seeds}",
-              caveats(ev) + ("Only models that met the training criterion count; the held-out numbers never appear in "
-                         "their training, validation or test trials.",))]
+        _claim("A", "The fine-tuned model relies on the pretrained model's representations, more in later layers.",
+               a_parts, ("cka_base", "cmap", "reversion"),
+               f"the scratch models (same architecture, never pretrained) and {seeds}",
+               caveats(ev) + ("CKA and cross-model patching measure reliance on the base's representations; weight "
+                              "reversion (shown, not part of the verdict) measures reliance on its weights.",)),
+        _claim("B", "The scratch model builds different, task-specific mechanisms.", b_parts,
+               ("pair_contrasts", "cka_between"),
+               f"{seeds}; circuit overlap beside the overlap of random node sets of the same size",
+               caveats(ev) + ("'Different' is what the parts test; 'task-specific' is not measured separately.",)),
+        _claim("C", "Generic representations carry to numbers never seen in fine-tuning.", c_parts,
+               ("accuracy_by_split",), f"chance (50%) and {seeds}",
+               caveats(ev) + ("Only models that met the training criterion count; the held-out numbers never appear "
+                              "in their training, validation or test trials.",))]
+
+
+def _claim(key: str, statement: str, parts: list[Part], figures: tuple[str, ...], null: str,
+           caveats: tuple[str, ...]) -> Claim:
+    return Claim(key=key, statement=statement, verdict=verdict(parts), parts=tuple(parts), figures=figures, null=null,
+                 caveats=caveats)

@@ -7,16 +7,20 @@ import hashlib
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from experiments.core.config import to_dict
+from experiments.core.record import Record
+from experiments.core.run_record import RunEvaluation, RunMeta, load_step
 from experiments.jobs.executors import ExecutorConfig
 from experiments.report.figures import build_figures
 from experiments.run.config import RunConfig
 from experiments.training.train import pick_device
 from interp.model_id import model_ids
 from interp.models import load_checkpoint, load_model
-from interp.store import atomic_write_json, portable
+from interp.store import portable
+
+R = TypeVar("R", bound=Record)
 
 
 def config_hash(cfg: dict[str, Any]) -> str:
@@ -50,7 +54,7 @@ class RunContext:
 
     def eligible(self) -> list[str]:
         """The models that met the training criterion (the only ones analysed)."""
-        return list(self.load("evaluate")["eligible"])
+        return list(self.record("evaluate", RunEvaluation).eligible)
 
     def model(self, mid: str) -> Any:
         if mid not in self._models:
@@ -67,9 +71,15 @@ class RunContext:
             self._figures = build_figures(self.out)
         return self._figures
 
-    def load(self, name: str) -> dict[str, Any]:
-        p = self.out / "results" / f"{name}.json"
-        return json.loads(p.read_text()) if p.exists() else {}
+    def record(self, name: str, cls: type[R]) -> R:
+        """The record an earlier step wrote (results/<name>.json), typed."""
+        rec = load_step(self.out, name, cls)
+        if rec is None:
+            raise FileNotFoundError(f"results/{name}.json is missing: the {name} step has not run in {self.out.name}")
+        return rec
 
-    def save_json(self, name: str, obj: Any) -> None:
-        atomic_write_json(self.out / "results" / f"{name}.json", obj)
+    def save(self, name: str, rec: Record) -> None:
+        rec.save(self.out / "results" / f"{name}.json")
+
+    def run_meta(self) -> RunMeta:
+        return RunMeta.load(self.out / "run.json")

@@ -4,8 +4,9 @@ runs/<name>/
   run.json                    config, seeds, base (name and weights hash), package versions
   models/<init>-s<seed>/      checkpoints (with curve.csv/json and metrics.json)
   jobs/<id>.json|.status.json|.log   each training / analysis / circuit job: inputs, outputs, where it ran, log
-  results/*.json              evaluation, analyses, comparison, circuits, contrasts, claims, jobs: what the
-                              report and the contrasts read (per-model analyses and circuits: their summaries)
+  results/*.json              evaluation, analyses, comparison, circuits, contrasts, claims, jobs: the run's
+                              typed record (`experiments.core.run_record`; `RunRecord.load(run)` reads it all),
+                              what the report and the contrasts read (per-model analyses and circuits: summaries)
   results/per_model/<model>/  each analysis's typed result as <stem>.json + <stem>.npz (`interp.result_io`;
                               load with e.g. `Patching.from_files(...)`), with the trials it covers; index.json
                               lists them; inputs.npz holds the token ids; circuit.* the full graph and curves
@@ -20,7 +21,6 @@ an absolute path of the machine that made it.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,12 +28,13 @@ from typing import Any
 
 import torch
 
+from experiments.core.run_record import BaseRef, RunMeta, StageMark
 from experiments.run.config import RunConfig, load_run_config  # noqa: F401  (re-exported for callers)
 from experiments.run.context import RunContext, config_hash, portable_config
 from experiments.run.steps import STEPS
 from interp.bases import NAMED, describe
 from interp.models import base_arch_and_tokenizer, hub_revision, resolve_base
-from interp.store import OutputExistsError, atomic_write_json, file_sha256, prepare_out_dir, versions
+from interp.store import OutputExistsError, file_sha256, prepare_out_dir, versions
 
 
 class Run:
@@ -46,21 +47,20 @@ class Run:
         h = config_hash(cfg)
         existing = out / "run.json"
         if existing.exists() and not overwrite:
-            if json.loads(existing.read_text()).get("config_hash") != h:
+            if RunMeta.load(existing).config_hash != h:
                 raise OutputExistsError(f"{out} holds a run with another config: pass --overwrite to replace "
                                         "it, or choose another --out")
             prepare_out_dir(out, resume=True)
         else:
             base = base_provenance(cfg["model"].base)  # checks the base before anything is written
             prepare_out_dir(out, overwrite=overwrite)
-            atomic_write_json(existing, {"config": portable_config(cfg, out), "config_hash": h, "base": base,
-                                         "versions": versions(), "device": self.ctx.device,
-                                         "created": time.strftime("%Y-%m-%d %H:%M:%S")})
+            RunMeta(config=portable_config(cfg, out), config_hash=h, base=base, versions=versions(),
+                    device=self.ctx.device, created=time.strftime("%Y-%m-%d %H:%M:%S")).save(existing)
         self.hash = h
 
     def done(self, step: str) -> bool:
         p = self.ctx.out / "stages" / f"{step}.json"
-        return p.exists() and json.loads(p.read_text()).get("config_hash") == self.hash
+        return p.exists() and StageMark.load(p).config_hash == self.hash
 
     def verify(self, steps: list[str]) -> None:
         """Every record file the finished steps wrote is as the last of them left it (else RunTamperedError, one
@@ -68,8 +68,8 @@ class Run:
         recorded: dict[str, tuple[str, str]] = {}
         for step in steps:
             if self.done(step):
-                body = json.loads((self.ctx.out / "stages" / f"{step}.json").read_text())
-                recorded.update({rel: (h, step) for rel, h in body.get("outputs", {}).items()})
+                mark = StageMark.load(self.ctx.out / "stages" / f"{step}.json")
+                recorded.update({rel: (h, step) for rel, h in mark.outputs.items()})
         now = record_hashes(self.ctx.out)
         for rel, (h, step) in recorded.items():
             if now.get(rel) != h:
@@ -79,8 +79,8 @@ class Run:
     def mark(self, step: str, seconds: float, before: dict[str, str]) -> None:
         """The step's record: config hash, seconds, and the sha256 of every record file it wrote or changed."""
         outputs = {rel: h for rel, h in record_hashes(self.ctx.out).items() if before.get(rel) != h}
-        atomic_write_json(self.ctx.out / "stages" / f"{step}.json",
-                          {"config_hash": self.hash, "seconds": seconds, "outputs": outputs})
+        StageMark(config_hash=self.hash, seconds=seconds, outputs=outputs).save(
+            self.ctx.out / "stages" / f"{step}.json")
 
     def run(self) -> Path:
         torch.manual_seed(0)
@@ -111,13 +111,12 @@ def record_hashes(out: Path) -> dict[str, str]:
     return {p.relative_to(out).as_posix(): file_sha256(p) for p in sorted(files)}
 
 
-def base_provenance(base: str) -> dict[str, Any]:
+def base_provenance(base: str) -> BaseRef:
     """The base as outputs record it: its name (a shipped base, a hub name, or a folder's name) and weights hash."""
     base_arch_and_tokenizer(base)  # a clear error now if the base cannot be read
     path = Path(resolve_base(base))
     weights = path / "model.safetensors"
     hub = base not in NAMED and not path.exists()
-    return {"name": base if base in NAMED or hub else path.name,
-            "weights_sha256": file_sha256(weights) if weights.exists() else None,
-            **({"source": describe(base)} if base in NAMED else {}),
-            **({"hub_revision": hub_revision(base)} if hub else {})}
+    return BaseRef(name=base if base in NAMED or hub else path.name,
+                   weights_sha256=file_sha256(weights) if weights.exists() else None,
+                   source=describe(base) if base in NAMED else None, hub_revision=hub_revision(base) if hub else None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -12,10 +13,13 @@ import numpy as np
 from experiments.analysis import stages
 from experiments.analysis.attention import attention_page_of
 from experiments.core.config import to_dict
+from experiments.core.run_record import (AttentionPage, AttentionRecord, BaseInfo, CKAPair, ClaimsRecord, Criterion,
+                                         CurvePoint, JobBrief, ModelEvaluation, RunAnalyses, RunCircuits,
+                                         RunComparison, RunEvaluation, TaskInfo, TrainingSummary, Trials)
 from experiments.jobs.dispatch import JobsFailed, run_jobs
 from experiments.jobs.executors import ExecutorConfig
 from experiments.jobs.kinds import analysis_job, circuit_job, gather_analyses, gather_circuits, model_dir
-from experiments.jobs.spec import train_job
+from experiments.jobs.spec import JobsRecord, train_job
 from experiments.report.figures import export_run, firsts
 from experiments.report.report import write_report
 from experiments.run import contrasts
@@ -25,8 +29,8 @@ from experiments.training.train import ModelConfig, TrainConfig, criterion_of
 from interp.compare import check_same_shape, layer_cka
 from interp.model_id import ModelId
 from interp.models import base_arch_and_tokenizer, build_scratch, state_sha256
-from interp.results import Ablation, Comparison, Patching
-from interp.store import atomic_write_csv, atomic_write_json, atomic_write_text, file_sha256, portable, versions
+from interp.results import Ablation, Patching
+from interp.store import atomic_write_csv, atomic_write_text, file_sha256, portable
 from interp.viz import attention_views_page
 from tasks.registry import bayes_optimal_accuracy, generate, task_of
 
@@ -51,35 +55,43 @@ def evaluate(ctx: RunContext) -> None:
     """Every model on the test and generalisation splits; which models met the criterion (the analysed ones)."""
     t = task_of(ctx.task)
     probe = generate(ctx.task, 1, 0, ctx.model("base").tokenizer, "test")
-    res: dict[str, Any] = {"bayes_optimal_accuracy": bayes_optimal_accuracy(ctx.task), "chance": 0.5,
-                           "task": {"name": t.name, "shortcut": t.shortcut, "answer_words": list(probe.answer_words),
-                                    "group": probe.group, "corruption": ctx.rc.corruption,
-                                    "corruption_description": t.corruptions[ctx.rc.corruption].description},
-                           "criterion": {i: criterion_of(ctx.cfg[s]) for i, s in (("finetuned", "finetune"),
-                                                                                   ("scratch", "scratch"))},
-                           "models": {}, "eligible": [], "excluded": {}}
+    models: dict[str, ModelEvaluation] = {}
+    eligible, excluded = [], {}
     for mid in ctx.model_ids() + ["base"]:
         r = stages.evaluate_model(ctx.model(mid), ctx.task, ctx.rc.n_eval, seed=SEEDS["evaluate"])
         if mid != "base":
             meta = json.loads((ctx.out / "models" / mid / "checkpoint.json").read_text())
             m = meta["metrics"]
-            r["training"] = {k: m.get(k) for k in ("steps", "met_criterion", "steps_to_criterion")}
-            r["curve"] = meta["curve"]
+            r = replace(r, training=TrainingSummary(steps=m["steps"], met_criterion=m.get("met_criterion"),
+                                                    steps_to_criterion=m.get("steps_to_criterion")),
+                        curve=tuple(CurvePoint.from_dict(c, f"{mid} curve") for c in meta["curve"]))
             if m.get("met_criterion"):
-                res["eligible"].append(mid)
+                eligible.append(mid)
             else:
-                last = meta["curve"][-1] if meta["curve"] else {}
-                res["excluded"][mid] = (f"missed the criterion within {m['steps']} steps (last validation accuracy "
-                                        f"{last.get('val_accuracy', float('nan')):.3f}, incongruent "
-                                        f"{last.get('val_incongruent_accuracy', float('nan')):.3f})")
-        res["models"][mid] = r
+                excluded[mid] = _excluded_because(m["steps"], r.curve)
+        models[mid] = r
     b = ctx.model("base").cfg
-    res["base"] = {"name": json.loads((ctx.out / "run.json").read_text())["base"]["name"], "n_layers": b.n_layers,
-                   "d_model": b.d_model, "n_heads": b.n_heads}
-    ctx.save_json("evaluate", res)
-    rows = [{"model": mid, "split": split, **row} for mid, r in res["models"].items()
-            for split in ("test", "gen") if split in r for row in r[split]["by_condition"]]
+    ev = RunEvaluation(
+        bayes_optimal_accuracy=bayes_optimal_accuracy(ctx.task), chance=0.5,
+        task=TaskInfo(name=t.name, shortcut=t.shortcut, answer_words=tuple(probe.answer_words), group=probe.group,
+                      corruption=ctx.rc.corruption,
+                      corruption_description=t.corruptions[ctx.rc.corruption].description),
+        criterion={i: Criterion(**criterion_of(ctx.cfg[s])) for i, s in (("finetuned", "finetune"),
+                                                                         ("scratch", "scratch"))},
+        models=models, eligible=tuple(eligible), excluded=excluded,
+        base=BaseInfo(name=ctx.run_meta().base.name, n_layers=b.n_layers, d_model=b.d_model,
+                      n_heads=b.n_heads))
+    ctx.save("evaluate", ev)
+    rows = [{"model": mid, "split": split, **row} for mid, r in ev.models.items()
+            for split, sc in (("test", r.test), ("gen", r.gen)) if sc is not None for row in sc.by_condition]
     atomic_write_csv(ctx.out / "arrays" / "accuracy_by_condition.csv", rows)
+
+
+def _excluded_because(steps: int, curve: tuple[CurvePoint, ...] | None) -> str:
+    last = curve[-1] if curve else None
+    acc, inc = (last.val_accuracy, last.val_incongruent_accuracy) if last else (float("nan"), float("nan"))
+    return (f"missed the criterion within {steps} steps (last validation accuracy {acc:.3f}, incongruent "
+            f"{inc:.3f})")
 
 
 def _run_jobs(ctx: RunContext, jobs: list[Any], step: str) -> None:
@@ -96,16 +108,14 @@ def _run_jobs(ctx: RunContext, jobs: list[Any], step: str) -> None:
 
 
 def _record_jobs(ctx: RunContext, status: dict[str, Any]) -> None:
-    record = ctx.load("jobs") or {"executor": to_dict(ctx.executor), "jobs": []}
-    new = {s.id: s.__dict__ for s in status.values()}
-    record["executor"] = to_dict(ctx.executor)
-    record["jobs"] = [j for j in record["jobs"] if j["id"] not in new] + list(new.values())
-    ctx.save_json("jobs", record)
-    meta = json.loads((ctx.out / "run.json").read_text())
-    meta["executor"] = ctx.executor.kind
-    meta["jobs"] = {j["id"]: {k: j[k] for k in ("executor", "refs", "attempts", "wall_s", "state")}
-                    for j in record["jobs"]}
-    atomic_write_json(ctx.out / "run.json", meta)
+    p = ctx.out / "results" / "jobs.json"
+    old = JobsRecord.load(p).jobs if p.exists() else ()
+    jobs = tuple(j for j in old if j.id not in status) + tuple(status.values())
+    ctx.save("jobs", JobsRecord(executor=to_dict(ctx.executor), jobs=jobs))
+    meta = ctx.run_meta()
+    brief = {j.id: JobBrief(executor=j.executor, refs=tuple(j.refs), attempts=j.attempts, wall_s=j.wall_s,
+                            state=j.state) for j in jobs}
+    replace(meta, executor=ctx.executor.kind, jobs=brief).save(ctx.out / "run.json")
 
 
 def analyses(ctx: RunContext) -> None:
@@ -118,19 +128,13 @@ def analyses(ctx: RunContext) -> None:
     jobs = [analysis_job(mid, to_dict(ctx.task), {**params, "detailed": ctx.rc.detailed_maps and mid in firsts(ids)})
             for mid in ids]
     _run_jobs(ctx, jobs, "analyses")
-    ctx.save_json("analyses", {"corruption": ctx.rc.corruption, "n_pairs": ctx.rc.n_pairs,
-                               "ablation": ctx.rc.ablation, "models": gather_analyses(ctx.out, ids)})
-
-
-def _listify(d: Any) -> Any:
-    if isinstance(d, dict):
-        return {k: _listify(v) for k, v in d.items()}
-    return d.tolist() if isinstance(d, np.ndarray) else d
+    ctx.save("analyses", RunAnalyses(corruption=ctx.rc.corruption, n_pairs=ctx.rc.n_pairs, ablation=ctx.rc.ablation,
+                                     models=gather_analyses(ctx.out, ids)))
 
 
 def compare(ctx: RunContext) -> None:
     """CKA with the base and between models, reliance on the base (and on the scratch models' own
-    initialisations), and weight change."""
+    initialisations), and weight change: results/compare.json, the one record of the comparison."""
     ids = ctx.eligible()
     base = ctx.model("base")
     models = {mid: ctx.model(mid) for mid in ids}
@@ -138,53 +142,35 @@ def compare(ctx: RunContext) -> None:
         check_same_shape(m, base, f"comparing {mid} with the base")
     _, reps = stages.representations_of({**models, "base": base}, ctx.task, ctx.rc.n_compare, SEEDS["compare"])
     rel = generate(ctx.task, ctx.rc.n_reliance, seed=SEEDS["reliance"], tokenizer=base.tokenizer, split="test")
-    arch, tok = base_arch_and_tokenizer(ctx.cfg["model"].base)
-    per_model: dict[str, Any] = {}
+    per_model = {}
     for mid, m in models.items():
         ctx.log(f"  comparing {mid} with the base")
         p = stages.compare_with_base(m, base, reps[mid], reps["base"], rel)
-        p["cka_base"] = _listify(p["cka_base"])
         if ModelId.parse(mid).is_scratch:
-            meta = json.loads((ctx.out / "models" / mid / "checkpoint.json").read_text())
-            recipe = {k: v for k, v in meta["config"]["train"].items() if k in ("resid_init", "embed_init_std")}
-            init = build_scratch(arch, tok, int(meta["seed"]), ctx.device, **recipe)
-            if meta.get("init_state_sha256") and state_sha256(init) != meta["init_state_sha256"]:
-                raise RuntimeError(f"{mid}: rebuilding its initialisation did not give the weights it was trained from")
-            p["reliance_init"] = stages.reliance(m, init, rel, cmap=False)
+            p = replace(p, reliance_init=stages.reliance(m, _initialisation(ctx, mid), rel, cmap=False))
         per_model[mid] = p
     pairs = []
     for i, a in enumerate(ids):
         for b in ids[i + 1:]:
             sub = lambda r: {"resid": {"answer": r["resid"]["answer"]}}  # noqa: E731
-            pairs.append({"a": a, "b": b, "cka": layer_cka(sub(reps[a]), sub(reps[b]), debiased=True)["resid"]
-                          ["answer"].tolist()})
-    _typed_comparison(ctx, per_model)
-    ctx.save_json("compare", {"per_model": per_model, "pairs": pairs,
-                              "components": list(next(iter(per_model.values()))["weight_change"]) if per_model else [],
-                              "trials": {"cka": stages.trials("test", ctx.rc.n_compare, SEEDS["compare"]),
-                                         "reliance": stages.trials("test", ctx.rc.n_reliance, SEEDS["reliance"])}})
+            cka = layer_cka(sub(reps[a]), sub(reps[b]), debiased=True)["resid"]["answer"]
+            pairs.append(CKAPair(a=a, b=b, cka=tuple(float(x) for x in cka)))
+    ctx.save("compare", RunComparison(
+        per_model=per_model, pairs=tuple(pairs),
+        components=tuple(next(iter(per_model.values())).weight_change) if per_model else (),
+        trials={"cka": Trials.from_dict(stages.trials("test", ctx.rc.n_compare, SEEDS["compare"])),
+                "reliance": Trials.from_dict(stages.trials("test", ctx.rc.n_reliance, SEEDS["reliance"]))}))
 
 
-def _typed_comparison(ctx: RunContext, per_model: dict[str, Any]) -> None:
-    """The comparison with the base as a typed result (results/comparison.json + .npz): what its figures draw."""
-    def kept(rows: list[dict[str, Any]]) -> np.ndarray:
-        return np.array([r["accuracy_retained"] for r in rows], float)
-
-    rel = {m: p["reliance_base"] for m, p in per_model.items()}
-    cmp = Comparison(json.loads((ctx.out / "run.json").read_text())["base"]["name"],
-                     cka={m: np.asarray(p["cka_base"]["debiased"]["resid"]["answer"], float)
-                          for m, p in per_model.items()},
-                     reversion={m: kept(r["reversion_layer"]) for m, r in rel.items()},
-                     top_down={m: kept(r["reversion_top_down"]) for m, r in rel.items()},
-                     cmap={m: kept(r["cmap_resid"]) for m, r in rel.items()},
-                     weight_change={m: p["weight_change"] for m, p in per_model.items()}, n_trials=ctx.rc.n_compare,
-                     full={m: r["full"] for m, r in rel.items()}, n_reliance_trials=ctx.rc.n_reliance,
-                     reversion_init={m: kept(p["reliance_init"]["reversion_layer"]) for m, p in per_model.items()
-                                     if "reliance_init" in p})
-    cmp.to_files(ctx.out / "results" / "comparison", {
-        "models": list(per_model), "task": to_dict(ctx.task), "versions": versions(),
-        "trials": {"cka": stages.trials("test", ctx.rc.n_compare, SEEDS["compare"]),
-                   "reliance": stages.trials("test", ctx.rc.n_reliance, SEEDS["reliance"])}})
+def _initialisation(ctx: RunContext, mid: str) -> Any:
+    """A scratch model's initial weights, rebuilt from its recorded seed and recipe (checked against their hash)."""
+    arch, tok = base_arch_and_tokenizer(ctx.cfg["model"].base)
+    meta = json.loads((ctx.out / "models" / mid / "checkpoint.json").read_text())
+    recipe = {k: v for k, v in meta["config"]["train"].items() if k in ("resid_init", "embed_init_std")}
+    init = build_scratch(arch, tok, int(meta["seed"]), ctx.device, **recipe)
+    if meta.get("init_state_sha256") and state_sha256(init) != meta["init_state_sha256"]:
+        raise RuntimeError(f"{mid}: rebuilding its initialisation did not give the weights it was trained from")
+    return init
 
 
 def circuits(ctx: RunContext) -> None:
@@ -194,20 +180,19 @@ def circuits(ctx: RunContext) -> None:
               "method": ctx.rc.circuit_method, "ablation": ctx.rc.circuit_ablation, "n_random": ctx.rc.circuit_random,
               "level": ctx.rc.circuit_level, "overlap_fraction": ctx.rc.overlap_fraction, "device": ctx.rc.device}
     _run_jobs(ctx, [circuit_job(mid, to_dict(ctx.task), params) for mid in ids], "circuits")
-    models, n_nodes = gather_circuits(ctx.out, ids)
-    out: dict[str, Any] = {"models": models, "method": ctx.rc.circuit_method, "ablation": ctx.rc.circuit_ablation,
-                           "level": ctx.rc.circuit_level, "n_random": ctx.rc.circuit_random}
-    if n_nodes is not None:
-        out["n_nodes"] = n_nodes
-    out["base_ranked"] = stages.base_ranking(ctx.model("base"), ctx.task, ctx.rc.corruption, ctx.rc.n_pairs,
-                                             SEEDS["circuits"], ctx.rc.circuit_method)
-    ctx.save_json("circuits", out)
+    models = gather_circuits(ctx.out, ids)
+    ranked = stages.base_ranking(ctx.model("base"), ctx.task, ctx.rc.corruption, ctx.rc.n_pairs, SEEDS["circuits"],
+                                 ctx.rc.circuit_method)
+    ctx.save("circuits", RunCircuits(models=models, method=ctx.rc.circuit_method, ablation=ctx.rc.circuit_ablation,
+                                     level=ctx.rc.circuit_level, n_random=ctx.rc.circuit_random,
+                                     n_nodes=next(reversed(models.values())).n_nodes if models else None,
+                                     base_ranked=tuple(ranked)))
 
 
 def head_maps(ctx: RunContext) -> dict[str, dict[str, np.ndarray]]:
     """Per-model head maps compared between models: patching effect and ablation effect, both [layer, head]."""
     maps: dict[str, dict[str, np.ndarray]] = {"patching_map": {}, "ablation_map": {}}
-    for mid in ctx.load("analyses").get("models", {}):
+    for mid in ctx.record("analyses", RunAnalyses).models:
         d = ctx.out / model_dir(mid)
         maps["patching_map"][mid] = Patching.from_files(d / "patch_heads").values
         ab = Ablation.from_files(d / "ablation")
@@ -216,10 +201,10 @@ def head_maps(ctx: RunContext) -> dict[str, dict[str, np.ndarray]]:
 
 
 def claims(ctx: RunContext) -> None:
-    ev = ctx.load("evaluate")
-    c = contrasts.build(ev, ctx.load("compare"), ctx.load("circuits"), head_maps(ctx))
-    ctx.save_json("contrasts", c)
-    ctx.save_json("claims", {"rule": RULE, "claims": [cl.to_dict() for cl in judge(ev, c)]})
+    ev = ctx.record("evaluate", RunEvaluation)
+    c = contrasts.build(ev, ctx.record("compare", RunComparison), ctx.record("circuits", RunCircuits), head_maps(ctx))
+    ctx.save("contrasts", c)
+    ctx.save("claims", ClaimsRecord(rule=RULE, claims=tuple(judge(ev, c))))
 
 
 def figures(ctx: RunContext) -> None:
@@ -235,7 +220,7 @@ def attention(ctx: RunContext) -> None:
     if not shown:
         atomic_write_text(ctx.out / "attention.html", attention_views_page(
             [], [], "No model met the criterion: no attention views"))
-        ctx.save_json("attention", {"pages": {}})
+        ctx.save("attention", AttentionRecord(pages={}))
         return
     pages = {}
     for i, mid in enumerate(shown):
@@ -244,8 +229,9 @@ def attention(ctx: RunContext) -> None:
                                  trial=0, n=ctx.rc.n_pairs, seed=SEEDS["analyses"], corruption=ctx.rc.corruption)
         name = "attention.html" if i == 0 else f"attention-{mid}.html"
         atomic_write_text(ctx.out / name, page.html)
-        pages[name] = {"model": mid, "heads": page.heads, "chosen_by": f"|denoising patching effect| of {mid}"}
-    ctx.save_json("attention", {"pages": pages})
+        pages[name] = AttentionPage(model=mid, heads=tuple(tuple(h) for h in page.heads),
+                                    chosen_by=f"|denoising patching effect| of {mid}")
+    ctx.save("attention", AttentionRecord(pages=pages))
 
 
 def report(ctx: RunContext) -> None:

@@ -8,7 +8,6 @@ verdict is the one its own run derived by its own printed rule, and the cross-ta
 from __future__ import annotations
 
 import html
-import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -16,7 +15,9 @@ from typing import Any
 
 import numpy as np
 
+from experiments.core.run_record import OUTCOMES, ClaimsRecord, RunEvaluation
 from experiments.run.pipeline import Run, load_run_config
+from interp.model_id import group_of
 from interp.store import atomic_write_json, atomic_write_text, versions
 
 CLAIMS = ("A", "B", "C")
@@ -46,26 +47,24 @@ def _mean(values: list[float]) -> float | None:
 
 def summarise(run_dir: Path) -> TaskRow:
     """The suite's row of one finished run (a folder of the suite), read from its stored results."""
-    res = lambda name: json.loads((run_dir / "results" / f"{name}.json").read_text())  # noqa: E731
-    ev, cl = res("evaluate"), res("claims")
-    ids = [m for m in ev["models"] if m != "base"]
+    ev = RunEvaluation.load(run_dir / "results" / "evaluate.json")
+    cl = ClaimsRecord.load(run_dir / "results" / "claims.json")
+    ids = [m for m in ev.models if m != "base"]
     models, test, gen = {}, {}, {}
     for init in ("finetuned", "scratch"):
-        mine = [m for m in ids if m.startswith(init)]
-        ok = [m for m in mine if m in ev["eligible"]]
+        mine = [m for m in ids if group_of(m) == init]
+        ok = [ev.models[m] for m in mine if m in ev.eligible]
         models[init] = f"{len(ok)} / {len(mine)}"
-        test[init] = _mean([ev["models"][m]["test"]["accuracy"] for m in ok])
-        gen[init] = _mean([ev["models"][m]["gen"]["accuracy"] for m in ok if "gen" in ev["models"][m]])
-    test["base"] = ev["models"]["base"]["test"]["accuracy"]
-    gen["base"] = ev["models"]["base"].get("gen", {}).get("accuracy")
-    outcomes = ("in favour", "against", "inconclusive", "undefined")
+        test[init] = _mean([r.test.accuracy for r in ok])
+        gen[init] = _mean([r.gen.accuracy for r in ok if r.gen is not None])
+    base = ev.models["base"]
+    test["base"] = base.test.accuracy
+    gen["base"] = base.gen.accuracy if base.gen is not None else None
     return TaskRow(
-        task=ev["task"]["name"], run=run_dir.name, corruption=ev["task"]["corruption"],
-        models=models, test_accuracy=test, gen_accuracy=gen,
-        verdicts={c["key"]: c["verdict"] for c in cl["claims"]},
-        parts={c["key"]: ", ".join(f"{n} {o}" for o in outcomes
-                                   if (n := sum(p["outcome"] == o for p in c["parts"]))) for c in cl["claims"]},
-        statements={c["key"]: c["statement"] for c in cl["claims"]}, rule=cl["rule"])
+        task=ev.task.name, run=run_dir.name, corruption=ev.task.corruption, models=models, test_accuracy=test,
+        gen_accuracy=gen, verdicts={c.key: c.verdict for c in cl.claims},
+        parts={c.key: c.tally(OUTCOMES) for c in cl.claims}, statements={c.key: c.statement for c in cl.claims},
+        rule=cl.rule)
 
 
 def plan(configs: list[str | Path], overrides: dict[str, dict[str, Any]] | None = None

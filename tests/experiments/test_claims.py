@@ -3,20 +3,18 @@ refute it, overlap is inconclusive, and models that missed the criterion never e
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
+from experiments.core.run_record import Contrast
 from experiments.run import contrasts
 from experiments.run.claims import judge, judge_group, judge_pair, verdict
+from interp.stats import GroupContrast, PairContrast
+from tests.helpers import records as R
 
 FT = ["finetuned-s0", "finetuned-s1", "finetuned-s2"]
 SC = ["scratch-s0", "scratch-s1", "scratch-s2"]
-
-
-def _model(acc: float, gen: float, steps: int) -> dict:
-    n = 200
-    return {"test": {"accuracy": acc, "incongruent_accuracy": acc, "n_correct": int(acc * n), "trials": {"n": n}},
-            "gen": {"accuracy": gen, "incongruent_accuracy": gen, "n_correct": int(gen * n), "trials": {"n": n}},
-            "training": {"steps": steps, "steps_to_criterion": steps, "met_criterion": True}}
 
 
 def _planted(ft_reliance: float, sc_reliance: float, ft_gen: float, same_mechanism: bool,
@@ -25,37 +23,31 @@ def _planted(ft_reliance: float, sc_reliance: float, ft_gen: float, same_mechani
     in later layers when ft_reliance > sc_reliance."""
     rng = np.random.default_rng(0)
     ids = FT + SC
-    ev = {"eligible": eligible or ids, "models": {}}
-    per_model, maps = {}, {"patching_map": {}, "ablation_map": {}}
+    models, per_model, maps = {}, {}, {"patching_map": {}, "ablation_map": {}}
     proto = {"finetuned": rng.normal(size=(2, 4)), "scratch": rng.normal(size=(2, 4))}
     for m in ids:
         g = m.split("-s")[0]
         ft = g == "finetuned"
-        ev["models"][m] = _model(0.99, ft_gen if ft else 0.45, 300 if ft else 500)
+        models[m] = R.model_eval(0.99, ft_gen if ft else 0.45, 300 if ft else 500)
         level = ft_reliance if ft else sc_reliance
         slope = 0.1 if ft and ft_reliance > sc_reliance else 0.0
         prof = [level + slope * l + 0.01 * rng.normal() for l in range(7)]
-        rev = [{"accuracy_retained": level + 0.01 * rng.normal()} for _ in range(6)]
-        per_model[m] = {"cka_base": {"debiased": {"resid": {"answer": prof}}},
-                        "reliance_base": {"cmap_resid": [{"accuracy_retained": v} for v in prof[:6]],
-                                          "reversion_layer": rev}}
-        if not ft:
-            per_model[m]["reliance_init"] = {"reversion_layer": rev}
+        rev = [level + 0.01 * rng.normal() for _ in range(6)]
+        per_model[m] = R.model_comparison(prof, prof[:6], rev, None if ft else rev)
         key = "finetuned" if same_mechanism else g
         maps["patching_map"][m] = proto[key] + 0.05 * rng.normal(size=(2, 4))
         maps["ablation_map"][m] = proto[key] + 0.05 * rng.normal(size=(2, 4))
-    pairs = []
+    pairs = {}
     for i, a in enumerate(ids):
         for b in ids[i + 1:]:
             same = a.split("-s")[0] == b.split("-s")[0] or same_mechanism
-            pairs.append({"a": a, "b": b, "cka": [0.9 if same else 0.3] * 7})
-    co = {"per_model": per_model, "pairs": pairs}
+            pairs[(a, b)] = [0.9 if same else 0.3] * 7
     nodes = [f"L{l}H{h}" for l in range(2) for h in range(4)] + ["MLP0", "MLP1"]
     sets = {"finetuned": nodes[:2], "scratch": nodes[5:7]}
-    ci = {"n_nodes": 10, "base_ranked": nodes, "models": {
-        m: {"overlap_set": sets["finetuned" if same_mechanism else m.split("-s")[0]], "node_curve": {"cpr": 0.5}}
-        for m in ids}}
-    return ev, contrasts.build(ev, co, ci, maps)
+    ci = R.circuits({m: R.model_circuit(sets["finetuned" if same_mechanism else m.split("-s")[0]], 0.5, nodes)
+                     for m in ids}, nodes, 10)
+    ev = R.evaluation(models, eligible or ids)
+    return ev, contrasts.build(ev, R.comparison(per_model, pairs), ci, maps)
 
 
 def test_planted_reliance_and_different_mechanisms_support_every_claim():
@@ -63,8 +55,9 @@ def test_planted_reliance_and_different_mechanisms_support_every_claim():
     claims = {cl.key: cl for cl in judge(ev, c)}
     assert [claims[k].verdict for k in "ABC"] == ["supported"] * 3, [(p.contrast, p.outcome) for k in "ABC"
                                                                      for p in claims[k].parts]
-    assert c["circuit_overlap"]["result"]["chance"] == c["circuit_overlap"]["chance"] > 0
-    assert len(c["cka_between_models"]["result"]["between"]) == 9
+    overlap = c.entries["circuit_overlap"]
+    assert overlap.result.chance == overlap.chance > 0
+    assert len(c.entries["cka_between_models"].result.between) == 9
 
 
 def test_reversed_groups_refute_and_shared_mechanisms_do_not_count_as_different():
@@ -78,22 +71,28 @@ def test_reversed_groups_refute_and_shared_mechanisms_do_not_count_as_different(
 
 def test_models_that_missed_the_criterion_are_left_out():
     ev, c = _planted(0.8, 0.1, 0.9, False, eligible=FT[:2] + SC)
-    assert set(c["cka_base_mean"]["per_model"]) == set(FT[:2] + SC)
-    assert all("finetuned-s2" not in (p["a"], p["b"]) for p in c["circuit_overlap"]["pairs"])
+    assert set(c.entries["cka_base_mean"].per_model) == set(FT[:2] + SC)
+    assert all("finetuned-s2" not in (p.a, p.b) for p in c.entries["circuit_overlap"].pairs)
     ev, c = _planted(0.8, 0.1, 0.9, False, eligible=FT[:1] + SC)  # one fine-tuned model: no within-group null
-    assert c["cka_base_mean"]["result"] is None and "undefined" in c["cka_base_mean"]["note"]
+    assert c.entries["cka_base_mean"].result is None and "undefined" in c.entries["cka_base_mean"].note
     claims = {cl.key: cl for cl in judge(ev, c)}
     assert claims["A"].verdict == "inconclusive" and claims["A"].parts[0].outcome == "undefined"
 
 
+def _entry(kind: str, result) -> Contrast:
+    return Contrast(key="k", kind=kind, measure="m", chance=None, result=result, note=None)
+
+
 def test_part_rules():
-    sep = {"result": {"a": [3, 4], "b": [1, 2], "mean_a": 3.5, "mean_b": 1.5, "direction": "a>b", "separated": True,
-                      "p_greater": 1 / 6, "p_less": 1.0, "min_p": 1 / 6}}
-    assert judge_group(sep, "finetuned>scratch")[0] == "in favour"
-    assert judge_group(sep, "finetuned<scratch")[0] == "against"
-    over = {"result": {**sep["result"], "direction": "overlap", "separated": False}}
-    assert judge_group(over, "finetuned>scratch")[0] == "inconclusive"
-    pair = {"result": {"between": [0.1, 0.5], "within_a": [0.4], "within_b": [0.6], "mean_between": 0.3,
-                       "mean_within": 0.5, "separated": False, "p_value": 0.3, "min_p": 0.1, "chance": None}}
-    assert judge_pair(pair)[0] == "inconclusive"
+    sep = GroupContrast(a=(3, 4), b=(1, 2), mean_a=3.5, mean_b=1.5, difference=2.0, direction="a>b", separated=True,
+                        p_greater=1 / 6, p_less=1.0, p_two_sided=1 / 3, min_p=1 / 6, n_labelings=6)
+    assert judge_group(_entry("group", sep), "finetuned>scratch")[0] == "in favour"
+    assert judge_group(_entry("group", sep), "finetuned<scratch")[0] == "against"
+    over = replace(sep, direction="overlap", separated=False)
+    assert judge_group(_entry("group", over), "finetuned>scratch")[0] == "inconclusive"
+    pair = PairContrast(between=(0.1, 0.5), within_a=(0.4,), within_b=(0.6,), mean_between=0.3, mean_within=0.5,
+                        separated=False, p_value=0.3, min_p=0.1, n_models=(2, 2), chance=None)
+    assert judge_pair(_entry("pair", pair))[0] == "inconclusive"
+    assert judge_pair(_entry("pair", replace(pair, mean_between=0.5)))[0] == "against"
+    assert judge_group(_entry("group", None), "finetuned>scratch")[0] == "undefined"
     assert verdict([]) == "inconclusive"

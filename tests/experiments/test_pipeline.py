@@ -52,7 +52,7 @@ def run_dir(tmp_path_factory, tiny_base):
 
 def test_every_promised_file(run_dir, tiny_base):
     for f in ("run.json", "report.html", "attention.html", "results/evaluate.json", "results/analyses.json",
-              "results/compare.json", "results/comparison.json", "results/circuits.json", "results/contrasts.json", "results/claims.json",
+              "results/compare.json", "results/circuits.json", "results/contrasts.json", "results/claims.json",
               "figures/index.json", "figures/plotly.min.js", "arrays/accuracy_by_condition.csv"):
         assert (run_dir / f).is_file(), f
     for mid in ("finetuned-s0", "finetuned-s1", "scratch-s0", "scratch-s1"):
@@ -75,14 +75,19 @@ def test_every_promised_file(run_dir, tiny_base):
     assert Patching.from_files(d / "patch_heads").values.shape == (2, 4)
     with np.load(d / "inputs.npz") as z:
         assert z["clean_tokens"].shape == z["corrupt_tokens"].shape == (6, 12)
-    # the comparison figures draw the same numbers as the contrasts read (compare.json), scratch also to its init
-    from interp.results import Comparison
+    # the comparison is stored once (compare.json); the figures draw the numbers the contrasts read from it (the
+    # raw file read here by hand), scratch also to its init
+    from experiments.core.run_record import RunComparison
 
-    cmp = Comparison.from_files(run_dir / "results" / "comparison")
+    assert not (run_dir / "results" / "comparison.json").exists()
+    cmp = RunComparison.load(run_dir / "results" / "compare.json").to_result("base")
     co = json.loads((run_dir / "results" / "compare.json").read_text())["per_model"]
     assert sorted(cmp.reversion_init) == ["scratch-s0", "scratch-s1"] and sorted(cmp.cmap) == sorted(co)
     for m, p in co.items():
         np.testing.assert_array_equal(cmp.cmap[m], [x["accuracy_retained"] for x in p["reliance_base"]["cmap_resid"]])
+        np.testing.assert_array_equal(cmp.reversion[m], [x["accuracy_retained"] for x in
+                                                         p["reliance_base"]["reversion_layer"]])
+        np.testing.assert_array_equal(cmp.cka[m], p["cka_base"]["debiased"]["resid"]["answer"])
         if m.startswith("scratch"):
             np.testing.assert_array_equal(cmp.reversion_init[m], [x["accuracy_retained"] for x in
                                                                   p["reliance_init"]["reversion_layer"]])
@@ -93,6 +98,22 @@ def test_every_promised_file(run_dir, tiny_base):
     assert set(ev["models"]) == {"finetuned-s0", "finetuned-s1", "scratch-s0", "scratch-s1", "base"}
     assert all("gen" in r for r in ev["models"].values())
     assert ev["eligible"] == ["finetuned-s0", "finetuned-s1", "scratch-s0", "scratch-s1"]
+
+
+def test_every_record_file_reads_back_as_written(run_dir):
+    """Each results file, run.json, the step marks and jobs.json, read into its record type and written again,
+    are the same bytes of JSON: catches a field the record drops or renames, a None written where the step left
+    the key out, and a reordering (a resumed run would otherwise see its records change)."""
+    from experiments.core.run_record import RESULTS, RunMeta, StageMark
+    from experiments.jobs.spec import JobsRecord
+
+    files = [(run_dir / "results" / f"{n}.json", cls) for n, cls in RESULTS.items()]
+    files += [(run_dir / "run.json", RunMeta), (run_dir / "results" / "jobs.json", JobsRecord)]
+    files += [(p, StageMark) for p in sorted((run_dir / "stages").glob("*.json"))]
+    assert len(files) > 15
+    for path, cls in files:
+        raw = json.loads(path.read_text())
+        assert json.dumps(cls.load(path).to_dict()) == json.dumps(raw), path.name
 
 
 def test_circuits_and_contrasts_carry_their_baselines(run_dir):
@@ -121,6 +142,7 @@ def test_circuits_and_contrasts_carry_their_baselines(run_dir):
 
 
 def test_verdicts_are_the_rule_applied_to_the_stored_results(run_dir, tmp_path):
+    from experiments.core.run_record import Contrasts, RunEvaluation
     from experiments.run.claims import judge
     from experiments.run.pipeline import RunContext, load_run_config
     from experiments.run.steps import claims as claims_step
@@ -129,7 +151,8 @@ def test_verdicts_are_the_rule_applied_to_the_stored_results(run_dir, tmp_path):
     ev = json.loads((run_dir / "results" / "evaluate.json").read_text())
     con = json.loads((run_dir / "results" / "contrasts.json").read_text())
     stored = json.loads((run_dir / "results" / "claims.json").read_text())
-    assert json.loads(json.dumps([c.to_dict() for c in judge(ev, con)])) == stored["claims"]
+    typed = judge(RunEvaluation.from_dict(ev), Contrasts.from_dict(con))
+    assert json.loads(json.dumps([c.to_dict() for c in typed])) == stored["claims"]
     html = (run_dir / "report.html").read_text()
     assert html.index("Verdicts") < html.index("Models, training criterion")  # the answer comes first
     for c in stored["claims"]:

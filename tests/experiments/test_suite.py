@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import html
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from experiments.cli.main import main
+from experiments.core.run_record import Claim, ClaimsRecord, Part
+from tests.helpers import records as R
 from tasks.registry import TASKS
 
 pytestmark = pytest.mark.integration  # whole `run` pipelines through `suite`
@@ -106,14 +109,16 @@ def _fake_run(root: Path, name: str, verdicts: dict[str, str]) -> Path:
     (run / "results").mkdir(parents=True)
     acc = {"finetuned-s0": (0.9, 0.7), "finetuned-s1": (0.8, 0.6), "scratch-s0": (0.95, 0.5),
            "scratch-s1": (0.85, 0.4), "base": (0.5, 0.52)}
-    ev = {"task": {"name": name.upper(), "corruption": "swap"},
-          "eligible": ["finetuned-s0", "scratch-s0", "scratch-s1"],
-          "models": {m: {"test": {"accuracy": t}, "gen": {"accuracy": g}} for m, (t, g) in acc.items()}}
+    ev = R.evaluation({m: R.model_eval(t, g, None if m == "base" else 100) for m, (t, g) in acc.items()},
+                      ["finetuned-s0", "scratch-s0", "scratch-s1"])
+    ev = replace(ev, task=replace(ev.task, name=name.upper(), corruption="swap"))
     parts = {"A": ["in favour", "in favour"], "B": ["against", "inconclusive"], "C": ["undefined"]}
-    cl = {"rule": "the rule", "claims": [{"key": k, "statement": f"claim {k}", "verdict": verdicts[k],
-                                          "parts": [{"outcome": o} for o in parts[k]]} for k in "ABC"]}
-    (run / "results" / "evaluate.json").write_text(json.dumps(ev))
-    (run / "results" / "claims.json").write_text(json.dumps(cl))
+    cl = ClaimsRecord(rule="the rule", claims=tuple(
+        Claim(key=k, statement=f"claim {k}", verdict=verdicts[k], figures=(), null="", caveats=(),
+              parts=tuple(Part(contrast="", says="", expected="", outcome=o, detail="") for o in parts[k]))
+        for k in "ABC"))
+    ev.save(run / "results" / "evaluate.json")
+    cl.save(run / "results" / "claims.json")
     return run
 
 
