@@ -38,19 +38,28 @@ def cka(x: Float[np.ndarray, "trials d1"], y: Float[np.ndarray, "trials d2"], de
     x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     if x.shape[0] != y.shape[0]:
         raise ValueError(f"CKA needs the same trials for both representations: {x.shape[0]} vs {y.shape[0]}")
-    if _constant(x) or _constant(y):  # e.g. the answer token before layer 0: the same for every trial
+    if is_constant(x) or is_constant(y):  # e.g. the answer token before layer 0: the same for every trial
         return float("nan")
     if debiased:
-        k, l_ = x @ x.T, y @ y.T
-        hxy, hxx, hyy = _hsic_u(k, l_), _hsic_u(k, k), _hsic_u(l_, l_)
-        return float(hxy / np.sqrt(hxx * hyy)) if hxx > 0 and hyy > 0 else float("nan")
+        return cka_from_grams(x @ x.T, y @ y.T)
     x, y = _center(x), _center(y)
     num = np.linalg.norm(y.T @ x) ** 2
     den = np.linalg.norm(x.T @ x) * np.linalg.norm(y.T @ y)
     return float(num / den) if den > 0 else float("nan")
 
 
-def _constant(x: np.ndarray, rtol: float = 1e-6) -> bool:
+def cka_from_grams(k: Float[np.ndarray, "trials trials"], l_: Float[np.ndarray, "trials trials"],
+                   debiased: bool = True) -> float:
+    """Debiased linear CKA from the Gram matrices X X^T and Y Y^T of two representations of the same trials (what
+    `cka(x, y, debiased=True)` computes from X and Y; a model's Gram matrices can be stored instead of its
+    representations)."""
+    if not debiased:
+        raise ValueError("only the debiased estimator is computed from Gram matrices here")
+    hxy, hxx, hyy = _hsic_u(k, l_), _hsic_u(k, k), _hsic_u(l_, l_)
+    return float(hxy / np.sqrt(hxx * hyy)) if hxx > 0 and hyy > 0 else float("nan")
+
+
+def is_constant(x: np.ndarray, rtol: float = 1e-6) -> bool:
     """True when a representation does not vary across trials beyond rounding (CKA is then undefined)."""
     return bool(np.linalg.norm(_center(x)) <= rtol * max(np.linalg.norm(x), 1e-30))
 

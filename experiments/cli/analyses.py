@@ -314,7 +314,16 @@ def cmd_run(args: argparse.Namespace) -> None:
     cfg = load_run_config(args.config, ov)
     out = Path(args.out) if args.out else Path("runs") / cfg["run"].name
     t0 = time.time()
-    report = Run(cfg, out, overwrite=args.overwrite, progress=not args.quiet, log=print).run()
+    run = Run(cfg, out, overwrite=args.overwrite, progress=not args.quiet, log=print)
+    if args.models:
+        met = run.record_models(args.models)
+        done, todo = run.recorded(), [m for m in run.ctx.model_ids() if m not in run.recorded()]
+        print(f"recorded in {time.time() - t0:.0f} s: " + ", ".join(f"{m} ({'met' if ok else 'missed'} the criterion)"
+                                                             for m, ok in met.items()))
+        print(f"recorded so far: {', '.join(done) or 'none'}; still to record: {', '.join(todo) or 'none'} "
+              f"(then run without --models for the report)")
+        return
+    report = run.run()
     print(f"finished in {time.time() - t0:.0f} s; report: {report}")
 
 
@@ -434,6 +443,9 @@ def _register_runs(sub: Any) -> None:
     p.add_argument("--base", help="pretrained base (default: the shipped cogbase-6l); e.g. gpt2 on a GPU")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--models", nargs="+", metavar="MODEL",
+                   help="train and record these models only (e.g. scratch-s0), for a study longer than one session: "
+                        "each model's weights are needed only until its records are written")
     executor_options(p)
     p.set_defaults(func=cmd_run)
 

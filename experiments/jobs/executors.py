@@ -26,7 +26,8 @@ from experiments.jobs.spec import Job, jobs_dir
 from tasks.base import check_finite
 
 KINDS = ("serial", "local", "slurm", "submitit-local", "ray")
-STEPS = ("train", "analyses", "circuits")  # the run steps made of independent jobs
+STEPS = ("train", "evaluate", "analyses", "compare", "circuits", "attention")  # the run steps made of per-model jobs
+DEFAULT_STEPS = ("train", "analyses", "circuits")  # those worth an executor: the long ones
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,7 @@ class ExecutorConfig:
     time_min: int = 60
     array_parallelism: int = 64
     ray_address: str = ""
-    steps: tuple[str, ...] = STEPS
+    steps: tuple[str, ...] = DEFAULT_STEPS
     poll_s: float = 0.5
 
     def __post_init__(self) -> None:

@@ -1,22 +1,36 @@
-"""The per-model analyses of a run as jobs: one model's patching / DLA / ablation / neurons ("analyse") and one
-model's circuit discovery ("circuit"). Each reads its model from models/<id>/ and writes only its own typed
-results (results/per_model/<id>/<stem>.json + .npz); the run's steps then gather their summaries, so any
-executor can run them in any order, and a new analysis needs no code here."""
+"""Everything of a run that needs a trained model's weights, as one job per model: its evaluation ("evaluate"),
+its patching / DLA / ablation / neurons ("analyse"), its comparison with the base ("compare"), its circuit
+("circuit") and its attention page ("attention"). Each reads its model from models/<id>/ and writes only its own
+records (results/per_model/<id>/...); the run's steps then gather them. So any executor can run them in any order,
+a new analysis needs no code here, and once a model's jobs are done its weights are no longer needed: a study can
+train and record its models one at a time, across sessions, keeping only the records (`cogcircuits run --models`).
+"""
 
 from __future__ import annotations
 
 import json
+import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from jaxtyping import Float
+
 from experiments.analysis import stages
 from experiments.core.config import build_task
-from experiments.core.run_record import ModelAnalyses, ModelCircuit, Trials
+from experiments.analysis.attention import attention_page_of
+from experiments.core.run_record import (AttentionPage, CurvePoint, ModelAnalyses, ModelCircuit, ModelComparison,
+                                         ModelEvaluation, TrainingSummary, Trials)
 from experiments.jobs.spec import Job
 from experiments.training.train import pick_device
-from interp.models import load_checkpoint
+from interp.compare import ShapeMismatchError, check_same_shape, cka_from_grams, is_constant
+from interp.model_id import ModelId
+from interp.models import (base_arch_and_tokenizer, build_scratch, load_checkpoint, load_model, read_checkpoint_meta,
+                           state_sha256)
 from interp.result_io import load_provenance, load_result
-from interp.store import atomic_write_json, atomic_write_npz, versions
+from interp.store import atomic_write_json, atomic_write_npz, atomic_write_text, versions
+from tasks.registry import generate
 
 INDEX = "index.json"
 
@@ -35,6 +49,30 @@ def circuit_job(mid: str, task: dict[str, Any], params: dict[str, Any]) -> Job:
     """params: corruption, n_pairs, seed, method, ablation, n_random, level, overlap_fraction, device."""
     return Job(f"circuit-{mid}", "circuit", {"model_id": mid, "task": task, **params},
                (f"{model_dir(mid)}/circuit.json",))
+
+
+def evaluate_job(mid: str, task: dict[str, Any], params: dict[str, Any]) -> Job:
+    """params: n_eval, seed, device."""
+    return Job(f"evaluate-{mid}", "evaluate", {"model_id": mid, "task": task, **params},
+               (f"{model_dir(mid)}/evaluation.json",))
+
+
+def compare_job(mid: str, task: dict[str, Any], params: dict[str, Any]) -> Job:
+    """params: base (as recorded), n_compare, seed_compare, n_reliance, seed_reliance, device."""
+    return Job(f"compare-{mid}", "compare", {"model_id": mid, "task": task, **params},
+               (f"{model_dir(mid)}/comparison.json", f"{model_dir(mid)}/{GRAM}"))
+
+
+def attention_job(mid: str, task: dict[str, Any], page: str, params: dict[str, Any]) -> Job:
+    """params: heads (how many), n_pairs, seed, corruption, device; `page` the HTML file written at the run's top."""
+    return Job(f"attention-{mid}", "attention", {"model_id": mid, "task": task, "page": page, **params},
+               (page, f"{model_dir(mid)}/attention.json"))
+
+
+def resolve_base(base: str, run_dir: Path) -> str:
+    """A base recorded relative to the run folder (as every output records paths) back to a usable path."""
+    p = Path(run_dir) / base
+    return str(p) if not os.path.isabs(base) and p.exists() else base
 
 
 def _load(run_dir: Path, inp: dict[str, Any], device: str | None) -> tuple[Any, Any, dict[str, Any]]:
@@ -74,6 +112,74 @@ def run_circuit(run_dir: Path, job: Job, progress: bool, device: str | None) -> 
                                  "inputs": "circuit_inputs.npz"})
 
 
+def run_evaluate(run_dir: Path, job: Job, progress: bool, device: str | None) -> None:
+    """The model on the test and generalisation splits, with its training summary and curve."""
+    inp, mid = job.inputs, job.inputs["model_id"]
+    model, task, _ = _load(run_dir, inp, device)
+    meta = read_checkpoint_meta(Path(run_dir) / "models" / mid)
+    m = meta["metrics"]
+    ev = replace(stages.evaluate_model(model, task, inp["n_eval"], seed=inp["seed"]),
+                 training=TrainingSummary(steps=m["steps"], met_criterion=m["met_criterion"],
+                                          steps_to_criterion=m.get("steps_to_criterion")),
+                 curve=tuple(CurvePoint.from_dict(c, f"{mid} curve") for c in meta["curve"]))
+    ev.save(Path(run_dir) / model_dir(mid) / "evaluation.json")
+
+
+def run_compare(run_dir: Path, job: Job, progress: bool, device: str | None) -> None:
+    """The model against the base (CKA, reliance, weight change; a scratch model also against its own
+    initialisation) and the Gram matrices of its residual stream at the answer, which CKA between two models
+    needs (so that it needs neither model's weights later)."""
+    inp, mid = job.inputs, job.inputs["model_id"]
+    model, task, _ = _load(run_dir, inp, device)
+    base = load_model(resolve_base(inp["base"], run_dir), model.cfg.device)[0]
+    check_same_shape(model, base, f"comparing {mid} with the base")
+    _, reps = stages.representations_of({mid: model, "base": base}, task, inp["n_compare"], inp["seed_compare"])
+    rel = generate(task, inp["n_reliance"], seed=inp["seed_reliance"], tokenizer=base.tokenizer, split="test")
+    cmp = stages.compare_with_base(model, base, reps[mid], reps["base"], rel)
+    if ModelId.parse(mid).is_scratch:
+        init = initialisation(Path(run_dir) / "models" / mid, inp["base"], run_dir, model.cfg.device)
+        cmp = replace(cmp, reliance_init=stages.reliance(model, init, rel, cmap=False))
+    d = Path(run_dir) / model_dir(mid)
+    atomic_write_npz(d / GRAM, grams(reps[mid]["resid"]["answer"]))
+    cmp.save(d / "comparison.json")
+
+
+def run_attention(run_dir: Path, job: Job, progress: bool, device: str | None) -> None:
+    """The page `cogcircuits attention` makes: the model's top heads by its own denoising patching effect, on the
+    first of the analyses' pairs (clean and corrupted)."""
+    inp, mid = job.inputs, job.inputs["model_id"]
+    model, task, prov = _load(run_dir, inp, device)
+    info = {"name": mid, "weights_sha256": prov["weights_sha256"]}
+    page = attention_page_of(model, info, task, top=inp["heads"], by="patching", trial=0, n=inp["n_pairs"],
+                             seed=inp["seed"], corruption=inp["corruption"])
+    atomic_write_text(Path(run_dir) / inp["page"], page.html)
+    AttentionPage(model=mid, heads=tuple(tuple(h) for h in page.heads),
+                  chosen_by=f"|denoising patching effect| of {mid}").save(Path(run_dir) / model_dir(mid) /
+                                                                          "attention.json")
+
+
+def initialisation(checkpoint: Path, base: str, run_dir: Path, device: str) -> Any:
+    """A scratch model's initial weights, rebuilt from its recorded seed and recipe (checked against their hash)."""
+    arch, tok = base_arch_and_tokenizer(resolve_base(base, run_dir))
+    meta = read_checkpoint_meta(checkpoint)
+    recipe = {k: v for k, v in meta["config"]["train"].items() if k in ("resid_init", "embed_init_std")}
+    init = build_scratch(arch, tok, int(meta["seed"]), device, **recipe)
+    if meta.get("init_state_sha256") and state_sha256(init) != meta["init_state_sha256"]:
+        raise RuntimeError(f"{checkpoint.name}: rebuilding its initialisation did not give the weights it was "
+                           "trained from")
+    return init
+
+
+GRAM = "cka_gram.npz"
+
+
+def grams(rep: Float[np.ndarray, "layer trials d_model"]) -> dict[str, np.ndarray]:
+    """Per layer, the Gram matrix X X^T of the trials' representations (what debiased CKA reads) and whether the
+    representation is constant across trials (CKA undefined there)."""
+    x = np.asarray(rep, dtype=np.float64)
+    return {"gram": np.stack([v @ v.T for v in x]), "constant": np.array([is_constant(v) for v in x])}
+
+
 def saved_stems(run_dir: Path, mid: str) -> list[str]:
     """Every result saved for one model: its analyses in their order, then any other (e.g. its circuit)."""
     d = Path(run_dir) / model_dir(mid)
@@ -109,3 +215,23 @@ def gather_circuits(run_dir: Path, ids: list[str]) -> dict[str, ModelCircuit]:
         out[mid] = ModelCircuit.from_dict({**load_result(stem).summary(), "trials": load_provenance(stem)["trials"]},
                                           f"{mid} circuit")
     return out
+
+
+def gather_evaluations(run_dir: Path, ids: list[str]) -> dict[str, ModelEvaluation]:
+    return {mid: ModelEvaluation.load(Path(run_dir) / model_dir(mid) / "evaluation.json") for mid in ids}
+
+
+def gather_comparisons(run_dir: Path, ids: list[str]) -> dict[str, ModelComparison]:
+    return {mid: ModelComparison.load(Path(run_dir) / model_dir(mid) / "comparison.json") for mid in ids}
+
+
+def cka_between(run_dir: Path, a: str, b: str) -> tuple[float, ...]:
+    """Debiased CKA per layer between two models' residual streams at the answer, from their stored Gram matrices
+    (the same numbers as `interp.compare.layer_cka` on their representations)."""
+    with np.load(Path(run_dir) / model_dir(a) / GRAM) as za, np.load(Path(run_dir) / model_dir(b) / GRAM) as zb:
+        ka, kb, ca, cb = za["gram"], zb["gram"], za["constant"], zb["constant"]
+    if ka.shape != kb.shape:
+        raise ShapeMismatchError(f"{a} and {b} have Gram matrices of shapes {ka.shape} and {kb.shape}: per-layer CKA "
+                                 "needs equal depth and the same trials")
+    return tuple(float("nan") if ca[l] or cb[l] else cka_from_grams(ka[l], kb[l], debiased=True)
+                 for l in range(len(ka)))

@@ -30,16 +30,10 @@ from experiments.training.train import ModelConfig, TrainConfig, train
 HOOK_ENV = "COGCIRCUITS_JOB_HOOK"
 
 
-def resolve_base(base: str, run_dir: Path) -> str:
-    """A base recorded relative to the run folder (as every output records paths) back to a usable path."""
-    p = Path(run_dir) / base
-    return str(p) if not os.path.isabs(base) and p.exists() else base
-
-
 def train_config(run_dir: Path, job: Job, device: str | None) -> dict[str, Any]:
     """A training job's config, its base resolved against the run folder and `device` (if given) imposed."""
     inp = job.inputs
-    model = dict(inp["model"], base=resolve_base(inp["model"]["base"], run_dir))
+    model = dict(inp["model"], base=kinds.resolve_base(inp["model"]["base"], run_dir))
     tcfg = dict(inp["train"], **({"device": device} if device else {}))
     return {"task": build_task(inp["task"], f"job {job.id} task"), "model": build(ModelConfig, model, "job model"),
             "train": build(TrainConfig, tcfg, f"job {job.id} train")}
@@ -51,7 +45,8 @@ def run_train(run_dir: Path, job: Job, progress: bool, device: str | None, stop_
 
 
 RUNNERS: dict[str, Callable[[Path, Job, bool, str | None], None]] = {
-    "train": run_train, "analyse": kinds.run_analysis, "circuit": kinds.run_circuit}
+    "train": run_train, "evaluate": kinds.run_evaluate, "analyse": kinds.run_analysis, "compare": kinds.run_compare,
+    "circuit": kinds.run_circuit, "attention": kinds.run_attention}
 
 
 def _hook() -> Callable[[Path, Job, bool], None] | None:

@@ -31,7 +31,7 @@ import torch
 from experiments.core.run_record import BaseRef, RunMeta, StageMark
 from experiments.run.config import RunConfig, load_run_config  # noqa: F401  (re-exported for callers)
 from experiments.run.context import RunContext, config_hash, portable_config
-from experiments.run.steps import STEPS
+from experiments.run.steps import STEPS, model_recorded, record_models
 from interp.bases import NAMED, describe
 from interp.models import base_arch_and_tokenizer, hub_revision, resolve_base
 from interp.store import OutputExistsError, file_sha256, prepare_out_dir, versions
@@ -95,6 +95,19 @@ class Run:
             self.mark(name, time.time() - t0, before)
             self.ctx.log(f"[{name}] done in {time.time() - t0:.1f} s")
         return self.ctx.out / "report.html"
+
+
+    def record_models(self, ids: list[str]) -> dict[str, bool]:
+        """Train and record the models `ids` only (`experiments.run.steps.record_models`), so that a study longer
+        than one session can record its models one at a time and keep only their records; `run()` then gathers
+        them. Returns {model: met the criterion}."""
+        torch.manual_seed(0)
+        self.verify([name for name, _ in STEPS])
+        return record_models(self.ctx, ids)
+
+    def recorded(self) -> list[str]:
+        """The models whose per-model jobs are all done (their weights are no longer needed)."""
+        return [m for m in self.ctx.model_ids() if model_recorded(self.ctx, m)]
 
 
 class RunTamperedError(RuntimeError):

@@ -3,7 +3,6 @@ and stores its results; `Run` marks each finished step so that a rerun resumes a
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -11,14 +10,14 @@ from typing import Any
 import numpy as np
 
 from experiments.analysis import stages
-from experiments.analysis.attention import attention_page_of
 from experiments.core.config import to_dict
 from experiments.core.run_record import (AttentionPage, AttentionRecord, BaseInfo, CKAPair, ClaimsRecord, Criterion,
-                                         CurvePoint, JobBrief, ModelEvaluation, RunAnalyses, RunCircuits,
-                                         RunComparison, RunEvaluation, TaskInfo, TrainingSummary, Trials)
+                                         JobBrief, ModelEvaluation, RunAnalyses, RunCircuits,
+                                         RunComparison, RunEvaluation, TaskInfo, Trials)
 from experiments.jobs.dispatch import JobsFailed, run_jobs
 from experiments.jobs.executors import ExecutorConfig
-from experiments.jobs.kinds import analysis_job, circuit_job, gather_analyses, gather_circuits, model_dir
+from experiments.jobs.kinds import (analysis_job, attention_job, circuit_job, cka_between, compare_job, evaluate_job,
+                                    gather_analyses, gather_circuits, gather_comparisons, gather_evaluations, model_dir)
 from experiments.jobs.spec import JobsRecord, train_job
 from experiments.report.figures import export_run, firsts
 from experiments.report.report import write_report
@@ -26,50 +25,109 @@ from experiments.run import contrasts
 from experiments.run.claims import RULE, judge
 from experiments.run.context import RunContext
 from experiments.training.train import ModelConfig, TrainConfig, criterion_of
-from interp.compare import check_same_shape, layer_cka
 from interp.model_id import ModelId
-from interp.models import base_arch_and_tokenizer, build_scratch, state_sha256
 from interp.results import Ablation, Patching
-from interp.store import atomic_write_csv, atomic_write_text, file_sha256, portable
+from interp.store import atomic_write_csv, atomic_write_text, portable
 from interp.viz import attention_views_page
 from tasks.registry import bayes_optimal_accuracy, generate, task_of
 
 SEEDS = {"evaluate": 1000, "analyses": 2000, "compare": 3000, "reliance": 3001, "circuits": 4000}
 
 
-def train_models(ctx: RunContext) -> None:
-    """One job per model (init x seed), run on the config's executor; results/jobs.json records where and how
-    long each ran."""
-    jobs = []
-    for mid in ctx.model_ids():
-        m = ModelId.parse(mid)
-        tcfg = ctx.cfg["finetune" if m.is_finetuned else "scratch"]
-        tcfg = TrainConfig(**{**to_dict(tcfg), "seed": m.seed, "device": ctx.rc.device})  # resolved by the worker
-        mcfg = ModelConfig(init="pretrained" if m.is_finetuned else "scratch",
-                           base=portable(ctx.cfg["model"].base, ctx.out))
-        jobs.append(train_job(mid, to_dict(ctx.task), to_dict(mcfg), to_dict(tcfg)))
-    _run_jobs(ctx, jobs, "train")
+def train_models(ctx: RunContext, ids: list[str] | None = None) -> None:
+    """One job per model (init x seed; `ids`: these only), run on the config's executor; results/jobs.json records
+    where and how long each ran."""
+    _run_jobs(ctx, [_train_job(ctx, mid) for mid in (ids or ctx.model_ids())], "train")
+
+
+def _train_job(ctx: RunContext, mid: str) -> Any:
+    m = ModelId.parse(mid)
+    tcfg = ctx.cfg["finetune" if m.is_finetuned else "scratch"]
+    tcfg = TrainConfig(**{**to_dict(tcfg), "seed": m.seed, "device": ctx.rc.device})  # resolved by the worker
+    mcfg = ModelConfig(init="pretrained" if m.is_finetuned else "scratch", base=portable(ctx.cfg["model"].base, ctx.out))
+    return train_job(mid, to_dict(ctx.task), to_dict(mcfg), to_dict(tcfg))
+
+
+def record_models(ctx: RunContext, ids: list[str]) -> dict[str, bool]:
+    """Train and record the models `ids` only, each model's jobs in turn: training, evaluation and, when it met the
+    criterion, its analyses, comparison with the base and circuit (and, when it is the first of its init to meet
+    it, the per-position maps and the attention page). Once recorded, a model's weights are no longer needed: the
+    run's steps gather its records. Returns {model: met the criterion}."""
+    order = ctx.model_ids()
+    unknown = [m for m in ids if m not in order]
+    if unknown:
+        raise ValueError(f"{', '.join(unknown)} not in this run's models ({', '.join(order)})")
+    met = {}
+    for mid in sorted(ids, key=order.index):
+        first = _first_so_far(ctx, mid, order)
+        train_models(ctx, [mid])
+        task = to_dict(ctx.task)
+        _run_jobs(ctx, [evaluate_job(mid, task, job_params(ctx, "evaluate"))], "evaluate")
+        met[mid] = _met(ModelEvaluation.load(ctx.out / model_dir(mid) / "evaluation.json"))
+        if not met[mid]:
+            continue
+        jobs = [analysis_job(mid, task, job_params(ctx, "analyse") | {"detailed": ctx.rc.detailed_maps and first}),
+                compare_job(mid, task, job_params(ctx, "compare")), circuit_job(mid, task, job_params(ctx, "circuit"))]
+        if first:
+            jobs.append(attention_job(mid, task, attention_page(mid), job_params(ctx, "attention")))
+        for job in jobs:
+            _run_jobs(ctx, [job], {"analyse": "analyses", "circuit": "circuits"}.get(job.kind, job.kind))
+    return met
+
+
+def model_recorded(ctx: RunContext, mid: str) -> bool:
+    """Whether every per-model job of `mid` is done: its evaluation, and (when it met the criterion) its analyses,
+    comparison and circuit."""
+    d = ctx.out / model_dir(mid)
+    if not (d / "evaluation.json").exists():
+        return False
+    if not _met(ModelEvaluation.load(d / "evaluation.json")):
+        return True
+    return all((d / f).exists() for f in ("index.json", "comparison.json", "circuit.json"))
+
+
+def _first_so_far(ctx: RunContext, mid: str, order: list[str]) -> bool:
+    """Whether `mid` would be the first analysed model of its init: every earlier model of its init is recorded
+    and missed the criterion (an earlier one not recorded yet is an error: the first gets the detailed maps)."""
+    group = ModelId.parse(mid).group
+    for other in order[:order.index(mid)]:
+        if ModelId.parse(other).group != group:
+            continue
+        rec = ctx.out / model_dir(other) / "evaluation.json"
+        if not rec.exists():
+            raise ValueError(f"record {other} before {mid}: the first model of each init to meet the criterion gets "
+                             "the per-position maps and the attention page")
+        if _met(ModelEvaluation.load(rec)):
+            return False
+    return True
+
+
+def job_params(ctx: RunContext, kind: str) -> dict[str, Any]:
+    """What every per-model job of `kind` is given (`experiments.jobs.kinds`), besides its model and task."""
+    rc = ctx.rc
+    return {"evaluate": {"n_eval": rc.n_eval, "seed": SEEDS["evaluate"]},
+            "analyse": {"corruption": rc.corruption, "n_pairs": rc.n_pairs, "seed": SEEDS["analyses"],
+                        "ablation": rc.ablation},
+            "compare": {"base": portable(ctx.cfg["model"].base, ctx.out), "n_compare": rc.n_compare,
+                        "seed_compare": SEEDS["compare"], "n_reliance": rc.n_reliance,
+                        "seed_reliance": SEEDS["reliance"]},
+            "circuit": {"corruption": rc.corruption, "n_pairs": rc.n_pairs, "seed": SEEDS["circuits"],
+                        "method": rc.circuit_method, "ablation": rc.circuit_ablation, "n_random": rc.circuit_random,
+                        "level": rc.circuit_level, "overlap_fraction": rc.overlap_fraction},
+            "attention": {"heads": rc.attention_heads, "n_pairs": rc.n_pairs, "seed": SEEDS["analyses"],
+                          "corruption": rc.corruption}}[kind] | {"device": rc.device}
 
 
 def evaluate(ctx: RunContext) -> None:
-    """Every model on the test and generalisation splits; which models met the criterion (the analysed ones)."""
+    """Every model (one job each) and the base on the test and generalisation splits; which models met the
+    criterion (the analysed ones)."""
+    ids = ctx.model_ids()
+    _run_jobs(ctx, [evaluate_job(mid, to_dict(ctx.task), job_params(ctx, "evaluate")) for mid in ids], "evaluate")
+    models = gather_evaluations(ctx.out, ids)
+    models["base"] = stages.evaluate_model(ctx.model("base"), ctx.task, ctx.rc.n_eval, seed=SEEDS["evaluate"])
+    eligible = [m for m in ids if _met(models[m])]
     t = task_of(ctx.task)
     probe = generate(ctx.task, 1, 0, ctx.model("base").tokenizer, "test")
-    models: dict[str, ModelEvaluation] = {}
-    eligible, excluded = [], {}
-    for mid in ctx.model_ids() + ["base"]:
-        r = stages.evaluate_model(ctx.model(mid), ctx.task, ctx.rc.n_eval, seed=SEEDS["evaluate"])
-        if mid != "base":
-            meta = json.loads((ctx.out / "models" / mid / "checkpoint.json").read_text())
-            m = meta["metrics"]
-            r = replace(r, training=TrainingSummary(steps=m["steps"], met_criterion=m.get("met_criterion"),
-                                                    steps_to_criterion=m.get("steps_to_criterion")),
-                        curve=tuple(CurvePoint.from_dict(c, f"{mid} curve") for c in meta["curve"]))
-            if m.get("met_criterion"):
-                eligible.append(mid)
-            else:
-                excluded[mid] = _excluded_because(m["steps"], r.curve)
-        models[mid] = r
     b = ctx.model("base").cfg
     ev = RunEvaluation(
         bayes_optimal_accuracy=bayes_optimal_accuracy(ctx.task), chance=0.5,
@@ -78,18 +136,23 @@ def evaluate(ctx: RunContext) -> None:
                       corruption_description=t.corruptions[ctx.rc.corruption].description),
         criterion={i: Criterion(**criterion_of(ctx.cfg[s])) for i, s in (("finetuned", "finetune"),
                                                                          ("scratch", "scratch"))},
-        models=models, eligible=tuple(eligible), excluded=excluded,
-        base=BaseInfo(name=ctx.run_meta().base.name, n_layers=b.n_layers, d_model=b.d_model,
-                      n_heads=b.n_heads))
+        models=models, eligible=tuple(eligible),
+        excluded={m: _excluded_because(models[m]) for m in ids if m not in eligible},
+        base=BaseInfo(name=ctx.run_meta().base.name, n_layers=b.n_layers, d_model=b.d_model, n_heads=b.n_heads))
     ctx.save("evaluate", ev)
     rows = [{"model": mid, "split": split, **row} for mid, r in ev.models.items()
             for split, sc in (("test", r.test), ("gen", r.gen)) if sc is not None for row in sc.by_condition]
     atomic_write_csv(ctx.out / "arrays" / "accuracy_by_condition.csv", rows)
 
 
-def _excluded_because(steps: int, curve: tuple[CurvePoint, ...] | None) -> str:
-    last = curve[-1] if curve else None
+def _met(e: ModelEvaluation) -> bool:
+    return bool(e.training and e.training.met_criterion)
+
+
+def _excluded_because(e: ModelEvaluation) -> str:
+    last = e.curve[-1] if e.curve else None
     acc, inc = (last.val_accuracy, last.val_incongruent_accuracy) if last else (float("nan"), float("nan"))
+    steps = e.training.steps if e.training else 0
     return (f"missed the criterion within {steps} steps (last validation accuracy {acc:.3f}, incongruent "
             f"{inc:.3f})")
 
@@ -123,62 +186,37 @@ def analyses(ctx: RunContext) -> None:
     the first model of each init also gets the per-position maps and attribution patching (what the report
     draws)."""
     ids = ctx.eligible()
-    params = {"corruption": ctx.rc.corruption, "n_pairs": ctx.rc.n_pairs, "seed": SEEDS["analyses"],
-              "ablation": ctx.rc.ablation, "device": ctx.rc.device}
-    jobs = [analysis_job(mid, to_dict(ctx.task), {**params, "detailed": ctx.rc.detailed_maps and mid in firsts(ids)})
+    jobs = [analysis_job(mid, to_dict(ctx.task), job_params(ctx, "analyse") | {"detailed": _detailed(ctx, mid, ids)})
             for mid in ids]
     _run_jobs(ctx, jobs, "analyses")
     ctx.save("analyses", RunAnalyses(corruption=ctx.rc.corruption, n_pairs=ctx.rc.n_pairs, ablation=ctx.rc.ablation,
                                      models=gather_analyses(ctx.out, ids)))
 
 
+def _detailed(ctx: RunContext, mid: str, eligible: list[str]) -> bool:
+    """Per-position maps and attribution patching: for the first analysed model of each init."""
+    return ctx.rc.detailed_maps and mid in firsts(eligible)
+
+
 def compare(ctx: RunContext) -> None:
-    """CKA with the base and between models, reliance on the base (and on the scratch models' own
-    initialisations), and weight change: results/compare.json, the one record of the comparison."""
+    """CKA with the base, reliance on the base (and on the scratch models' own initialisations) and weight change,
+    one job per model; CKA between every two models from the Gram matrices the jobs stored: results/compare.json,
+    the one record of the comparison."""
     ids = ctx.eligible()
-    base = ctx.model("base")
-    models = {mid: ctx.model(mid) for mid in ids}
-    for mid, m in models.items():
-        check_same_shape(m, base, f"comparing {mid} with the base")
-    _, reps = stages.representations_of({**models, "base": base}, ctx.task, ctx.rc.n_compare, SEEDS["compare"])
-    rel = generate(ctx.task, ctx.rc.n_reliance, seed=SEEDS["reliance"], tokenizer=base.tokenizer, split="test")
-    per_model = {}
-    for mid, m in models.items():
-        ctx.log(f"  comparing {mid} with the base")
-        p = stages.compare_with_base(m, base, reps[mid], reps["base"], rel)
-        if ModelId.parse(mid).is_scratch:
-            p = replace(p, reliance_init=stages.reliance(m, _initialisation(ctx, mid), rel, cmap=False))
-        per_model[mid] = p
-    pairs = []
-    for i, a in enumerate(ids):
-        for b in ids[i + 1:]:
-            sub = lambda r: {"resid": {"answer": r["resid"]["answer"]}}  # noqa: E731
-            cka = layer_cka(sub(reps[a]), sub(reps[b]), debiased=True)["resid"]["answer"]
-            pairs.append(CKAPair(a=a, b=b, cka=tuple(float(x) for x in cka)))
+    _run_jobs(ctx, [compare_job(mid, to_dict(ctx.task), job_params(ctx, "compare")) for mid in ids], "compare")
+    per_model = gather_comparisons(ctx.out, ids)
+    pairs = tuple(CKAPair(a=a, b=b, cka=cka_between(ctx.out, a, b)) for i, a in enumerate(ids) for b in ids[i + 1:])
     ctx.save("compare", RunComparison(
-        per_model=per_model, pairs=tuple(pairs),
+        per_model=per_model, pairs=pairs,
         components=tuple(next(iter(per_model.values())).weight_change) if per_model else (),
         trials={"cka": Trials.from_dict(stages.trials("test", ctx.rc.n_compare, SEEDS["compare"])),
                 "reliance": Trials.from_dict(stages.trials("test", ctx.rc.n_reliance, SEEDS["reliance"]))}))
 
 
-def _initialisation(ctx: RunContext, mid: str) -> Any:
-    """A scratch model's initial weights, rebuilt from its recorded seed and recipe (checked against their hash)."""
-    arch, tok = base_arch_and_tokenizer(ctx.cfg["model"].base)
-    meta = json.loads((ctx.out / "models" / mid / "checkpoint.json").read_text())
-    recipe = {k: v for k, v in meta["config"]["train"].items() if k in ("resid_init", "embed_init_std")}
-    init = build_scratch(arch, tok, int(meta["seed"]), ctx.device, **recipe)
-    if meta.get("init_state_sha256") and state_sha256(init) != meta["init_state_sha256"]:
-        raise RuntimeError(f"{mid}: rebuilding its initialisation did not give the weights it was trained from")
-    return init
-
-
 def circuits(ctx: RunContext) -> None:
     """Every analysed model's circuit, one job each; then the base's ranking of the same nodes."""
     ids = ctx.eligible()
-    params = {"corruption": ctx.rc.corruption, "n_pairs": ctx.rc.n_pairs, "seed": SEEDS["circuits"],
-              "method": ctx.rc.circuit_method, "ablation": ctx.rc.circuit_ablation, "n_random": ctx.rc.circuit_random,
-              "level": ctx.rc.circuit_level, "overlap_fraction": ctx.rc.overlap_fraction, "device": ctx.rc.device}
+    params = job_params(ctx, "circuit")
     _run_jobs(ctx, [circuit_job(mid, to_dict(ctx.task), params) for mid in ids], "circuits")
     models = gather_circuits(ctx.out, ids)
     ranked = stages.base_ranking(ctx.model("base"), ctx.task, ctx.rc.corruption, ctx.rc.n_pairs, SEEDS["circuits"],
@@ -212,26 +250,24 @@ def figures(ctx: RunContext) -> None:
 
 
 def attention(ctx: RunContext) -> None:
-    """The page `cogcircuits attention` makes, for the first fine-tuned model (attention.html) and the first scratch
-    model (attention-<model>.html): each model's top heads by its own denoising patching effect, on the first of
-    the analyses' pairs (clean and corrupted)."""
-    ids = ctx.eligible()
-    shown = firsts(ids)
+    """The page `cogcircuits attention` makes, for the first analysed fine-tuned model (attention.html) and the first
+    analysed scratch model (attention-<model>.html), one job each (`experiments.jobs.kinds.run_attention`)."""
+    shown = firsts(ctx.eligible())
     if not shown:
         atomic_write_text(ctx.out / "attention.html", attention_views_page(
             [], [], "No model met the criterion: no attention views"))
         ctx.save("attention", AttentionRecord(pages={}))
         return
-    pages = {}
-    for i, mid in enumerate(shown):
-        info = {"name": mid, "weights_sha256": file_sha256(ctx.out / "models" / mid / "model.safetensors")}
-        page = attention_page_of(ctx.model(mid), info, ctx.task, top=ctx.rc.attention_heads, by="patching",
-                                 trial=0, n=ctx.rc.n_pairs, seed=SEEDS["analyses"], corruption=ctx.rc.corruption)
-        name = "attention.html" if i == 0 else f"attention-{mid}.html"
-        atomic_write_text(ctx.out / name, page.html)
-        pages[name] = AttentionPage(model=mid, heads=tuple(tuple(h) for h in page.heads),
-                                    chosen_by=f"|denoising patching effect| of {mid}")
-    ctx.save("attention", AttentionRecord(pages=pages))
+    pages = {attention_page(mid): mid for mid in shown}
+    _run_jobs(ctx, [attention_job(mid, to_dict(ctx.task), page, job_params(ctx, "attention"))
+                    for page, mid in pages.items()], "attention")
+    ctx.save("attention", AttentionRecord(pages={page: AttentionPage.load(ctx.out / model_dir(mid) / "attention.json")
+                                                 for page, mid in pages.items()}))
+
+
+def attention_page(mid: str) -> str:
+    """attention.html for the first fine-tuned model, attention-<model>.html for the first scratch model."""
+    return "attention.html" if ModelId.parse(mid).is_finetuned else f"attention-{mid}.html"
 
 
 def report(ctx: RunContext) -> None:

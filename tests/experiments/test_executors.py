@@ -216,7 +216,8 @@ def test_parallel_executors_give_the_serial_results(serial, tiny_base, tmp_path,
     assert all(j["refs"] and j["wall_s"] > 0 for j in jobs["jobs"])
     meta = json.loads((tmp_path / "run" / "run.json").read_text())
     assert meta["executor"] == kind
-    assert set(meta["jobs"]) == {f"{k}-{m}" for k in ("train", "analyse", "circuit") for m in MODELS}
+    assert set(meta["jobs"]) == ({f"{k}-{m}" for k in ("train", "evaluate", "analyse", "compare", "circuit")
+                                  for m in MODELS} | {"attention-finetuned-s0", "attention-scratch-s0"})
     ran_here = {j["id"] for j in jobs["jobs"] if j["executor"] == kind}
     assert ran_here == {f"{k}-{m}" for k in (("train",) if kind == "submitit-local" else
                                              ("train", "analyse", "circuit")) for m in MODELS}

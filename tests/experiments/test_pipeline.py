@@ -461,3 +461,29 @@ def test_a_tampered_run_folder_is_refused_with_one_line(run_dir, tiny_base, tmp_
     assert p.returncode == 2 and err.count("\n") == 1 and err.startswith("error: ") and named in err, err
     assert "after the run's" in err
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+
+
+def test_a_run_recorded_model_by_model_without_weights_equals_the_whole_run(tiny_base, tmp_path):
+    """A study longer than one session records its models one at a time (`run --models`), keeping only their
+    records: each model's weights are deleted once it is recorded, and the final `run` gathers the records with no
+    trained weights on disk. Its results equal the run made in one go (same config, same process): catches
+    `--models` giving a model's jobs other inputs than the run's steps give them (which model gets the detailed
+    maps and the attention page, the seeds), a step that still loads a trained model, and a gather that drops or
+    reorders a model."""
+    from experiments.cli.main import main
+
+    whole, out, cfg = tmp_path / "whole", tmp_path / "study", str(tiny_config(tmp_path, tiny_base))
+    assert main(["run", cfg, "--out", str(whole), "--quiet"]) == 0
+    assert main(["run", cfg, "--out", str(out), "--quiet", "--models", "finetuned-s1"]) == 2  # s0 first
+    assert not (out / "models" / "finetuned-s1").exists()
+    for mid in ("scratch-s0", "finetuned-s0", "scratch-s1", "finetuned-s1"):
+        assert main(["run", cfg, "--out", str(out), "--quiet", "--models", mid]) == 0
+        weights = out / "models" / mid / "model.safetensors"
+        assert weights.is_file()
+        weights.unlink()
+    assert main(["run", cfg, "--out", str(out), "--quiet"]) == 0
+    assert not list((out / "models").rglob("*.safetensors"))
+    for name in ("evaluate", "analyses", "compare", "circuits", "contrasts", "claims", "attention"):
+        a = (whole / "results" / f"{name}.json").read_text()
+        assert a == (out / "results" / f"{name}.json").read_text(), name
+    assert (out / "attention.html").read_text().count("circuitsvis") > 0 and (out / "report.html").is_file()
