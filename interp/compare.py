@@ -169,7 +169,7 @@ def relative_weight_change(model: TLModel, base: TLModel) -> dict[str, float]:
 
 
 @torch.no_grad()
-def _perf(model: TLModel, t: torch.Tensor, a: torch.Tensor, w: torch.Tensor, hooks: list | None = None) -> dict[str, float]:
+def performance(model: TLModel, t: torch.Tensor, a: torch.Tensor, w: torch.Tensor, hooks: list | None = None) -> dict[str, float]:
     ld = logit_diff_from_logits(last_logits(model, t, hooks), a, w)
     return {"accuracy": float((ld > 0).float().mean()), "logit_diff": float(ld.mean())}
 
@@ -198,7 +198,7 @@ def weight_reversion(model: TLModel, base: TLModel, tokens: Any, answer: Any, wr
     check_same_shape(model, base, "weight reversion")
     dev = model.cfg.device
     t, a, w = as_tokens(tokens, dev), as_ids(answer, dev), as_ids(wrong, dev)
-    full = _perf(model, t, a, w)
+    full = performance(model, t, a, w)
     sb = base.state_dict()
     work = copy_model(model)
     original = {k: v.clone() for k, v in model.state_dict().items()}
@@ -210,7 +210,7 @@ def weight_reversion(model: TLModel, base: TLModel, tokens: Any, answer: Any, wr
             for c in comps:
                 for n in component_params(model, c):
                     state[n].copy_(sb[n])
-        return retained(_perf(work, t, a, w), full)
+        return retained(performance(work, t, a, w), full)
 
     L = model.cfg.n_layers
     layer_comps = lambda l: [f"L{l}.attn", f"L{l}.mlp"]  # noqa: E731
@@ -231,7 +231,7 @@ def cross_model_patching(model: TLModel, base: TLModel, tokens: Any, answer: Any
     check_same_shape(model, base, "cross-model activation patching")
     dev = model.cfg.device
     t, a, w = as_tokens(tokens, dev), as_ids(answer, dev), as_ids(wrong, dev)
-    full = _perf(model, t, a, w)
+    full = performance(model, t, a, w)
     with torch.no_grad():
         _, bcache = base.run_with_cache(t, names_filter=lambda n: any(n.endswith(h) for h in SITES.values()),
                                         return_type=None)
@@ -241,6 +241,6 @@ def cross_model_patching(model: TLModel, base: TLModel, tokens: Any, answer: Any
         rows = []
         for l in range(model.cfg.n_layers):
             name = f"blocks.{l}.{hook}"
-            rows.append(retained(_perf(model, t, a, w, [(name, lambda act, hook, s=bcache[name]: s)]), full))
+            rows.append(retained(performance(model, t, a, w, [(name, lambda act, hook, s=bcache[name]: s)]), full))
         out[site] = rows
     return out

@@ -7,21 +7,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from experiments.core.run_record import ModelComparison, Reliance
-from interp.compare import cross_model_patching, layer_cka, relative_weight_change, weight_reversion
+from experiments.core.run_record import ModelComparison, Reliance, Retained, Score
+from interp.compare import layer_cka, relative_weight_change
+from interp.layer_reliance import layer_reliance
 from interp.typing import TLModel
 
 
 def reliance(model: TLModel, reference: TLModel, batch: Any, cmap: bool = True) -> Reliance:
     """Chance-corrected performance kept when each layer (and every layer from the top down) is reverted to the
-    reference's weights, and when the reference's residual stream replaces the model's at each layer."""
-    args = (batch.tokens, batch.answer_ids, batch.wrong_ids)
-    rev = weight_reversion(model, reference, *args, singles=False, bottom_up=False)
-    out = {"reversion_layer": [rev["layer"][f"L{l}"] for l in range(model.cfg.n_layers)],
-           "reversion_top_down": rev["top_down"], "full": rev["full"]}
-    if cmap:
-        out["cmap_resid"] = cross_model_patching(model, reference, *args, sites=("resid",))["resid"]
-    return Reliance.from_dict(out, "reliance")
+    reference's weights, and when the reference's residual stream replaces the model's at each layer (computed
+    from cached prefixes: `interp.layer_reliance`)."""
+    r = layer_reliance(model, reference, batch.tokens, batch.answer_ids, batch.wrong_ids, cmap=cmap)
+    return Reliance(reversion_layer=tuple(Retained.from_dict(x) for x in r["layer"]),
+                    reversion_top_down=tuple(Retained.from_dict(x) for x in r["top_down"]),
+                    full=Score.from_dict(r["full"]),
+                    cmap_resid=tuple(Retained.from_dict(x) for x in r["cmap_resid"]) if cmap else None)
 
 
 def cka_with(rep: dict[str, Any], ref: dict[str, Any]) -> dict[str, Any]:

@@ -190,3 +190,36 @@ def test_exact_node_effects_match_patching(setup):
     g = edge_attribution(model, clean.tokens, bad.tokens, clean.answer_ids, clean.wrong_ids)
     with pytest.raises(ValueError, match="empty"):
         select(g, threshold=1e9)
+
+
+def test_layer_reliance_from_cached_prefixes_equals_reverting_and_patching_whole_models(setup):
+    """The prefix-cached reliance (`interp.layer_reliance`) against the reference implementations that copy
+    weights into a whole model and patch with hooks, on the tiny GPT-2 and the tiny grouped-query Llama, every layer:
+    catches a reverted block taken from the wrong model, an off-by-one in the layer a forward starts from, the
+    top-down list in the wrong order, the reference's residual stream taken at the wrong layer. The two models differ
+    in every layer (else reverting could not be told from not reverting)."""
+    from interp.layer_reliance import layer_reliance
+
+    model, _, clean, _ = setup
+    base = copy_model(model)  # a reference that differs from the model in every layer, by a planted amount
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, p in base.named_parameters():
+            if name.startswith("blocks."):
+                p.add_(torch.randn(p.shape, generator=gen) * (p.std() if p.numel() > 1 else 0.1))
+    # logit differences between arbitrary token pairs: O(1) in these models, unlike the trained answers' (~1e-4)
+    pick = np.random.default_rng(0).integers(0, model.cfg.d_vocab, size=(2, len(clean.tokens)))
+    args = (clean.tokens, pick[0], pick[1])
+    fast = layer_reliance(model, base, *args)
+    rev = weight_reversion(model, base, *args, singles=False, bottom_up=False)
+    cm = cross_model_patching(model, base, *args, sites=("resid",))
+    slow = {"full": rev["full"], "layer": list(rev["layer"].values()), "top_down": rev["top_down"],
+            "cmap_resid": cm["resid"]}
+    assert fast["full"] == slow["full"]
+    for key in ("layer", "top_down", "cmap_resid"):
+        assert len(fast[key]) == len(slow[key]) == model.cfg.n_layers, key
+        for f, s in zip(fast[key], slow[key]):
+            assert f["logit_diff"] == pytest.approx(s["logit_diff"], rel=1e-5, abs=1e-6), key
+            assert f["accuracy"] == s["accuracy"], key
+    for key in ("layer", "top_down", "cmap_resid"):  # each layer's edit differs from the others' by far more
+        assert np.diff(sorted(r["logit_diff"] for r in fast[key])).min() > 1e-4, key  # than the tolerance
