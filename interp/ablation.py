@@ -24,10 +24,15 @@ from interp.typing import TLModel
 METHODS = ("zero", "mean", "resample")
 
 
-def _reference(model: TLModel, ref_tokens: torch.Tensor, hook: str) -> torch.Tensor:
+ABLATED = ("attn.hook_z", "mlp.hook_post")  # the activations a head or a neuron is ablated through
+
+
+def _references(model: TLModel, ref_tokens: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Every layer's head outputs and MLP neurons on the reference trials, from one forward."""
     with torch.no_grad():
-        _, cache = model.run_with_cache(ref_tokens, names_filter=lambda n: n == hook, return_type=None)
-    return cache[hook]
+        _, cache = model.run_with_cache(ref_tokens, names_filter=lambda n: n.endswith(ABLATED),
+                                        stop_at_layer=model.cfg.n_layers)
+    return dict(cache.items())
 
 
 def derangement(n_ref: int, n: int, seed: int) -> np.ndarray:
@@ -40,7 +45,8 @@ def derangement(n_ref: int, n: int, seed: int) -> np.ndarray:
 
 
 class Ablator:
-    """Ablates sets of heads or neurons on fixed trials; reference activations are computed once per layer."""
+    """Ablates sets of heads or neurons on fixed trials; the reference activations come from one forward of the
+    reference trials (every layer's head outputs and neurons)."""
 
     def __init__(self, model: TLModel, tokens: Any, answer: Any, wrong: Any, method: str = "mean",
                  reference_tokens: Any = None, seed: int = 0) -> None:
@@ -53,11 +59,14 @@ class Ablator:
         if self.ref.shape[1] != self.tokens.shape[1]:
             raise ValueError("reference trials must have the same length as the ablated trials")
         self._refcache: dict[str, torch.Tensor] = {}
+        self._acts: dict[str, torch.Tensor] | None = None
         self.baseline = self._run([])
 
     def _replacement(self, hook: str) -> torch.Tensor:
         if hook not in self._refcache:
-            act = _reference(self.model, self.ref, hook)
+            if self._acts is None:
+                self._acts = _references(self.model, self.ref)
+            act = self._acts[hook]
             n = self.tokens.shape[0]
             if self.method == "zero":
                 rep = torch.zeros_like(act[:1]).expand(n, *act.shape[1:])

@@ -128,3 +128,21 @@ def test_each_head_equals_one_full_forward_per_head(setup, method, per_forward):
     np.testing.assert_allclose(got["logit_diff"], want, rtol=0, atol=tol)
     np.testing.assert_array_equal(got["accuracy"], acc)
     assert np.ptp(want) > 10 * tol  # heads differ by far more than the tolerance, so a shifted index would show
+
+
+def test_mean_ablation_uses_each_layers_own_reference_activations(setup):
+    """Every layer's mean-ablation replacement (head outputs and neurons, all from one forward of the reference
+    trials) equals the mean of that layer's own activation from a separate TransformerLens forward for that one
+    hook. Catches reference activations taken from the wrong layer or hook, or a forward cut short before the last
+    layer (the ablation itself is checked against hooks and zeroed weights above)."""
+    model, b = setup
+    ref = generate(CDMConfig(), 24, seed=5, tokenizer=model.tokenizer, split="test").tokens
+    ab = Ablator(model, b.tokens, b.answer_ids, b.wrong_ids, method="mean", reference_tokens=ref)
+    names = [f"blocks.{l}.{h}" for l in range(model.cfg.n_layers) for h in ("attn.hook_z", "mlp.hook_post")]
+    means = {}
+    for name in names:
+        with torch.no_grad():
+            _, cache = model.run_with_cache(torch.as_tensor(ref), names_filter=lambda n, name=name: n == name)
+        means[name] = cache[name].mean(0)
+        assert torch.equal(ab._replacement(name)[0], means[name]), name
+    assert not torch.equal(means[names[0]], means[names[2]][:, :means[names[0]].shape[1]])  # layers differ
