@@ -74,15 +74,15 @@ def _qkv_per_head(w: Weights, l: int, x: Float[torch.Tensor, "head kbatch_pos d_
 def _results(w: Weights, l: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
              ) -> Float[torch.Tensor, "head kbatch_pos d_model"]:
     """Each head's output z_h @ W_O[h] (no bias), head-major, from q / k / v [kbatch, pos, head, d_head]."""
-    a = w.blocks[l].attn
-    if w.rotary:
-        q, k = a.apply_rotary(q, 0), a.apply_rotary(k, 0)
+    blk = w.blocks[l]
+    if blk.rotate is not None:
+        q, k = blk.rotate(q, 0), blk.rotate(k, 0)
     q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # [batch, head, pos, d_head]
-    scores = torch.matmul(q, k.transpose(-1, -2)).div_(a.attn_scale)
+    scores = torch.matmul(q, k.transpose(-1, -2)).div_(blk.scale)
     P = scores.shape[-1]
     scores.masked_fill_(torch.ones(P, P, dtype=torch.bool, device=q.device).triu(1), float("-inf"))
     z = torch.matmul(softmax(scores), v)  # [batch, head, pos, d_head]
-    return torch.bmm(z.transpose(0, 1).reshape(w.n_heads, -1, w.d_head), a.W_O)
+    return torch.bmm(z.transpose(0, 1).reshape(w.n_heads, -1, w.d_head), blk.attn.W_O)
 
 
 def run(w: Weights, embed: Float[torch.Tensor, "batch pos d_model"],

@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from jaxtyping import Float
 
+from interp.models import attn_scale_of, kv_weights, rotary_of
 from interp.typing import TLModel
 
 # a patch receives (activation name, activation, start position) and returns the patched activation
@@ -129,9 +130,9 @@ class _Block:
     def __init__(self, block: Any, cfg: Any) -> None:
         a = block.attn
         d, h, e = cfg.d_model, cfg.n_heads, cfg.d_head
-        W_K, W_V = getattr(a, "_W_K", a.W_K), getattr(a, "_W_V", a.W_V)  # grouped-query attention: per kv head
-        b_K, b_V = getattr(a, "_b_K", a.b_K), getattr(a, "_b_V", a.b_V)
+        W_K, W_V, b_K, b_V = kv_weights(a)  # grouped-query attention: per kv head
         self.n_kv = W_K.shape[0]
+        self.rotate, self.scale, self.n_heads, self.d_head = rotary_of(a), attn_scale_of(a), h, e
         # [head, d_model, d_head] -> [d_model, head * d_head]
         flat = lambda W: W.permute(1, 0, 2).reshape(d, -1)  # noqa: E731
         self.W_qkv = torch.cat([flat(a.W_Q), flat(W_K), flat(W_V)], dim=1).contiguous()
@@ -201,9 +202,8 @@ def _attention(blk: _Block, x_ln: Float[torch.Tensor, "batch pos d_model"], k_pr
     cached [batch, head, start, d_head] keys (post-rotary) and values of earlier positions. `rec` (a full forward):
     records q, k, v, rot_k, pattern and z under TransformerLens's hook names prefixed by `name`, and the keys and
     values as "kT" / "vT" ([batch, head, pos, d_head])."""
-    a = blk.attn
     B, n, d = x_ln.shape
-    h, e, hk = a.cfg.n_heads, a.cfg.d_head, blk.n_kv
+    h, e, hk = blk.n_heads, blk.d_head, blk.n_kv
     flat = x_ln.reshape(B * n, d)
     if last_only:  # keys and values of every position, the query of the last one
         kv = torch.addmm(blk.b_qkv[h * e:], flat, blk.W_qkv[:, h * e:])
@@ -217,8 +217,8 @@ def _attention(blk: _Block, x_ln: Float[torch.Tensor, "batch pos d_model"], k_pr
         q, k, v = patch("q", q, start), patch("k", k, start), patch("v", v, start)
     if rec is not None:
         rec[name + "hook_q"], rec[name + "hook_k"], rec[name + "hook_v"] = q, k, v
-    if a.cfg.positional_embedding_type == "rotary":
-        q, k = a.apply_rotary(q, start + n - 1 if last_only else start), a.apply_rotary(k, start)
+    if blk.rotate is not None:
+        q, k = blk.rotate(q, start + n - 1 if last_only else start), blk.rotate(k, start)
         if rec is not None:
             rec[name + "hook_rot_k"] = k
     q = q.transpose(1, 2).contiguous()  # [batch, head, pos, d_head]
@@ -226,7 +226,7 @@ def _attention(blk: _Block, x_ln: Float[torch.Tensor, "batch pos d_model"], k_pr
     v_all = _stack(v_prev, v.transpose(1, 2), variants)
     if rec is not None:
         rec[name + "kT"], rec[name + "vT"] = k_all.contiguous(), v_all.contiguous()
-    scores = torch.matmul(q, k_all.transpose(-1, -2)).div_(a.attn_scale)
+    scores = torch.matmul(q, k_all.transpose(-1, -2)).div_(blk.scale)
     if not last_only:
         qpos = torch.arange(start, start + n, device=q.device)[:, None]
         kpos = torch.arange(start + n, device=q.device)[None, :]

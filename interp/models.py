@@ -122,6 +122,27 @@ def _no_weight_copies(model: TLModel) -> None:
             block.mlp.forward = types.MethodType(_gated_mlp_forward, block.mlp)
 
 
+# -- what the hand-written forwards (interp.forward, interp.edge_forward) read from an attention module: the one
+# place they depend on TransformerLens's internals
+
+def kv_weights(attn: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """W_K, W_V [kv head, d_model, d_head] and b_K, b_V [kv head, d_head]: one per key/value head (grouped-query
+    attention keeps fewer than the query heads; `attn.W_K` repeats them per query head)."""
+    return (getattr(attn, "_W_K", attn.W_K), getattr(attn, "_W_V", attn.W_V), getattr(attn, "_b_K", attn.b_K),
+            getattr(attn, "_b_V", attn.b_V))
+
+
+def rotary_of(attn: Any) -> Any:
+    """f(x [batch, pos, head, d_head], first position) -> x with the rotary embedding applied (None: the model has
+    learned position embeddings instead)."""
+    return attn.apply_rotary if attn.cfg.positional_embedding_type == "rotary" else None
+
+
+def attn_scale_of(attn: Any) -> float:
+    """What attention scores are divided by (sqrt(d_head) unless the model says otherwise)."""
+    return float(attn.attn_scale)
+
+
 RESID_INITS = ("base", "depth", "zero")
 
 
