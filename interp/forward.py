@@ -248,6 +248,16 @@ def attn_out(blk: _Block, z: Float[torch.Tensor, "... head d_head"]) -> Float[to
     return torch.addmm(blk.b_O, z.reshape(-1, blk.W_O.shape[0]), blk.W_O).view(*lead, blk.W_O.shape[1])
 
 
+def run_block(blk: _Block, x: Float[torch.Tensor, "batch pos d_model"], last_only: bool = False
+              ) -> Float[torch.Tensor, "batch pos d_model"]:
+    """One block on a whole residual stream (causal attention from position 0); `last_only`: the last position's
+    output alone ([batch, 1, d_model])."""
+    empty = x.new_empty(x.shape[0], blk.n_heads, 0, blk.d_head)
+    a_out = _attention(blk, blk.ln1(x), empty, empty, 0, 1, None, last_only=last_only)
+    x = (x[:, -1:] if last_only else x) + a_out
+    return x + blk.mlp(blk.ln2(x))
+
+
 def final_logit_diff(w: Weights, x_last: Float[torch.Tensor, "batch d_model"], direction: torch.Tensor,
                      bias: torch.Tensor) -> Float[torch.Tensor, " batch"]:
     """Logit difference from the final residual stream of the last position (variants stacked along the batch)."""

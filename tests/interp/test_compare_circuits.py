@@ -192,14 +192,18 @@ def test_exact_node_effects_match_patching(setup):
         select(g, threshold=1e9)
 
 
-def test_layer_reliance_from_cached_prefixes_equals_reverting_and_patching_whole_models(setup):
+@pytest.mark.parametrize("prepared", [True, False])
+def test_layer_reliance_from_cached_prefixes_equals_reverting_and_patching_whole_models(setup, prepared, monkeypatch):
     """The prefix-cached reliance (`interp.layer_reliance`) against the reference implementations that copy
     weights into a whole model and patch with hooks, on the tiny GPT-2 and the tiny grouped-query Llama, every layer:
     catches a reverted block taken from the wrong model, an off-by-one in the layer a forward starts from, the
     top-down list in the wrong order, the reference's residual stream taken at the wrong layer. The two models differ
     in every layer (else reverting could not be told from not reverting)."""
+    import interp.layer_reliance as lr
     from interp.layer_reliance import layer_reliance
 
+    if not prepared:  # TransformerLens's blocks: what an architecture the prepared forward lacks gets
+        monkeypatch.setattr(lr, "supported", lambda cfg: False)
     model, _, clean, _ = setup
     base = copy_model(model)  # a reference that differs from the model in every layer, by a planted amount
     gen = torch.Generator().manual_seed(0)
