@@ -174,10 +174,23 @@ GRAM = "cka_gram.npz"
 
 
 def grams(rep: Float[np.ndarray, "layer trials d_model"]) -> dict[str, np.ndarray]:
-    """Per layer, the Gram matrix X X^T of the trials' representations (what debiased CKA reads) and whether the
-    representation is constant across trials (CKA undefined there)."""
+    """Per layer, the upper triangle (diagonal included) of the Gram matrix X X^T of the trials' representations,
+    in float32 (what debiased CKA reads: n(n+1)/2 numbers a layer; 1 MB for SmolLM2's 31 points at 128 trials), and
+    whether the representation is constant across trials (CKA undefined there)."""
     x = np.asarray(rep, dtype=np.float64)
-    return {"gram": np.stack([v @ v.T for v in x]), "constant": np.array([is_constant(v) for v in x])}
+    iu = np.triu_indices(x.shape[1])
+    return {"gram_upper": np.stack([(v @ v.T)[iu] for v in x]).astype(np.float32),
+            "constant": np.array([is_constant(v) for v in x])}
+
+
+def _full_grams(upper: np.ndarray) -> np.ndarray:
+    """[layer, n(n+1)/2] upper triangles back to symmetric [layer, n, n] float64 matrices."""
+    n = int((np.sqrt(8 * upper.shape[1] + 1) - 1) / 2)
+    out = np.zeros((upper.shape[0], n, n))
+    iu = np.triu_indices(n)
+    out[:, iu[0], iu[1]] = upper
+    out[:, iu[1], iu[0]] = upper
+    return out
 
 
 def saved_stems(run_dir: Path, mid: str) -> list[str]:
@@ -227,9 +240,10 @@ def gather_comparisons(run_dir: Path, ids: list[str]) -> dict[str, ModelComparis
 
 def cka_between(run_dir: Path, a: str, b: str) -> tuple[float, ...]:
     """Debiased CKA per layer between two models' residual streams at the answer, from their stored Gram matrices
-    (the same numbers as `interp.compare.layer_cka` on their representations)."""
+    (`interp.compare.layer_cka` on their representations to float32 rounding of the Gram matrices: tests)."""
     with np.load(Path(run_dir) / model_dir(a) / GRAM) as za, np.load(Path(run_dir) / model_dir(b) / GRAM) as zb:
-        ka, kb, ca, cb = za["gram"], zb["gram"], za["constant"], zb["constant"]
+        ka, kb = _full_grams(za["gram_upper"]), _full_grams(zb["gram_upper"])
+        ca, cb = za["constant"], zb["constant"]
     if ka.shape != kb.shape:
         raise ShapeMismatchError(f"{a} and {b} have Gram matrices of shapes {ka.shape} and {kb.shape}: per-layer CKA "
                                  "needs equal depth and the same trials")
