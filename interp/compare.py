@@ -48,13 +48,10 @@ def cka(x: Float[np.ndarray, "trials d1"], y: Float[np.ndarray, "trials d2"], de
     return float(num / den) if den > 0 else float("nan")
 
 
-def cka_from_grams(k: Float[np.ndarray, "trials trials"], l_: Float[np.ndarray, "trials trials"],
-                   debiased: bool = True) -> float:
+def cka_from_grams(k: Float[np.ndarray, "trials trials"], l_: Float[np.ndarray, "trials trials"]) -> float:
     """Debiased linear CKA from the Gram matrices X X^T and Y Y^T of two representations of the same trials (what
     `cka(x, y, debiased=True)` computes from X and Y; a model's Gram matrices can be stored instead of its
     representations)."""
-    if not debiased:
-        raise ValueError("only the debiased estimator is computed from Gram matrices here")
     hxy, hxx, hyy = _hsic_u(k, l_), _hsic_u(k, k), _hsic_u(l_, l_)
     return float(hxy / np.sqrt(hxx * hyy)) if hxx > 0 and hyy > 0 else float("nan")
 

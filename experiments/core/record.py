@@ -101,7 +101,7 @@ def _build_dataclass(cls: type, d: Any, where: str) -> Any:
         raise RecordError(f"{where}: expected an object for {cls.__name__}, got {type(d).__name__}")
     hints = typing.get_type_hints(cls)
     fs = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(d) - set(fs) - set(getattr(cls, "DERIVED", ())))
+    unknown = sorted(set(d) - set(fs))
     if unknown:
         raise RecordError(f"{where}: unknown key {unknown[0]!r} for {cls.__name__}")
     missing = [n for n, f in fs.items() if n not in d and f.default is dataclasses.MISSING
@@ -116,7 +116,6 @@ class Record:
     """Base of the typed records: `to_dict` / `from_dict`, `save` / `load` (atomic write; no pickle)."""
 
     OMIT_NONE: ClassVar[frozenset[str]] = frozenset()  # fields left out of the file when None
-    DERIVED: ClassVar[tuple[str, ...]] = ()  # keys the file holds that the record computes (written, not read)
 
     def to_dict(self) -> dict[str, Any]:
         out = {}
@@ -125,7 +124,7 @@ class Record:
             if v is None and f.name in self.OMIT_NONE:
                 continue
             out[f.name] = plain(v)
-        return out | {k: plain(getattr(self, k)) for k in self.DERIVED}
+        return out
 
     @classmethod
     def from_dict(cls: type[R], d: Any, where: str | None = None) -> R:

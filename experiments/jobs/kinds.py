@@ -247,5 +247,5 @@ def cka_between(run_dir: Path, a: str, b: str) -> tuple[float, ...]:
     if ka.shape != kb.shape:
         raise ShapeMismatchError(f"{a} and {b} have Gram matrices of shapes {ka.shape} and {kb.shape}: per-layer CKA "
                                  "needs equal depth and the same trials")
-    return tuple(float("nan") if ca[l] or cb[l] else cka_from_grams(ka[l], kb[l], debiased=True)
+    return tuple(float("nan") if ca[l] or cb[l] else cka_from_grams(ka[l], kb[l])
                  for l in range(len(ka)))

@@ -475,7 +475,8 @@ def test_a_run_recorded_model_by_model_without_weights_equals_the_whole_run(tiny
     whole, out, cfg = tmp_path / "whole", tmp_path / "study", str(tiny_config(tmp_path, tiny_base))
     assert main(["run", cfg, "--out", str(whole), "--quiet"]) == 0
     assert main(["run", cfg, "--out", str(out), "--quiet", "--models", "finetuned-s1"]) == 2  # s0 first
-    assert not (out / "models" / "finetuned-s1").exists()
+    assert main(["run", cfg, "--out", str(out), "--quiet", "--models", "scratch-s9"]) == 2  # not a model of the run
+    assert not (out / "models").exists() or not any((out / "models").iterdir())
     for mid in ("scratch-s0", "finetuned-s0", "scratch-s1", "finetuned-s1"):
         assert main(["run", cfg, "--out", str(out), "--quiet", "--models", mid]) == 0
         weights = out / "models" / mid / "model.safetensors"
