@@ -88,8 +88,11 @@ def neuron_selectivity(model: TLModel, batch: Any, position: str = "answer", lay
         flat_coef = coef.reshape(-1, len(var_names))
         top[name] = [(int(layers[i // coef.shape[1]]), int(i % coef.shape[1]), float(flat_coef[i, v]))
                      for i in order]
-    return {"layers": list(layers), "position": position, "variables": var_names, "coef": coef,
-            "r2": np.stack(fits["model"][1]), "coef_correct": np.stack(fits["correct"][0]),
-            "r2_correct": np.stack(fits["correct"][1]), "top": top,
+    # fitted in float64, kept in float32 (activations of a float32 model: the digits dropped carry nothing; a
+    # 30-layer model's four arrays take 1.8 MB instead of 3.7 MB); `top` is ranked on the float64 fit
+    f32 = lambda a: np.asarray(a, dtype=np.float32)  # noqa: E731
+    return {"layers": list(layers), "position": position, "variables": var_names, "coef": f32(coef),
+            "r2": f32(np.stack(fits["model"][1])), "coef_correct": f32(np.stack(fits["correct"][0])),
+            "r2_correct": f32(np.stack(fits["correct"][1])), "top": top,
             "choice_is_correct": float((choice == X_correct[:, -1]).mean())}
 

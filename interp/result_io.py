@@ -7,8 +7,11 @@ result type (`interp.result_base.Result`), and arrays are read with `allow_pickl
 
 Encoding of a field value: an array becomes {"__array__": key into the NPZ}; a nested dataclass
 {"__type__": name, "fields": {...}} (only the plain dataclasses results hold: PatchResult, CircuitCurve); a tuple
-{"__tuple__": [...]} (frozen results use tuples); a dict whose keys are not all strings
-{"__items__": [[key, value], ...]}; numpy scalars become Python numbers.
+{"__tuple__": [...]} (frozen results use tuples); a long tuple of equal-length tuples whose columns each hold one
+scalar type (a circuit's ~50,000 (upstream, downstream, score) edges) {"__rows__": [column, ...]}, each column an
+array in the NPZ (float64 for floats, int64 for ints: exact) or, for strings, {"__strings__": [distinct values],
+"index": array}; a dict whose keys are not all strings {"__items__": [[key, value], ...]}; numpy scalars become
+Python numbers. The NPZ is compressed.
 
 The JSON records the NPZ's sha256 (a .json is never read with another save's .npz) and the module defining the
 result's type: a type not yet defined in this process is imported from there when that module belongs to the
@@ -32,7 +35,9 @@ import numpy as np
 
 from interp.store import atomic_write_bytes, atomic_write_json
 
-FORMAT = 2  # 1: before the NPZ hash and the module were recorded
+FORMAT = 3  # 1: before the NPZ hash and the module were recorded; 2: before row tables and compression
+READS = (2, 3)  # format 2 files are format 3 files without row tables: read as they are
+ROWS_MIN = 32  # tuples of tuples shorter than this stay readable JSON
 IMPORTABLE: tuple[str, ...] = ("interp.",)  # where a result type named by a file may be imported from
 
 
@@ -86,6 +91,9 @@ def _encode(value: Any, arrays: dict[str, np.ndarray]) -> Any:
         return {"__type__": type(value).__name__,
                 "fields": {f.name: _encode(getattr(value, f.name), arrays) for f in dataclasses.fields(value)}}
     if isinstance(value, tuple):
+        kinds = _row_kinds(value)
+        if kinds is not None:
+            return {"__rows__": [_encode_column([r[i] for r in value], kind, arrays) for i, kind in enumerate(kinds)]}
         return {"__tuple__": [_encode(v, arrays) for v in value]}
     if isinstance(value, list):
         return [_encode(v, arrays) for v in value]
@@ -98,6 +106,42 @@ def _encode(value: Any, arrays: dict[str, np.ndarray]) -> Any:
     return value
 
 
+def _scalar_kind(value: Any) -> type | None:
+    """str, int or float for a column scalar (numpy scalars too; bools are not numbers here), else None."""
+    if isinstance(value, (bool, np.bool_)):
+        return None
+    for kind, also in ((str, ()), (int, np.integer), (float, np.floating)):
+        if isinstance(value, kind) or (also and isinstance(value, also)):
+            return kind
+    return None
+
+
+def _row_kinds(rows: tuple[Any, ...]) -> tuple[type, ...] | None:
+    """The scalar type of each column when `rows` is a row table worth storing as columns (at least ROWS_MIN
+    tuples of one length, each column all str, all float or all int), else None."""
+    if len(rows) < ROWS_MIN or not all(type(r) is tuple for r in rows) or len({len(r) for r in rows}) != 1:
+        return None
+    kinds = tuple(_scalar_kind(v) for v in rows[0])
+    if not kinds or None in kinds or any(tuple(_scalar_kind(v) for v in r) != kinds for r in rows):
+        return None
+    return kinds
+
+
+def _encode_column(values: list[Any], kind: type, arrays: dict[str, np.ndarray]) -> Any:
+    if kind is str:
+        distinct = sorted(set(values))
+        at = {v: i for i, v in enumerate(distinct)}
+        return {"__strings__": distinct, "index": _encode(np.array([at[v] for v in values], dtype=np.int32), arrays)}
+    return _encode(np.array(values, dtype=np.float64 if kind is float else np.int64), arrays)
+
+
+def _decode_column(column: Any, arrays: Any) -> list[Any]:
+    if isinstance(column, dict) and "__strings__" in column:
+        distinct = column["__strings__"]
+        return [distinct[i] for i in arrays[column["index"]["__array__"]].tolist()]
+    return arrays[column["__array__"]].tolist()  # float64 -> float, int64 -> int
+
+
 def _decode(value: Any, arrays: Any, types: dict[str, type]) -> Any:
     if isinstance(value, list):
         return [_decode(v, arrays, types) for v in value]
@@ -107,6 +151,8 @@ def _decode(value: Any, arrays: Any, types: dict[str, type]) -> Any:
         return arrays[value["__array__"]]
     if "__tuple__" in value:
         return tuple(_decode(v, arrays, types) for v in value["__tuple__"])
+    if "__rows__" in value:
+        return tuple(zip(*(_decode_column(c, arrays) for c in value["__rows__"]), strict=True))
     if "__items__" in value:
         return {_decode(k, arrays, types): _decode(v, arrays, types) for k, v in value["__items__"]}
     if "__type__" in value:
@@ -127,7 +173,7 @@ def save_result(result: Any, stem: str | Path, provenance: dict[str, Any] | None
     arrays: dict[str, np.ndarray] = {}
     fields = {f.name: _encode(getattr(result, f.name), arrays) for f in dataclasses.fields(result)}
     buf = io.BytesIO()
-    np.savez(buf, **arrays)
+    np.savez_compressed(buf, **arrays)
     data = buf.getvalue()
     stem = Path(stem)
     atomic_write_bytes(stem.with_suffix(".npz"), data)
@@ -142,8 +188,8 @@ def load_result(stem: str | Path) -> Any:
     stem = Path(stem)
     where = stem.with_suffix(".json")
     meta = json.loads(where.read_text())
-    if meta.get("format") != FORMAT or "type" not in meta:
-        raise ValueError(f"{where}: not a result file of this version's format {FORMAT} (format "
+    if meta.get("format") not in READS or "type" not in meta:
+        raise ValueError(f"{where}: not a result file of a format this version reads {READS} (format "
                          f"{meta.get('format')!r}: written by another version of cogcircuits; recompute it)")
     cls = _result_type(meta["type"], meta.get("module"), where)
     data = stem.with_suffix(".npz").read_bytes()

@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 
 from experiments import api as cc
+from interp import result_io
+from interp.result_base import Result
 from interp.result_io import load_provenance, load_result, save_result
 
 
@@ -160,3 +162,95 @@ def test_a_result_type_name_is_registered_once(tmp_path):
     assert load_result(tmp_path / "n").x == 2.5
     with pytest.raises(TypeError, match="already defined"):
         type("Patching", (Result,), {"__module__": "somewhere.else"})
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class PlantedRows(Result):
+    rows: tuple
+
+
+def test_a_circuits_edges_are_stored_as_columns_not_one_json_entry_each(results, tmp_path):
+    """~50,000 edges of a 30-layer model took 6 MB of JSON; as columns in the NPZ they take a few hundred KB."""
+    c = results["circuit"]
+    assert len(c.edges) >= result_io.ROWS_MIN  # else this test would not reach the row tables
+    json_path, _ = save_result(c, tmp_path / "c")
+    edges = json.loads(json_path.read_text())["fields"]["edges"]
+    assert set(edges) == {"__rows__"} and len(edges["__rows__"]) == 3
+    assert load_result(tmp_path / "c").edges == c.edges
+
+
+def test_a_row_table_reads_back_with_its_values_and_types_exactly(tmp_path):
+    """Strings through their index (an index off by one, or distinct values reordered without remapping, would
+    change them), floats at float64 (float32 columns would lose digits), ints as ints, NaN as NaN."""
+    rng = np.random.default_rng(0)
+    rows = tuple((f"L{int(i) % 7}H{int(i) % 3}", float(rng.normal()) / 3, int(i) - 50, "MLP") for i in range(99))
+    rows = (*rows, ("L9H9", float("nan"), 10**12, "MLP"))
+    save_result(PlantedRows(rows), tmp_path / "r")
+    assert '"__rows__"' in (tmp_path / "r.json").read_text()
+    same(PlantedRows(rows), load_result(tmp_path / "r"))
+
+
+@pytest.mark.parametrize("odd", [("a", 3, 1), ("a", 0.5, True), ("a", 0.5), ["a", 0.5, 1]],
+                         ids=["int-among-floats", "bool-among-ints", "shorter-row", "a-list-row"])
+def test_rows_that_are_not_one_table_stay_tuples_with_their_types(tmp_path, odd):
+    """A column whose types differ from the first row's, a bool, a row of another length or a list is kept as
+    plain tuples: the types read back are the ones written (an encoder that took the first row's types would read
+    3 back as 3.0, or True as 1)."""
+    rows = (*(("x", i / 7, i) for i in range(40)), tuple(odd) if isinstance(odd, tuple) else odd)
+    save_result(PlantedRows(rows), tmp_path / "r")
+    assert '"__rows__"' not in (tmp_path / "r.json").read_text()
+    same(PlantedRows(rows), load_result(tmp_path / "r"))
+
+
+def test_a_file_of_the_previous_format_still_loads(results, tmp_path, monkeypatch):
+    """Format 2 (no row tables, an uncompressed NPZ) was written by the version before: records committed then
+    (a study recorded model by model across sessions) must keep loading."""
+    c = results["circuit"]
+    monkeypatch.setattr(result_io, "FORMAT", 2)
+    monkeypatch.setattr(result_io, "ROWS_MIN", 10**9)
+    monkeypatch.setattr(result_io.np, "savez_compressed", np.savez)
+    save_result(c, tmp_path / "old")
+    monkeypatch.undo()
+    meta = json.loads((tmp_path / "old.json").read_text())
+    assert meta["format"] == 2 and '"__rows__"' not in json.dumps(meta)
+    same(c, load_result(tmp_path / "old"))
+    meta["format"] = 1
+    (tmp_path / "old.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="format 1"):
+        load_result(tmp_path / "old")
+
+
+def test_the_compaction_script_rewrites_format_2_files_and_changes_no_value(results, tmp_path, monkeypatch):
+    """scripts/compact_results.py (for records committed in format 2): the circuit reads back equal, the neuron
+    arrays equal to float32 of the originals, a file already in format 3 is left alone, and a second pass rewrites
+    nothing."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    folder = tmp_path / "run" / "results" / "per_model" / "m"
+    folder.mkdir(parents=True)
+    monkeypatch.setattr(result_io, "FORMAT", 2)
+    monkeypatch.setattr(result_io, "ROWS_MIN", 10**9)
+    monkeypatch.setattr(result_io.np, "savez_compressed", np.savez)
+    n = results["neurons"]
+    wide = {f: getattr(n, f).astype(np.float64) for f in ("coef", "r2", "coef_correct", "r2_correct")}
+    save_result(results["circuit"], folder / "circuit", provenance={"seed": 7})
+    save_result(dataclasses.replace(n, **wide), folder / "neurons", provenance={"seed": 7})  # as format 2 held them
+    monkeypatch.undo()
+    save_result(results["ablation"], folder / "ablation")
+    untouched = (folder / "ablation.npz").read_bytes()
+    script = Path(__file__).resolve().parents[2] / "scripts" / "compact_results.py"
+    out = subprocess.run([sys.executable, str(script), str(tmp_path / "run")], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip().endswith("2 files rewritten in format 3")
+    same(results["circuit"], load_result(folder / "circuit"))
+    back = load_result(folder / "neurons")
+    assert n.coef.dtype == np.float32  # the analysis now writes float32
+    for f in ("coef", "r2", "coef_correct", "r2_correct"):
+        assert getattr(back, f).dtype == np.float32 and np.array_equal(getattr(back, f), getattr(n, f))
+    assert load_provenance(folder / "neurons") == {"seed": 7}
+    assert (folder / "ablation.npz").read_bytes() == untouched
+    again = subprocess.run([sys.executable, str(script), str(tmp_path / "run")], capture_output=True, text=True,
+                           check=True).stdout
+    assert again.strip().endswith("0 files rewritten in format 3")
