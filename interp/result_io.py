@@ -11,7 +11,7 @@ Encoding of a field value: an array becomes {"__array__": key into the NPZ}; a n
 scalar type (a circuit's ~50,000 (upstream, downstream, score) edges) {"__rows__": [column, ...]}, each column an
 array in the NPZ (float64 for floats, int64 for ints: exact) or, for strings, {"__strings__": [distinct values],
 "index": array}; a dict whose keys are not all strings {"__items__": [[key, value], ...]}; numpy scalars become
-Python numbers. The NPZ is compressed.
+Python numbers. Equal arrays (dtype, shape and bytes) are stored once. The NPZ is compressed.
 
 The JSON records the NPZ's sha256 (a .json is never read with another save's .npz) and the module defining the
 result's type: a type not yet defined in this process is imported from there when that module belongs to the
@@ -84,6 +84,9 @@ def _result_type(name: str, module: str | None, where: Path) -> type:
 
 def _encode(value: Any, arrays: dict[str, np.ndarray]) -> Any:
     if isinstance(value, np.ndarray):
+        for key, held in arrays.items():  # an array equal to one already held (dtype, shape, bytes) is kept once
+            if held.dtype == value.dtype and held.shape == value.shape and held.tobytes() == value.tobytes():
+                return {"__array__": key}
         key = f"a{len(arrays)}"
         arrays[key] = value
         return {"__array__": key}
@@ -148,7 +151,7 @@ def _decode(value: Any, arrays: Any, types: dict[str, type]) -> Any:
     if not isinstance(value, dict):
         return value
     if "__array__" in value:
-        return arrays[value["__array__"]]
+        return arrays[value["__array__"]].copy()  # fields that shared one stored array do not share memory
     if "__tuple__" in value:
         return tuple(_decode(v, arrays, types) for v in value["__tuple__"])
     if "__rows__" in value:

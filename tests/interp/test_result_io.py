@@ -254,3 +254,28 @@ def test_the_compaction_script_rewrites_format_2_files_and_changes_no_value(resu
     again = subprocess.run([sys.executable, str(script), str(tmp_path / "run")], capture_output=True, text=True,
                            check=True).stdout
     assert again.strip().endswith("0 files rewritten in format 3")
+    half = subprocess.run([sys.executable, str(script), str(tmp_path / "run"), "--neurons-float16"],
+                          capture_output=True, text=True, check=True).stdout
+    assert half.strip().endswith("1 files rewritten in format 3")  # the neurons only
+    back = load_result(folder / "neurons")
+    for f in ("coef", "r2", "coef_correct", "r2_correct"):
+        assert getattr(back, f).dtype == np.float16 and np.array_equal(getattr(back, f), getattr(n, f).astype(np.float16))
+    assert back.top == n.top
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class PlantedArrays(Result):
+    arrays: tuple
+
+
+def test_equal_arrays_are_stored_once_and_read_back_apart(tmp_path):
+    """A neuron analysis of a model that is always right holds coef_correct == coef: stored once. Arrays with the
+    same bytes but another dtype or shape are not equal (zeros as float32 and int32; 6 values as [6] and [2, 3])."""
+    a = np.arange(6, dtype=np.float32)
+    arrays = (a, a.copy(), np.zeros(6, np.float32), np.zeros(6, np.int32), a.reshape(2, 3), a + 1)
+    _, npz = save_result(PlantedArrays(arrays), tmp_path / "r")
+    assert len(np.load(npz).files) == 5
+    back = load_result(tmp_path / "r")
+    same(PlantedArrays(arrays), back)
+    back.arrays[0][0] = 99.0
+    assert back.arrays[1][0] == 0.0
