@@ -1,7 +1,8 @@
 """The one adapter between this project and TransformerLens / Hugging Face models.
 
-Every construction and loading of a model happens here: `HookedTransformer`s of a GPT-2 or Llama `Arch`
-(`interp.arch`) built from scratch, converted from a Hugging Face model (a named base from `interp.bases`, a local
+Every construction and loading of a model happens here: hooked models (`interp.hooked_lm.HookedLM`, TransformerLens
+3's `HookedTransformer` rebuilt on the hook machinery TransformerLens 3 and 4 share: the project runs on either)
+of a GPT-2 or Llama `Arch` (`interp.arch`) built from scratch, converted from a Hugging Face model (a named base from `interp.bases`, a local
 directory, fully offline, or a hub name when the user asks for one), and the project's own checkpoints
 (safetensors + JSON, never pickle).
 
@@ -24,6 +25,8 @@ from safetensors.torch import load_file, save_file
 
 from interp import bases
 from interp.arch import Arch, UnsupportedArchitecture
+from interp.hf_weights import gpt2_state, llama_state
+from interp.hooked_lm import HookedLM, HookedLMConfig, gelu_tanh  # noqa: F401  (gelu_tanh: tests)
 from interp.store import atomic_write_json, file_sha256
 from interp.typing import TLModel
 
@@ -64,62 +67,15 @@ def hub_revision(name: str) -> str:
                              "or set HF_HUB_OFFLINE=1 to work from the cache") from None
 
 
-def _tl_config(arch: Arch, device: str, seed: int | None = None):  # noqa: ANN202
-    from transformer_lens import HookedTransformerConfig
-
-    return HookedTransformerConfig(**arch.tl_kwargs(), device=device, seed=seed)
+def _lm_config(arch: Arch, device: str, seed: int | None = None) -> HookedLMConfig:
+    return HookedLMConfig(**arch.tl_kwargs(), device=device, seed=seed)
 
 
-def _hooked(arch: Arch, tokenizer: Any, device: str, seed: int | None, init: bool):  # noqa: ANN202
-    from transformer_lens import HookedTransformer
-
-    cfg = _tl_config(arch, device, seed)
-    cfg.init_weights = init
-    model = HookedTransformer(cfg, tokenizer=tokenizer, move_to_device=False)
-    _fused_activation(model)
-    _no_weight_copies(model)
-    model.to(device, print_details=False)
+def _hooked(arch: Arch, tokenizer: Any, device: str, seed: int | None, init: bool) -> HookedLM:
+    model = HookedLM(_lm_config(arch, device, seed), tokenizer=tokenizer, init_weights=init)
+    model.to(device)
     model.eval()
     return model
-
-
-def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
-    """GPT-2's GELU (tanh approximation) as PyTorch's one fused kernel, forward and backward."""
-    return torch.nn.functional.gelu(x, approximate="tanh")
-
-
-def _fused_activation(model: TLModel) -> None:
-    """TransformerLens computes GPT-2's "gelu_new" as six element-wise operations in Python (each kept for the
-    backward pass); PyTorch's tanh-approximated GELU is the same formula in one kernel (equal to float rounding:
-    tests). Measured on the shipped base: a third of each MLP's forward time and a fifth of a training step."""
-    if model.cfg.act_fn not in ("gelu_new", "gelu_pytorch_tanh"):
-        return
-    for block in model.blocks:
-        block.mlp.act_fn = gelu_tanh
-
-
-def _unembed_forward(self: Any, residual: torch.Tensor) -> torch.Tensor:
-    return self.hook_out(torch.nn.functional.linear(self.hook_in(residual), self.W_U.T, self.b_U))
-
-
-def _gated_mlp_forward(self: Any, x: torch.Tensor) -> torch.Tensor:
-    pre = self.hook_pre(torch.nn.functional.linear(x, self.W_gate.T))
-    pre_linear = self.hook_pre_linear(torch.nn.functional.linear(x, self.W_in.T))
-    post = self.hook_post(self.act_fn(pre) * pre_linear + self.b_in)
-    return torch.nn.functional.linear(post, self.W_out.T, self.b_out)
-
-
-def _no_weight_copies(model: TLModel) -> None:
-    """TransformerLens's unembedding and gated MLP copy their weight matrices into transposed contiguous copies on
-    every call (`W_U.T.contiguous()`: 113 MB for SmolLM2, 74 ms a call here); the same products on the transposed
-    views copy nothing and give the same numbers (tests). Hooks are kept (hook_in / hook_out; hook_pre,
-    hook_pre_linear, hook_post)."""
-    import types
-
-    model.unembed.forward = types.MethodType(_unembed_forward, model.unembed)
-    if model.cfg.gated_mlp and not model.cfg.is_layer_norm_activation():
-        for block in model.blocks:
-            block.mlp.forward = types.MethodType(_gated_mlp_forward, block.mlp)
 
 
 # -- what the hand-written forwards (interp.forward, interp.edge_forward) read from an attention module: the one
@@ -148,7 +104,7 @@ RESID_INITS = ("base", "depth", "zero")
 
 def build_scratch(arch: Arch, tokenizer: Any, seed: int, device: str = "cpu", resid_init: str = "base",
                   embed_init_std: float = 0.0):  # noqa: ANN201
-    """A randomly initialised HookedTransformer of `arch`, seeded: every weight matrix drawn from N(0, s) and biases
+    """A randomly initialised hooked model of `arch`, seeded: every weight matrix drawn from N(0, s) and biases
     zero, with s = 0.8 / sqrt(d_model) for GPT-2 (TransformerLens's GPT-2 initialisation) and the base's own
     `initializer_range` (0.02 for SmolLM2: HF's Llama initialisation) for Llama; normalisation weights 1.
 
@@ -246,21 +202,19 @@ def load_hf(path_or_name: str | Path) -> tuple[Any, Any]:
 load_hf_gpt2 = load_hf  # the earlier name
 
 
-def hf_to_hooked(hf_model: Any, tokenizer: Any, device: str = "cpu"):  # noqa: ANN201
-    """Convert a transformers GPT-2 or Llama to a HookedTransformer through TransformerLens's weight conversion
-    (no weight processing). The conversion unties tied embeddings: W_U starts as a copy of W_E^T and trains on
-    its own."""
-    from transformer_lens.pretrained.weight_conversions import convert_gpt2_weights, convert_llama_weights
-
+def hf_to_hooked(hf_model: Any, tokenizer: Any, device: str = "cpu") -> HookedLM:
+    """Convert a transformers GPT-2 or Llama to this project's hooked model, laid out as TransformerLens 3's
+    conversion lays it out (`interp.hf_weights`; no weight processing). The conversion unties tied embeddings: W_U
+    starts as a copy of W_E^T and trains on its own."""
     arch = Arch.from_hf_config(hf_model.config)
     model = _hooked(arch, tokenizer, device, None, init=False)
-    convert = convert_gpt2_weights if arch.family == "gpt2" else convert_llama_weights
-    state = convert(hf_model, model.cfg)
-    state["unembed.b_U"] = torch.zeros(arch.d_vocab)
-    model.load_and_process_state_dict({k: v.detach().clone() for k, v in state.items()}, fold_ln=False,
-                                      center_writing_weights=False, center_unembed=False,
-                                      fold_value_biases=False, refactor_factored_attn_matrices=False)
-    model.to(device, print_details=False)
+    convert = gpt2_state if arch.family == "gpt2" else llama_state
+    state = {k: v.detach().clone() for k, v in convert(hf_model, model.cfg).items()}
+    missing = sorted(set(dict(model.named_parameters())) - set(state))
+    if missing:
+        raise ModelLoadError(f"converting the {arch.family} model left parameters unset: {missing[:3]}")
+    model.load_state_dict(state, strict=False)
+    model.to(device)
     model.eval()
     return model
 
@@ -335,7 +289,7 @@ def load_checkpoint(path: str | Path, device: str = "cpu"):  # noqa: ANN201
         detail = f"missing {missing[:3]}" if missing else f"shape mismatch in {bad[:3]}"
         raise ModelLoadError(f"checkpoint {path}: weights do not match the config ({detail})")
     model.load_state_dict(state, strict=False)
-    model.to(device, print_details=False)
+    model.to(device)
     model.eval()
     return model, tokenizer, meta
 
@@ -423,7 +377,7 @@ def copy_model(model: TLModel):  # noqa: ANN201
     """An independent copy (same tokenizer, same device) for analyses that edit weights."""
     clone = _hooked(arch_of(model), model.tokenizer, str(model.cfg.device), None, init=False)
     clone.load_state_dict(model.state_dict())
-    clone.to(model.cfg.device, print_details=False)
+    clone.to(model.cfg.device)
     clone.eval()
     return clone
 

