@@ -1,4 +1,4 @@
-"""A partial forward pass of a HookedTransformer (GPT-2 or Llama architecture) that starts at layer L and position p.
+"""A partial forward pass of a hooked model (`interp.hooked_lm.HookedLM`, GPT-2 or Llama) from layer L, position p.
 
 Exact patching only needs to recompute what a patch can change: layers >= L (the earlier ones are read from the
 target run's cache) and positions >= p (causal attention: earlier positions, and their keys and values, are

@@ -1,7 +1,7 @@
 """The notebook API's functions (re-exported by `experiments.api`, whose docstring shows them in use): load or
 train a model, draw task trials and clean/corrupted pairs, run each analysis, and get typed results
-(`interp.results`). Every analysis takes a `Model` (from `load` or `train`: the HookedTransformer with its task
-config and name) or a bare HookedTransformer (then the default task). The computations are the library's
+(`interp.results`). Every analysis takes a `Model` (from `load` or `train`: the hooked model with its task
+config and name) or a bare hooked model (`interp.hooked_lm.HookedLM`, then the default task). The computations are the library's
 (`interp.*`), the same as the CLI's commands and `cogcircuits run`; nothing here prints or writes except `train`
 (its checkpoint folder).
 
@@ -48,7 +48,7 @@ __all__ = ["Model", "Pairs", "load", "train", "evaluate", "trials", "pairs", "pa
 class Model:
     """A loaded model and what the analyses need besides its weights.
 
-    model: the HookedTransformer (TransformerLens habits work on it: run_with_cache, hooks, to_tokens ...);
+    model: the hooked model (TransformerLens's HookedTransformer interface: run_with_cache, hooks, to_tokens ...);
     task: the task config it was trained on (the default task for a base); name: for titles; info: what
     `interp.models.load_model` recorded (for a checkpoint: config, curve, metrics, hashes)."""
 
@@ -87,7 +87,7 @@ def _parts(model: Model | Any) -> tuple[Any, Any, str]:
     if isinstance(model, Model):
         return model.model, model.task, model.name
     if not hasattr(model, "run_with_cache"):
-        raise TypeError(f"expected a cc.Model or a HookedTransformer, got {type(model).__name__}")
+        raise TypeError(f"expected a cc.Model or a hooked model (HookedLM), got {type(model).__name__}")
     return model, _task(None, {}), "model"
 
 
@@ -163,7 +163,7 @@ def pairs(model: Model | Any, n: int = 16, seed: int = 0, corruption: str | None
 
 def evaluation_of(model: TLModel, batch: TrialBatch, seed: int, name: str = "model") -> Evaluation:
     """The one evaluation: accuracy overall, on incongruent trials and per condition, and the mean logit
-    difference, of a HookedTransformer on a batch of trials (what runs, the CLI and the notebook report)."""
+    difference, of a hooked model on a batch of trials (what runs, the CLI and the notebook report)."""
     ev = evaluate_batch(model, batch)
     ld = ev["per_trial_logit_diff"]
     return Evaluation(batch.split, len(batch), seed, ev["accuracy"], incongruent_accuracy(batch, ld),

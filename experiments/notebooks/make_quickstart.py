@@ -93,7 +93,8 @@ circuit.plot("graph")"""),
 
 - `cc.ablate(ft, trials, method="mean")`, `cc.neurons(ft, trials)` and `cc.compare({"finetuned-s0": ft}, base,
   trials)` work the same way; `cc.attention(model, "any text", "L0H1,L2H3")` shows any prompt.
-- `ft.model` is the TransformerLens `HookedTransformer`: hooks and caches work as usual.
+- `ft.model` is a hooked model with TransformerLens's `HookedTransformer` interface (`interp.hooked_lm.HookedLM`,
+  under TransformerLens 3 or 4): hooks, `run_with_cache` and TransformerLens's `patching` work as usual.
 - The `cogcircuits` commands (README) write the same analyses to disk with figures and provenance.
 
 The outputs of this notebook are in `work`; remove them when done:"""),

@@ -1,4 +1,4 @@
-"""Answer-only training of HookedTransformers on any registered task: fine-tuned from a base or from scratch.
+"""Answer-only training of hooked models (`interp.hooked_lm.HookedLM`) on any registered task: fine-tuned from a base or from scratch.
 
 One code path for both inits. Loss: cross-entropy of the answer token at the final position only. AdamW with
 linear warmup and cosine decay, gradient clipping, evaluation on the validation split every `eval_every` steps,

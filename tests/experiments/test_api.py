@@ -283,5 +283,5 @@ def test_results_are_frozen(ft, trials):
     a = cc.attribute(ft, trials)
     with pytest.raises(dataclasses.FrozenInstanceError):
         a.model = "other"  # type: ignore[misc]
-    with pytest.raises(TypeError, match="HookedTransformer"):
+    with pytest.raises(TypeError, match="hooked model"):
         cc.attribute("not a model", trials)
