@@ -77,6 +77,7 @@ class TrainConfig:
     bf16: bool = False
     schedule: str = "cosine"  # "cosine": warmup, cosine to min_lr_frac; "constant": warmup, flat, linear decay
     decay_frac: float = 0.2  # "constant": the share of `steps` at the end over which the rate decays to min_lr_frac
+    hold_steps: int = 0  # after `steps`, up to this many more at the schedule's last rate (a cap beyond the schedule)
     beta2: float = 0.999
     curriculum_steps: int = 0  # the first steps draw `curriculum_incongruent` of each batch from incongruent trials
     curriculum_incongruent: float = 0.75
@@ -100,6 +101,8 @@ class TrainConfig:
             raise ValueError(f"train.embed_init_std must be >= 0, got {self.embed_init_std}")
         if self.curriculum_steps < 0 or not 0 <= self.curriculum_incongruent <= 1:
             raise ValueError("train.curriculum_steps must be >= 0 and train.curriculum_incongruent in [0, 1]")
+        if self.hold_steps < 0:
+            raise ValueError(f"train.hold_steps must be >= 0, got {self.hold_steps}")
         for f in ("steps", "batch_size", "eval_every", "eval_size", "checkpoint_every"):
             if getattr(self, f) < 1:
                 raise ValueError(f"train.{f} must be >= 1, got {getattr(self, f)}")
@@ -118,6 +121,12 @@ class TrainConfig:
             raise ValueError("train.grad_clip must be > 0 and train.weight_decay >= 0")
         if self.device not in ("auto", "cpu", "cuda", "mps") and not self.device.startswith("cuda:"):
             raise ValueError(f"train.device must be auto, cpu, cuda or mps, got {self.device!r}")
+
+    @property
+    def max_steps(self) -> int:
+        """The step budget: the schedule's `steps`, then `hold_steps` at its last rate (training stops earlier at
+        the criterion either way, so a model that meets it within `steps` trains the same with any hold)."""
+        return self.steps + self.hold_steps
 
     def scratch_recipe(self) -> dict[str, Any]:
         """How a scratch model's initial weights are rescaled (`interp.models.build_scratch`)."""
@@ -355,22 +364,22 @@ def _loop(s: _Session, cfg: dict[str, Any], out: Path, progress: bool, stop_afte
     `stop_after` (unfinished)."""
     task, mcfg, tcfg = cfg["task"], cfg["model"], cfg["train"]
     use_bf16 = tcfg.bf16 and s.device != "mps"  # bf16 autocast on CUDA and on CPUs (measured: benches/)
-    bar = tqdm(total=tcfg.steps, initial=s.step, desc=f"train[{mcfg.init}]", disable=not progress)
+    bar = tqdm(total=tcfg.max_steps, initial=s.step, desc=f"train[{mcfg.init}]", disable=not progress)
     ran, cadence = 0, StateCadence(tcfg.checkpoint_every, tcfg.state_time_share)
-    while s.step < tcfg.steps and not s.done:
+    while s.step < tcfg.max_steps and not s.done:
         b = training_batch(task, tcfg, s.step, s.tok)
         toks, ans = to_device(b.tokens, s.device), to_device(b.answer_ids, s.device)
         loss, logits = train_step(s.model, s.opt, s.sched, toks, ans, tcfg.grad_clip, use_bf16)
         s.step += 1
         ran += 1
         bar.update(1)
-        if s.step % tcfg.eval_every == 0 or s.step == tcfg.steps:
+        if s.step % tcfg.eval_every == 0 or s.step == tcfg.max_steps:
             point = _checkpoint(s, tcfg, loss, logits, b, out)
             s.curve.append(point)
             bar.set_postfix(loss=f"{point['train_loss']:.3f}", val_acc=f"{point['val_accuracy']:.3f}",
                             val_inc=f"{point['val_incongruent_accuracy']:.3f}")
             s.done = meets_criterion(tcfg, point["val_accuracy"], point["val_incongruent_accuracy"])
-        if not s.done and s.step < tcfg.steps and cadence.due(s.step):
+        if not s.done and s.step < tcfg.max_steps and cadence.due(s.step):
             _check_weights(s.model, s.step, out)
             t_save = time.perf_counter()
             save_state(out / "state", s.step, s.model.state_dict(), s.opt, s.sched,
@@ -393,7 +402,7 @@ def _finish(s: _Session, cfg: dict[str, Any], out: Path) -> dict[str, Any]:
     test = generate(task, tcfg.eval_size, seed=tcfg.seed, tokenizer=tok, split="test")
     ev = evaluate_batch(model, test)
     metrics = {"steps": s.step, "met_criterion": s.done, "steps_to_criterion": s.step if s.done else None,
-               "criterion": criterion_of(tcfg), "stopped_early": s.done and s.step < tcfg.steps,
+               "criterion": criterion_of(tcfg), "stopped_early": s.done and s.step < tcfg.max_steps,
                "test_accuracy": ev["accuracy"],
                "test_incongruent_accuracy": incongruent_accuracy(test, ev["per_trial_logit_diff"]),
                "test_logit_diff": ev["logit_diff"], "by_condition": accuracy_by_condition(test, ev["per_trial_logit_diff"]),

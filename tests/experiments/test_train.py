@@ -244,3 +244,21 @@ def test_a_scratch_recipe_for_a_fine_tune_is_refused(tiny_base, tmp_path):
     with pytest.raises(ValueError, match="scratch' only"):
         train(tiny_train_config(tiny_base, "pretrained", steps=5, resid_init="depth"), tmp_path / "x", progress=False)
     assert not (tmp_path / "x").exists()
+
+
+def test_hold_steps_train_on_at_the_last_rate_with_the_schedule_unchanged(tiny_base, tmp_path):
+    """hold_steps extends the budget past the schedule at its last rate: the first `steps` steps are those of the
+    run without a hold (a cap that stretched the schedule would change them), the held steps run at min_lr_frac x
+    lr, and the budget is steps + hold_steps when the criterion is not met (unreachable here: 1.0 on a scratch
+    model of 16 steps)."""
+    kw = {"eval_every": 2, "schedule": "constant", "decay_frac": 0.5, "target_accuracy": 1.0,
+          "target_incongruent": 1.0, "lr": 1e-3, "min_lr_frac": 0.1, "warmup": 2}
+    plain = train(tiny_train_config(tiny_base, "scratch", steps=10, **kw), tmp_path / "plain", progress=False)
+    held = train(tiny_train_config(tiny_base, "scratch", steps=10, hold_steps=6, **kw), tmp_path / "held",
+                 progress=False)
+    assert plain["steps"] == 10 and held["steps"] == 16 and not held["met_criterion"]
+    cp = json.loads((tmp_path / "plain" / "curve.json").read_text())
+    ch = json.loads((tmp_path / "held" / "curve.json").read_text())
+    assert ch[:len(cp)] == cp
+    assert [p["step"] for p in ch[len(cp):]] == [12, 14, 16]
+    assert all(p["lr"] == pytest.approx(1e-4) for p in ch[len(cp) - 1:])
