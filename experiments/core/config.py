@@ -109,6 +109,20 @@ def to_dict(obj: Any) -> Any:
     return obj
 
 
+# Options added after runs were recorded, with the default that keeps the earlier behaviour: a hash of a config
+# leaves them out while they hold it, so a run folder (or a training state) recorded before the option existed
+# still resumes under the same config. Set to anything else, they are hashed like every other option.
+ADDED_OPTIONS: dict[str, Any] = {"hold_steps": 0}
+
+
+def hashed_form(d: Any) -> Any:
+    """A config dict (`to_dict`) as its hash sees it: every section's ADDED_OPTIONS left out where at their
+    default."""
+    if isinstance(d, dict):
+        return {k: hashed_form(v) for k, v in d.items() if not (k in ADDED_OPTIONS and v == ADDED_OPTIONS[k])}
+    return d
+
+
 def read_toml(path: str | Path) -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from experiments.core.config import to_dict
+from experiments.core.config import hashed_form, to_dict
 from experiments.core.record import Record
 from experiments.core.run_record import RunEvaluation, RunMeta, load_step
 from experiments.jobs.executors import ExecutorConfig
@@ -25,7 +25,7 @@ R = TypeVar("R", bound=Record)
 
 def config_hash(cfg: dict[str, Any]) -> str:
     """What the results depend on: every section but [executor] (where jobs run does not change them)."""
-    d = {k: v for k, v in to_dict(cfg).items() if k != "executor"}
+    d = {k: v for k, v in hashed_form(to_dict(cfg)).items() if k != "executor"}
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 

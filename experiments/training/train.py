@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from experiments.core.config import build_task, load_sections, to_dict
+from experiments.core.config import build_task, hashed_form, load_sections, to_dict
 from experiments.core.state import latest_state, load_state, lr_lambda, save_state
 from interp.metrics import (accuracy_by_condition, evaluate_batch, incongruent_accuracy, logit_diff_from_logits,
                             unembed_last)
@@ -264,7 +264,7 @@ def _check_weights(model: torch.nn.Module, step: int, out: Path) -> None:
 def config_sha256(cfg: dict[str, Any]) -> str:
     """The hash of everything that decides the trajectory (task, model, training; not the device), recorded in each
     resumable state so a resume under another config is refused."""
-    d = to_dict(cfg)
+    d = hashed_form(to_dict(cfg))
     d["train"] = {k: v for k, v in d["train"].items() if k != "device"}
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
 

@@ -86,3 +86,29 @@ def test_setup_installs_torch_from_an_index_in_the_declared_range():
     setup = (REPO / "scripts" / "setup.sh").read_text()
     assert f'TORCH_SPEC="{torch_dep}"' in setup, torch_dep
     assert "/opt/" not in setup and "torch==" not in setup and ".whl" not in setup
+
+
+def test_an_option_added_later_leaves_the_hashes_of_recorded_runs_unchanged_until_set():
+    """`train.hold_steps` came after runs were recorded: at its default a config hashes as it did without it (the
+    committed SmolLM2 study's run.json still matches its config, so the study resumes), and set, it is hashed. A
+    hash over every field would break the first; dropping the option always would break the second."""
+    import hashlib
+
+    from experiments.core.config import to_dict
+    from experiments.run.context import config_hash
+    from experiments.training.train import config_sha256
+
+    study = REPO / "experiments" / "configs" / "smollm2-study.toml"
+    cfg = load_run_config(study)
+    stored = json.loads((REPO / "docs" / "smollm2-study" / "run" / "run.json").read_text())["config_hash"]
+    assert config_hash(cfg) == stored
+    before = {k: v for k, v in to_dict(cfg).items() if k != "executor"}
+    for section in ("finetune", "scratch"):
+        before[section] = {k: v for k, v in before[section].items() if k != "hold_steps"}
+    assert config_hash(cfg) == hashlib.sha256(json.dumps(before, sort_keys=True).encode()).hexdigest()[:16]
+    assert config_hash(load_run_config(study, {"scratch": {"hold_steps": 1000}})) != stored
+    train = {"task": to_dict(cfg["task"]), "model": {"init": "scratch"}, "train": to_dict(cfg["scratch"])}
+    held = {**train, "train": {**train["train"], "hold_steps": 5}}
+    assert config_sha256(train) != config_sha256(held)
+    old = {**train, "train": {k: v for k, v in train["train"].items() if k not in ("hold_steps", "device")}}
+    assert config_sha256(train) == hashlib.sha256(json.dumps(old, sort_keys=True).encode()).hexdigest()
