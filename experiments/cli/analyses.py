@@ -314,7 +314,7 @@ def cmd_run(args: argparse.Namespace) -> None:
     cfg = load_run_config(args.config, ov)
     out = Path(args.out) if args.out else Path("runs") / cfg["run"].name
     t0 = time.time()
-    run = Run(cfg, out, overwrite=args.overwrite, progress=not args.quiet, log=print)
+    run = Run(cfg, out, overwrite=args.overwrite, progress=not args.quiet, log=print, extend=args.extend)
     if args.models:
         met = run.record_models(args.models)
         done, todo = run.recorded(), [m for m in run.ctx.model_ids() if m not in run.recorded()]
@@ -442,6 +442,9 @@ def _register_runs(sub: Any) -> None:
     p.add_argument("--device")
     p.add_argument("--base", help="pretrained base (default: the shipped cogbase-6l); e.g. gpt2 on a GPU")
     p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--extend", action="store_true",
+                   help="accept a config that only appends seeds to the run in --out: the models recorded keep "
+                        "their records (run.json records the extension)")
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--models", nargs="+", metavar="MODEL",
                    help="train and record these models only (e.g. scratch-s0), for a study longer than one session: "

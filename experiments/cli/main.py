@@ -15,6 +15,7 @@ from typing import Any
 
 from experiments.cli.analyses import register as register_analyses
 from experiments.cli.attention import register as register_attention
+from experiments.cli.controls import register as register_controls
 
 EXIT_USAGE = 2
 
@@ -208,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     _register_pretraining(sub)
     register_analyses(sub)
     register_attention(sub)
+    register_controls(sub)
     _debug_anywhere(ap)
     return ap
 

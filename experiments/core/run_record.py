@@ -351,11 +351,13 @@ OUTCOMES = ("in favour", "against", "inconclusive", "undefined")  # of a claim's
 
 @record
 class Part(Record):
+    OMIT_NONE: ClassVar[frozenset[str]] = frozenset({"validation"})
     contrast: str  # key in contrasts.json
     says: str  # what the part asserts, in words
     expected: str  # "finetuned>scratch", "finetuned<scratch", "between<within", "above chance"
     outcome: str
     detail: str
+    validation: str | None = None  # "validated" / "not validated" by the planted-reuse controls; None: not covered
 
 
 @record
@@ -375,9 +377,20 @@ class Claim(Record):
 
 
 @record
+class Validation(Record):
+    """experiments/configs/metric-validation.json: which of the run's contrasts read a metric the planted-reuse
+    controls validated (`cogcircuits controls`), and which controls run said so."""
+    source: str
+    architecture: str
+    validated: dict[str, bool]  # the run's contrast key -> validated
+
+
+@record
 class ClaimsRecord(Record):
+    OMIT_NONE: ClassVar[frozenset[str]] = frozenset({"validation"})
     rule: str
     claims: tuple[Claim, ...]
+    validation: Validation | None = None  # which metrics the planted-reuse controls validated (and which run)
 
 
 # -- attention.json --------------------------------------------------------------------------------------------
@@ -416,9 +429,19 @@ class JobBrief(Record):
 
 
 @record
+class Extension(Record):
+    """Seeds added to a recorded run (`cogcircuits run --extend`): the config hash before and after, the models."""
+    from_config_hash: str
+    to_config_hash: str
+    added: tuple[str, ...]
+    at: str
+
+
+@record
 class RunMeta(Record):
-    """run.json: the run's config (portable), its hash, the base, versions, device, and where each job ran."""
-    OMIT_NONE: ClassVar[frozenset[str]] = frozenset({"executor", "jobs"})
+    """run.json: the run's config (portable), its hash, the base, versions, device, where each job ran, and the
+    seeds added after it was first recorded."""
+    OMIT_NONE: ClassVar[frozenset[str]] = frozenset({"executor", "jobs", "extensions"})
     config: dict[str, Any]  # the run config as written (`experiments.run.context.portable_config`)
     config_hash: str
     base: BaseRef
@@ -427,6 +450,7 @@ class RunMeta(Record):
     created: str
     executor: str | None = None
     jobs: dict[str, JobBrief] | None = None
+    extensions: tuple[Extension, ...] | None = None
 
 
 @record

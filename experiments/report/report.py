@@ -13,7 +13,7 @@ import numpy as np
 
 from experiments.core.run_record import (OUTCOMES, Claim, ClaimsRecord, Contrast, Contrasts, FaithfulnessCurve,
                                          GroupContrast, RunAnalyses, RunCircuits, RunComparison, RunEvaluation, RunMeta,
-                                         RunRecord, Trials)
+                                         RunRecord, Trials, Validation)
 from experiments.jobs.spec import JobsRecord
 from experiments.report.figures import build_figures, firsts
 from interp.stats import wilson
@@ -72,11 +72,11 @@ def _models(ev: RunEvaluation) -> str:
 
 
 def _claim(cl: Claim, figs: dict[str, Any]) -> str:
-    rows = [[p.says, p.outcome, p.detail, p.contrast] for p in cl.parts]
+    rows = [[p.says, p.outcome, p.detail, p.contrast, p.validation or "not covered"] for p in cl.parts]
     parts = [f"<h2 id='claim-{esc(cl.key)}'>Claim {esc(cl.key)}: {esc(cl.statement)} "
              f"{_badge(cl.verdict)}</h2>", f"<p><b>Tested against:</b> {esc(cl.null)}.</p>",
              _table(rows, ["part", "outcome", "numbers (per model; p from a permutation test over model labels)",
-                           "contrast"])]
+                           "contrast", "metric on the planted-reuse controls"])]
     for name in cl.figures:
         if name in figs:
             parts.append(f"<h4>{esc(name)}</h4>{figure_div(figs[name])}")
@@ -174,12 +174,15 @@ def _contrast_row(k: str, e: Contrast) -> list[Any]:
             "separated" if r.separated else "overlap", f"{r.p_value:.3f} (min {r.min_p:.3f})", base]
 
 
-def _all_contrasts(c: Contrasts) -> str:
-    rows = [_contrast_row(k, e) for k, e in c.entries.items()]
+def _all_contrasts(c: Contrasts, v: Validation | None) -> str:
+    status = {k: "validated" if ok else "NOT VALIDATED" for k, ok in (v.validated if v else {}).items()}
+    rows = [_contrast_row(k, e) + [status.get(k, "not covered")] for k, e in c.entries.items()]
+    src = f" (planted-reuse controls: {esc(v.source)}, on {esc(v.architecture)})" if v else ""
     return ("<h2 id='contrasts'>Every contrast</h2><p>Group contrasts: fine-tuned vs scratch means, two-sided "
             "permutation p over model labels. Pair contrasts: between-init vs within-init similarity, one-sided "
-            "permutation p.</p>" + _table(rows, ["contrast", "kind", "measure", "values", "groups",
-                                                 "permutation p", "baseline"]))
+            f"permutation p. Last column: whether the contrast's metric was validated{src}.</p>"
+            + _table(rows, ["contrast", "kind", "measure", "values", "groups", "permutation p", "baseline",
+                            "metric validated"]))
 
 
 def task_name(meta: RunMeta) -> str:
@@ -241,7 +244,7 @@ def write_report(run: Path, figs: dict[str, Any] | None = None) -> Path:
     if rest:
         parts.append("<h2>More figures</h2>" + _figures(figs, rest))
     if c:
-        parts.append(_all_contrasts(c))
+        parts.append(_all_contrasts(c, cl.validation if cl else None))
     if ev:
         parts.append(_coverage(ev, an, co, ci))
     jobs = run / "results" / "jobs.json"

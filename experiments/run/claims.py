@@ -8,23 +8,33 @@ Each claim has parts; each part reads one contrast (`experiments.run.contrasts`)
   inconclusive  the groups overlap
   undefined     too few models met the criterion (fewer than two per group)
 A claim is SUPPORTED when every part is in favour, NOT SUPPORTED when any part is against, and INCONCLUSIVE
-otherwise. "Separated" is the strongest statement a permutation test over model labels allows with this many
+otherwise. A part whose metric the planted-reuse controls (`cogcircuits controls`, experiments/configs/
+metric-validation.json) did not validate counts as inconclusive whatever its contrast shows (the outcome it would
+have had is printed); parts whose metric the controls do not cover count as they are. "Separated" is the strongest statement a permutation test over model labels allows with this many
 seeds: its p-value is printed beside it (with 3 seeds per group the smallest one-sided p is 0.05 for a group
 contrast and 0.1 for a pair contrast).
 """
 
 from __future__ import annotations
 
-from experiments.core.run_record import Claim, Contrast, Contrasts, GroupContrast, PairContrast, Part, RunEvaluation
+import json
+from importlib import resources
+
+from experiments.core.run_record import (Claim, Contrast, Contrasts, GroupContrast, PairContrast, Part, RunEvaluation,
+                                         Validation)
 from interp.model_id import ModelId
 from interp.stats import wilson
+
+VALIDATION_FILE = "metric-validation.json"
 
 RULE = ("SUPPORTED when every part is in favour; NOT SUPPORTED when any part is against; INCONCLUSIVE otherwise. "
         "A part is in favour when the groups are separated in the claimed direction (every fine-tuned model beyond "
         "every scratch model; for similarities, every fine-tuned-vs-scratch pair below every pair of the same "
         "init), against when they are separated the other way (for similarities: when fine-tuned-vs-scratch pairs "
         "are on average at least as similar as pairs of the same init), inconclusive when they overlap, and "
-        "undefined with fewer than two models per group that met the criterion.")
+        "undefined with fewer than two models per group that met the criterion. A part whose metric the "
+        "planted-reuse controls did not validate counts as inconclusive, whatever its contrast shows (the outcome "
+        "it would have had is printed); a part whose metric the controls do not cover counts as it is.")
 
 
 def _fmt(v: float) -> str:
@@ -92,10 +102,24 @@ def verdict(parts: list[Part]) -> str:
     return "inconclusive"
 
 
-def _part(contrasts: Contrasts, key: str, says: str, expected: str) -> Part:
+def load_validation() -> Validation:
+    """The packaged record of which reuse metrics the planted-reuse controls validated
+    (experiments/configs/metric-validation.json, written by `cogcircuits controls`)."""
+    text = resources.files("experiments").joinpath("configs", VALIDATION_FILE).read_text("utf-8")
+    return Validation.from_dict(json.loads(text), where=VALIDATION_FILE)
+
+
+def _part(contrasts: Contrasts, key: str, says: str, expected: str, validation: Validation | None = None) -> Part:
     entry = contrasts.get(key)
     outcome, detail = judge_pair(entry) if expected == "between<within" else judge_group(entry, expected)
-    return Part(contrast=key, says=says, expected=expected, outcome=outcome, detail=detail)
+    status = None
+    if validation is not None and key in validation.validated:
+        status = "validated" if validation.validated[key] else "not validated"
+        if not validation.validated[key] and outcome != "undefined":
+            detail = (f"metric NOT VALIDATED by the planted-reuse controls, so inconclusive (its contrast alone: "
+                      f"{outcome}); {detail}")
+            outcome = "inconclusive"
+    return Part(contrast=key, says=says, expected=expected, outcome=outcome, detail=detail, validation=status)
 
 
 def caveats(ev: RunEvaluation) -> tuple[str, ...]:
@@ -108,31 +132,33 @@ def caveats(ev: RunEvaluation) -> tuple[str, ...]:
             "labels cannot give p below 1 / C(2k, k).")
 
 
-def judge(ev: RunEvaluation, contrasts: Contrasts) -> list[Claim]:
-    """The three claims, judged from the run's evaluation and contrasts."""
+def judge(ev: RunEvaluation, contrasts: Contrasts, validation: Validation | None = None) -> list[Claim]:
+    """The three claims, judged from the run's evaluation and contrasts (and, given `validation`, with the parts
+    whose metric the planted-reuse controls did not validate counted as inconclusive)."""
+    v = validation
     a_parts = [
         _part(contrasts, "cka_base_mean", "the fine-tuned models' representations are more similar to the base's "
-              "than the scratch models' are (CKA, mean over layers)", "finetuned>scratch"),
+              "than the scratch models' are (CKA, mean over layers)", "finetuned>scratch", v),
         _part(contrasts, "cmap_mean", "the fine-tuned models keep more of their accuracy than the scratch models "
-              "when the base's residual stream replaces theirs (mean over layers)", "finetuned>scratch"),
+              "when the base's residual stream replaces theirs (mean over layers)", "finetuned>scratch", v),
         _part(contrasts, "cka_base_late_minus_early", "that excess similarity is larger in the later half of the "
-              "layers than in the earlier half (later minus earlier CKA, compared with scratch)", "finetuned>scratch"),
+              "layers than in the earlier half (later minus earlier CKA, compared with scratch)", "finetuned>scratch", v),
         _part(contrasts, "cmap_late_minus_early", "the base's representations are more usable in the later half "
               "than in the earlier half (later minus earlier kept accuracy, compared with scratch)",
-              "finetuned>scratch")]
+              "finetuned>scratch", v)]
     b_parts = [
         _part(contrasts, "circuit_overlap", "fine-tuned and scratch circuits overlap less than circuits of the same "
-              "init (Jaccard of the top nodes)", "between<within"),
+              "init (Jaccard of the top nodes)", "between<within", v),
         _part(contrasts, "patching_map_similarity", "their head patching maps agree less than maps of the same init",
-              "between<within"),
+              "between<within", v),
         _part(contrasts, "ablation_map_similarity", "their head ablation maps agree less than maps of the same init",
-              "between<within"),
+              "between<within", v),
         _part(contrasts, "cka_between_models", "their representations are less similar to each other than "
-              "representations of the same init (CKA)", "between<within")]
+              "representations of the same init (CKA)", "between<within", v)]
     c_out, c_detail = judge_above_chance(ev)
     c_parts = [
         _part(contrasts, "gen_accuracy", "the fine-tuned models are more accurate than the scratch models on "
-              "numbers never seen in training", "finetuned>scratch"),
+              "numbers never seen in training", "finetuned>scratch", v),
         Part(contrast="gen_accuracy", says="every fine-tuned model is above chance on those numbers",
              expected="above chance", outcome=c_out, detail=c_detail)]
     seeds = "the spread between seeds of the same init (permutation over model labels)"

@@ -22,6 +22,7 @@ an absolute path of the machine that made it.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ import torch
 from experiments.core.run_record import BaseRef, RunMeta, StageMark
 from experiments.run.config import RunConfig, load_run_config  # noqa: F401  (re-exported for callers)
 from experiments.run.context import RunContext, config_hash, portable_config
+from experiments.run.extend import added_models, extension_entry
 from experiments.run.steps import STEPS, model_recorded, record_models
 from interp.bases import NAMED, describe
 from interp.models import base_arch_and_tokenizer, hub_revision, resolve_base
@@ -41,15 +43,15 @@ class Run:
     """Runs the steps of `experiments.run.steps.STEPS` in order, skipping those already finished under this config."""
 
     def __init__(self, cfg: dict[str, Any], out: Path, overwrite: bool = False, progress: bool = True,
-                 log: Callable[[str], None] | None = None) -> None:
+                 log: Callable[[str], None] | None = None, extend: bool = False) -> None:
         self.ctx = RunContext(cfg, out, progress, log or (lambda s: None))
         out = self.ctx.out
         h = config_hash(cfg)
         existing = out / "run.json"
         if existing.exists() and not overwrite:
-            if RunMeta.load(existing).config_hash != h:
-                raise OutputExistsError(f"{out} holds a run with another config: pass --overwrite to replace "
-                                        "it, or choose another --out")
+            meta = RunMeta.load(existing)
+            if meta.config_hash != h:
+                _extend(meta, cfg, h, out, extend)
             prepare_out_dir(out, resume=True)
         else:
             base = base_provenance(cfg["model"].base)  # checks the base before anything is written
@@ -108,6 +110,22 @@ class Run:
     def recorded(self) -> list[str]:
         """The models whose per-model jobs are all done (their weights are no longer needed)."""
         return [m for m in self.ctx.model_ids() if model_recorded(self.ctx, m)]
+
+
+def _extend(meta: RunMeta, cfg: dict[str, Any], h: str, out: Path, extend: bool) -> None:
+    """Accept `cfg` for the run recorded in `meta` when it only appends seeds and `extend` asks for it (run.json then
+    records the new config and the extension); otherwise refuse, saying why."""
+    added = added_models(meta.config, portable_config(cfg, out))
+    if not added:  # another config, or the same one recorded under an older hash: nothing to extend
+        raise OutputExistsError(f"{out} holds a run with another config: pass --overwrite to replace it, or choose "
+                                "another --out")
+    if not extend:
+        raise OutputExistsError(f"{out} holds a run whose config differs only by the seeds this one adds "
+                                f"({', '.join(added)}): pass --extend to add them (the models recorded keep their "
+                                "records), or choose another --out")
+    entry = extension_entry(meta.config_hash, h, added)
+    replace(meta, config=portable_config(cfg, out), config_hash=h,
+            extensions=(meta.extensions or ()) + (entry,)).save(out / "run.json")
 
 
 class RunTamperedError(RuntimeError):

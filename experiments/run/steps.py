@@ -22,7 +22,7 @@ from experiments.jobs.spec import JobsRecord, train_job
 from experiments.report.figures import export_run, firsts
 from experiments.report.report import write_report
 from experiments.run import contrasts
-from experiments.run.claims import RULE, judge
+from experiments.run.claims import RULE, judge, load_validation
 from experiments.run.context import RunContext
 from experiments.training.train import ModelConfig, TrainConfig, criterion_of
 from interp.model_id import ModelId
@@ -242,7 +242,8 @@ def claims(ctx: RunContext) -> None:
     ev = ctx.record("evaluate", RunEvaluation)
     c = contrasts.build(ev, ctx.record("compare", RunComparison), ctx.record("circuits", RunCircuits), head_maps(ctx))
     ctx.save("contrasts", c)
-    ctx.save("claims", ClaimsRecord(rule=RULE, claims=tuple(judge(ev, c))))
+    v = load_validation()
+    ctx.save("claims", ClaimsRecord(rule=RULE, claims=tuple(judge(ev, c, v)), validation=v))
 
 
 def figures(ctx: RunContext) -> None:

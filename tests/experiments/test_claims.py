@@ -96,3 +96,26 @@ def test_part_rules():
     assert judge_pair(_entry("pair", replace(pair, mean_between=0.5)))[0] == "against"
     assert judge_group(_entry("group", None), "finetuned>scratch")[0] == "undefined"
     assert verdict([]) == "inconclusive"
+
+
+def test_a_part_reading_an_unvalidated_metric_counts_as_inconclusive():
+    """With planted reliance every part of A is in favour; the controls' validation makes a part whose metric was
+    not validated inconclusive (so A is no longer supported) and names the outcome it would have had, leaves a
+    validated one as it is, and leaves parts the controls do not cover unmarked. Catches validation ignored,
+    applied to the wrong part, or turning an unvalidated 'in favour' into a verdict of its own."""
+    from experiments.core.run_record import Validation
+
+    ev, c = _planted(ft_reliance=0.8, sc_reliance=0.1, ft_gen=0.9, same_mechanism=False)
+    v = Validation(source="test", architecture="test", validated={"cka_base_mean": False, "cmap_mean": True,
+                                                                  "cka_base_late_minus_early": True,
+                                                                  "cmap_late_minus_early": True})
+    claims = {cl.key: cl for cl in judge(ev, c, v)}
+    parts = {p.contrast: p for p in claims["A"].parts}
+    assert parts["cka_base_mean"].outcome == "inconclusive" and parts["cka_base_mean"].validation == "not validated"
+    assert "NOT VALIDATED" in parts["cka_base_mean"].detail and "in favour" in parts["cka_base_mean"].detail
+    assert parts["cmap_mean"].outcome == "in favour" and parts["cmap_mean"].validation == "validated"
+    assert claims["A"].verdict == "inconclusive"
+    assert claims["B"].verdict == claims["C"].verdict == "supported"
+    assert all(p.validation is None for k in "BC" for p in claims[k].parts)
+    every = Validation(source="t", architecture="t", validated={k: True for k in parts})
+    assert [cl.verdict for cl in judge(ev, c, every)] == ["supported"] * 3

@@ -143,7 +143,7 @@ def test_circuits_and_contrasts_carry_their_baselines(run_dir):
 
 def test_verdicts_are_the_rule_applied_to_the_stored_results(run_dir, tmp_path):
     from experiments.core.run_record import Contrasts, RunEvaluation
-    from experiments.run.claims import judge
+    from experiments.run.claims import judge, load_validation
     from experiments.run.pipeline import RunContext, load_run_config
     from experiments.run.steps import claims as claims_step
     from experiments.report.report import write_report
@@ -151,7 +151,7 @@ def test_verdicts_are_the_rule_applied_to_the_stored_results(run_dir, tmp_path):
     ev = json.loads((run_dir / "results" / "evaluate.json").read_text())
     con = json.loads((run_dir / "results" / "contrasts.json").read_text())
     stored = json.loads((run_dir / "results" / "claims.json").read_text())
-    typed = judge(RunEvaluation.from_dict(ev), Contrasts.from_dict(con))
+    typed = judge(RunEvaluation.from_dict(ev), Contrasts.from_dict(con), load_validation())
     assert json.loads(json.dumps([c.to_dict() for c in typed])) == stored["claims"]
     html = (run_dir / "report.html").read_text()
     assert html.index("Verdicts") < html.index("Models, training criterion")  # the answer comes first
@@ -469,19 +469,36 @@ def test_a_run_recorded_model_by_model_without_weights_equals_the_whole_run(tiny
     trained weights on disk. Its results equal the run made in one go (same config, same process): catches
     `--models` giving a model's jobs other inputs than the run's steps give them (which model gets the detailed
     maps and the attention page, the seeds), a step that still loads a trained model, and a gather that drops or
-    reorders a model."""
+    reorders a model.
+
+    The study starts with seed 0 only and is extended with seed 1 (`--extend`), so this also checks that seeds
+    added to a recorded run leave the recorded models' records standing and end where the whole run ends: refused
+    without `--extend` (run.json untouched), and a config that changes anything else is refused even with it."""
     from experiments.cli.main import main
 
     whole, out, cfg = tmp_path / "whole", tmp_path / "study", str(tiny_config(tmp_path, tiny_base))
+    first = tmp_path / "first.toml"
+    first.write_text(Path(cfg).read_text().replace("seeds = [0, 1]", "seeds = [0]"))
+    other = tmp_path / "other.toml"
+    other.write_text(Path(cfg).read_text().replace("n_pairs = 6", "n_pairs = 5"))
     assert main(["run", cfg, "--out", str(whole), "--quiet"]) == 0
-    assert main(["run", cfg, "--out", str(out), "--quiet", "--models", "finetuned-s1"]) == 2  # s0 first
-    assert main(["run", cfg, "--out", str(out), "--quiet", "--models", "scratch-s9"]) == 2  # not a model of the run
-    assert not (out / "models").exists() or not any((out / "models").iterdir())
-    for mid in ("scratch-s0", "finetuned-s0", "scratch-s1", "finetuned-s1"):
-        assert main(["run", cfg, "--out", str(out), "--quiet", "--models", mid]) == 0
+    refused = tmp_path / "refused"
+    assert main(["run", cfg, "--out", str(refused), "--quiet", "--models", "finetuned-s1"]) == 2  # s0 first
+    assert main(["run", cfg, "--out", str(refused), "--quiet", "--models", "scratch-s9"]) == 2  # not a model of it
+    assert not (refused / "models").exists() or not any((refused / "models").iterdir())
+    for mid, conf in (("scratch-s0", first), ("finetuned-s0", first), ("scratch-s1", cfg), ("finetuned-s1", cfg)):
+        if mid == "scratch-s1":
+            meta = (out / "run.json").read_bytes()
+            assert main(["run", cfg, "--out", str(out), "--quiet", "--models", mid]) == 2  # no --extend
+            assert main(["run", str(other), "--out", str(out), "--quiet", "--extend", "--models", mid]) == 2
+            assert (out / "run.json").read_bytes() == meta
+        extend = ["--extend"] if mid == "scratch-s1" else []
+        assert main(["run", str(conf), "--out", str(out), "--quiet", "--models", mid, *extend]) == 0
         weights = out / "models" / mid / "model.safetensors"
         assert weights.is_file()
         weights.unlink()
+    ext = json.loads((out / "run.json").read_text())["extensions"]
+    assert [e["added"] for e in ext] == [["finetuned-s1", "scratch-s1"]]
     assert main(["run", cfg, "--out", str(out), "--quiet"]) == 0
     assert not list((out / "models").rglob("*.safetensors"))
     for name in ("evaluate", "analyses", "compare", "circuits", "contrasts", "claims", "attention"):

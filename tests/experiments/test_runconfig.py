@@ -112,3 +112,25 @@ def test_an_option_added_later_leaves_the_hashes_of_recorded_runs_unchanged_unti
     assert config_sha256(train) != config_sha256(held)
     old = {**train, "train": {k: v for k, v in train["train"].items() if k not in ("hold_steps", "device")}}
     assert config_sha256(train) == hashlib.sha256(json.dumps(old, sort_keys=True).encode()).hexdigest()
+
+
+def test_a_config_extends_a_run_only_by_appending_seeds():
+    """`run --extend` accepts a config whose only change is seeds appended: the models it adds are named in the
+    run's order. Catches an extension that accepts a dropped, reordered or replaced seed (whose record would then
+    describe another model), one that ignores another changed option, and scratch seeds that default to `seeds`."""
+    from experiments.run.extend import added_models
+
+    old = {"run": {"name": "x", "seeds": [0, 1], "scratch_seeds": None, "n_pairs": 6}, "scratch": {"lr": 1e-3},
+           "executor": {"kind": "serial"}}
+
+    def new(**run):
+        return {**old, "run": {**old["run"], **run}}
+
+    assert added_models(old, new(seeds=[0, 1, 2])) == ["finetuned-s2", "scratch-s2"]  # scratch follows seeds
+    assert added_models(old, new(scratch_seeds=[0, 1, 3])) == ["scratch-s3"]
+    assert added_models(old, new(seeds=[0, 1], scratch_seeds=[0, 1])) == []
+    assert added_models(old, {**new(seeds=[0, 1, 2]), "executor": {"kind": "local"}}) == ["finetuned-s2",
+                                                                                         "scratch-s2"]
+    for bad in (new(seeds=[0]), new(seeds=[1, 0, 2]), new(seeds=[0, 2]), new(scratch_seeds=[1, 2]),
+                new(seeds=[0, 1, 2], n_pairs=5), {**new(seeds=[0, 1, 2]), "scratch": {"lr": 3e-4}}):
+        assert added_models(old, bad) is None, bad

@@ -2,7 +2,8 @@
 
 Parametrized over the glob, so a new config file is covered without editing this test. A config whose sections
 are those of `cogcircuits pretrain` goes through `experiments.training.pretrain.load_config`; one with a [train] section
-through `experiments.training.train.load_config` (`cogcircuits train --config`); every other one through
+through `experiments.training.train.load_config` (`cogcircuits train --config`); one with a [controls] section
+through `experiments.controls.config.load_controls_config` (`cogcircuits controls`); every other one through
 `experiments.run.config.load_run_config`, the loader of `cogcircuits run` (and of `suite`), and then its [finetune]
 and [scratch] sections must also build as the training jobs of that run build them, and as the [train] section of
 `cogcircuits train --config`. Unknown keys are errors in every loader, so an option renamed in a dataclass but
@@ -19,6 +20,7 @@ import pytest
 from experiments.training import pretrain
 
 from experiments.training import train
+from experiments.controls.config import load_controls_config
 from experiments.core.config import build, to_dict
 from experiments.run.config import load_run_config
 from experiments.training.train import TrainConfig
@@ -57,6 +59,14 @@ def test_every_shipped_config_loads_and_validates(path: Path, tmp_path):
         return
     if "train" in sections:
         train.load_config(path)
+        return
+    if "controls" in sections:  # `cogcircuits controls`: each training section builds as its jobs build it
+        cfg = load_controls_config(path)
+        for section in ("pretrain", "finetune", "scratch"):
+            for seed in (cfg["controls"].base_seed, *cfg["controls"].seeds):
+                job = build(TrainConfig, {**to_dict(cfg[section]), "seed": seed, "device": cfg["controls"].device},
+                            f"{path.name} [{section}] seed {seed}")
+                assert job.lr == cfg[section].lr and job.steps == cfg[section].steps
         return
     cfg = load_run_config(path)
     run = cfg["run"]
