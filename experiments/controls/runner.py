@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from experiments.controls.arms import base_of, train_all
+from experiments.controls.arms import ArmModel, base_of, train_all
 from experiments.controls.metrics import METRICS, SEEDS, planted_heads, references, score
 from experiments.controls.records import ControlsRecord, ScoredModel
 from experiments.controls.validate import RULE, check, figure, table_markdown, table_rows
@@ -63,9 +63,11 @@ def _claim_folder(cfg: dict[str, Any], out: Path, overwrite: bool) -> None:
 
 def run_controls(cfg: dict[str, Any], out: Path, overwrite: bool = False, progress: bool = True,
                  log: Callable[[str], None] = lambda s: None) -> ControlsRecord:
+    """Train what is not trained yet, score every model that met its criterion, validate each metric, write the
+    outputs; returns the record."""
     out = Path(out)
     _claim_folder(cfg, out, overwrite)
-    c, t0 = cfg["controls"], time.time()
+    t0 = time.time()
     base_metrics, arms = train_all(cfg, out, progress, log)
     t_train = time.time() - t0
     missed = [s for s, m in base_metrics.items() if not m["met_criterion"]]
@@ -73,34 +75,41 @@ def run_controls(cfg: dict[str, Any], out: Path, overwrite: bool = False, progre
         raise ControlsError(f"the planted base of seed(s) {missed} did not meet its criterion on "
                             f"{cfg['skill'].name}: raise [pretrain] steps")
     torch.manual_seed(0)
-    heads, scored = {}, []
-    for seed in c.seeds:
-        planted = load_model(out / "bases" / f"planted-s{seed}", c.device)[0]
-        heads[seed] = planted_heads(planted, cfg["skill"], c.n_ablate, c.planted_heads, SEEDS["ablate"])
+    heads, scored, n_nodes = _score_all(cfg, out, arms, log)
+    c = cfg["controls"]
+    rec = ControlsRecord(config=_portable_config(cfg, out),
+                         planted_bases={f"planted-s{s}": m for s, m in base_metrics.items()},
+                         planted_heads={f"planted-s{s}": tuple(h) for s, h in heads.items()},
+                         chance_share=max(1, round(c.overlap_fraction * n_nodes)) / n_nodes, models=tuple(scored),
+                         checks=tuple(check(scored, k) for k in METRICS), rule=RULE, versions=versions(),
+                         seconds={"train": round(t_train, 1), "score": round(time.time() - t0 - t_train, 1)})
+    write_outputs(rec, out)
+    return rec
+
+
+def _score_all(cfg: dict[str, Any], out: Path, arms: list[ArmModel], log: Callable[[str], None]
+               ) -> tuple[dict[int, list[tuple[int, int]]], list[ScoredModel], int]:
+    """Each planted base's component, then every model against its reference base (each base loaded once and its
+    circuits ranked once). Returns the components by seed, the scored models in the arms' order, the node count."""
+    c = cfg["controls"]
+    heads = {seed: planted_heads(load_model(out / "bases" / f"planted-s{seed}", c.device)[0], cfg["skill"],
+                                 c.n_ablate, c.planted_heads, SEEDS["ablate"]) for seed in c.seeds}
+    scored: dict[tuple[str, int], ScoredModel] = {}
+    n_nodes = 0
     for name in sorted({base_of(m.arm, m.seed) for m in arms}):
         base = load_model(out / "bases" / name, c.device)[0]
         refs = references(base, cfg)
+        n_nodes = len(refs.ranking_task)
         for m in (m for m in arms if base_of(m.arm, m.seed) == name):
-            sha = read_checkpoint_meta(m.path)["weights_sha256"]
             entry = ScoredModel(arm=m.arm, seed=m.seed, reference=name, steps=m.steps, met_criterion=m.met,
-                                test_accuracy=m.test_accuracy, weights_sha256=sha)
+                                test_accuracy=m.test_accuracy, weights_sha256=read_checkpoint_meta(m.path)[
+                                    "weights_sha256"])
             if m.met:
                 log(f"scoring {m.arm}-s{m.seed} against {name}")
                 metrics, profiles, ab = score(load_model(m.path, c.device)[0], base, refs, heads[m.seed], cfg)
                 entry = replace(entry, metrics=metrics, profiles=profiles, ablation=ab)
-            scored.append(entry)
-        n_nodes = len(refs.ranking_task)
-    order = {(a, s): i for i, (a, s) in enumerate((m.arm, m.seed) for m in arms)}
-    scored.sort(key=lambda e: order[(e.arm, e.seed)])
-    checks = [check(scored, k) for k in METRICS]
-    chance = max(1, round(c.overlap_fraction * n_nodes)) / n_nodes
-    rec = ControlsRecord(config=_portable_config(cfg, out),
-                         planted_bases={f"planted-s{s}": m for s, m in base_metrics.items()},
-                         planted_heads={f"planted-s{s}": tuple(h) for s, h in heads.items()}, chance_share=chance, models=tuple(scored), checks=tuple(checks),
-                         rule=RULE, versions=versions(),
-                         seconds={"train": round(t_train, 1), "score": round(time.time() - t0 - t_train, 1)})
-    write_outputs(rec, out)
-    return rec
+            scored[(m.arm, m.seed)] = entry
+    return heads, [scored[(m.arm, m.seed)] for m in arms], n_nodes
 
 
 def validation_of(rec: ControlsRecord, out: Path) -> Validation:
