@@ -17,6 +17,10 @@ from experiments.training.train import ModelConfig, TrainConfig, train
 from interp.compare import _is_weight
 from interp.models import is_checkpoint, load_checkpoint, read_checkpoint_meta, save_checkpoint
 
+class ControlsError(RuntimeError):
+    """The controls cannot be scored (e.g. a planted base did not learn its sub-skill)."""
+
+
 ARMS = ("planted", "shuffled", "scratch")  # the positive control first
 NEGATIVE = ("shuffled", "scratch")
 
@@ -96,6 +100,10 @@ def train_all(cfg: dict[str, Any], out: Path, progress: bool = True,
         log(f"planted-s{seed}: {'met' if bases[seed]['met_criterion'] else 'missed'} its criterion on the skill "
             f"(test accuracy {bases[seed]['test_accuracy']:.3f})")
         shuffle_weights(out / "bases" / f"planted-s{seed}", out / "bases" / f"shuffled-s{seed}", c.base_seed + seed)
+    missed = [s for s, m in bases.items() if not m["met_criterion"]]
+    if missed:
+        raise ControlsError(f"the planted base of seed(s) {missed} did not meet its criterion on "
+                            f"{cfg['skill'].name}: raise [pretrain] steps (no arm was trained)")
     models = []
     for arm in ARMS:
         for seed in c.seeds:

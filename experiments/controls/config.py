@@ -25,7 +25,6 @@ class ControlsConfig:
     name: str = "controls"
     seeds: tuple[int, ...] = (0, 1, 2)
     base_seed: int = 100
-    n_eval: int = 300
     n_compare: int = 128
     n_reliance: int = 64
     n_pairs: int = 16
@@ -41,8 +40,8 @@ class ControlsConfig:
         check_finite(self, "controls.", ValueError)
         if len(self.seeds) < 2 or len(set(self.seeds)) != len(self.seeds):
             raise ValueError("controls.seeds must list at least two distinct seeds (the null is their spread)")
-        if min(self.n_eval, self.n_compare, self.n_reliance, self.n_ablate) < 16 or self.n_pairs < 4:
-            raise ValueError("controls.n_eval, n_compare, n_reliance and n_ablate must be >= 16, n_pairs >= 4")
+        if min(self.n_compare, self.n_reliance, self.n_ablate) < 16 or self.n_pairs < 4:
+            raise ValueError("controls.n_compare, n_reliance and n_ablate must be >= 16, n_pairs >= 4")
         if self.planted_heads < 1 or self.n_random_sets < 1:
             raise ValueError("controls.planted_heads and controls.n_random_sets must be >= 1")
         if not 0 < self.overlap_fraction < 1:

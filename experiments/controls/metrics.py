@@ -27,8 +27,9 @@ METRICS: dict[str, tuple[str, str]] = {
     "cmap_mean": ("accuracy kept (chance-corrected) with the base's residual stream patched in: mean over layers",
                   "cmap_mean"),
     "cmap_late_minus_early": ("the same: later-half minus earlier-half mean", "cmap_late_minus_early"),
-    "reversion_mean": ("accuracy kept (chance-corrected) with one layer reverted to the base: mean over layers",
-                       "reversion_start_mean"),
+    "reversion_mean": ("accuracy kept (chance-corrected) with one layer reverted to the reference base: mean over "
+                       "layers (the run's reversion_start reverts a scratch model to its own initialisation instead: "
+                       "not the same quantity, so it validates no run contrast)", ""),
     "share_in_base_top": ("share of the model's circuit (top nodes) in the base's circuit for this task",
                           "share_in_base_top"),
     "share_in_base_skill_top": ("share of the model's circuit in the base's circuit for the planted sub-skill", ""),

@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from experiments.controls.arms import ArmModel, base_of, train_all
+from experiments.controls.arms import ArmModel, ControlsError, base_of, train_all
 from experiments.controls.metrics import METRICS, SEEDS, planted_heads, references, score
 from experiments.controls.records import ControlsRecord, ScoredModel
 from experiments.controls.validate import RULE, check, figure, table_markdown, table_rows
@@ -34,10 +34,6 @@ from experiments.core.run_record import Validation
 from interp.models import load_model, read_checkpoint_meta
 from interp.store import OutputExistsError, atomic_write_csv, atomic_write_json, atomic_write_text, portable, versions
 from interp.viz import export_figure
-
-
-class ControlsError(RuntimeError):
-    """The controls cannot be scored (e.g. the planted base did not learn its sub-skill)."""
 
 
 def _portable_config(cfg: dict[str, Any], out: Path) -> dict[str, Any]:
@@ -52,6 +48,9 @@ def _claim_folder(cfg: dict[str, Any], out: Path, overwrite: bool) -> None:
     d = _portable_config(cfg, out)
     h = hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
     p = out / "config.json"
+    if not p.exists() and out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise OutputExistsError(f"{out} is not empty and holds no controls: choose another --out (or pass "
+                                "--overwrite to empty it)")
     if p.exists() and json.loads(p.read_text())["config_hash"] != h:
         if not overwrite:
             raise OutputExistsError(f"{out} holds controls made with another config: pass --overwrite to replace "
@@ -70,10 +69,6 @@ def run_controls(cfg: dict[str, Any], out: Path, overwrite: bool = False, progre
     t0 = time.time()
     base_metrics, arms = train_all(cfg, out, progress, log)
     t_train = time.time() - t0
-    missed = [s for s, m in base_metrics.items() if not m["met_criterion"]]
-    if missed:
-        raise ControlsError(f"the planted base of seed(s) {missed} did not meet its criterion on "
-                            f"{cfg['skill'].name}: raise [pretrain] steps")
     torch.manual_seed(0)
     heads, scored, n_nodes = _score_all(cfg, out, arms, log)
     c = cfg["controls"]

@@ -22,7 +22,9 @@ RULE = ("A metric is VALIDATED when, against every negative control (the shuffle
 
 
 def _values(models: list[ScoredModel], arm: str, metric: str) -> tuple[float, ...]:
-    return tuple(m.metrics[metric] for m in models if m.arm == arm and m.met_criterion and m.metrics is not None)
+    """The finite values of `metric` of the arm's models that met the criterion (an undefined one is no seed)."""
+    return tuple(v for m in models if m.arm == arm and m.met_criterion and m.metrics is not None
+                 and np.isfinite(v := m.metrics[metric]))
 
 
 def check(models: list[ScoredModel], metric: str) -> MetricCheck:

@@ -14,7 +14,7 @@ import torch
 
 from experiments.controls.arms import shuffle_weights
 from experiments.controls.config import load_controls_config
-from experiments.controls.metrics import ablation_excess, planted_heads, references, score, top_share
+from experiments.controls.metrics import ablation_excess, layer_matched, planted_heads, references, score, top_share
 from experiments.controls.records import ScoredModel
 from experiments.controls.validate import check
 from experiments.core.config import ConfigError
@@ -69,7 +69,9 @@ def test_the_metrics_see_the_layers_a_planted_model_reuses(planted):
     model's own) while reverting a later one does; A's residual patched in at points 0..2 changes nothing. The
     mean CKA of B exceeds C's, and B's later-minus-early CKA is negative (reuse sits early). Catches a metric
     computed backwards: the wrong layer pairing (reversed or shifted by one), reversion of the wrong layer, the
-    residual patched at the wrong point, or a summary that reads the profile in the wrong order."""
+    residual patched at the wrong point (in `compare_with_base`, which `score` calls), or a CKA summary in `score`
+    that reads the profile in the wrong order (reversing it fails this test). The chance-corrected profiles of
+    random models are undefined (accuracy near 0.5), so reversion and patching are checked on logit differences."""
     a, b, c, cfg = planted
     heads = [(0, 0)]
     refs = references(a, cfg)
@@ -106,8 +108,8 @@ def test_top_share_against_brute_force():
 def test_the_planted_heads_and_their_ablation_equal_brute_force(planted):
     """The planted component is the heads whose lone ablation lowers the base's logit difference on the skill most
     (each computed here with a full forward per head), and the ablation's relative drop is recomputed by hand.
-    Catches a sign error (the least important heads), a ranking over accuracy ties, and a drop relative to the
-    wrong baseline."""
+    Catches a sign error (the least important heads), a ranking over accuracy ties, a drop relative to the wrong
+    baseline, and random sets not matched by layer or not divided by the unablated logit difference."""
     a, _, _, cfg = planted
     got = planted_heads(a, cfg["skill"], 32, 3, seed=5000)
     test = generate(cfg["skill"], 32, seed=5000, tokenizer=a.tokenizer, split="test")
@@ -118,8 +120,11 @@ def test_the_planted_heads_and_their_ablation_equal_brute_force(planted):
     want = sorted(drops, key=lambda k: -drops[k])[:3]
     assert got == want
     out = ablation_excess(a, cfg["skill"], got, 32, 4, seed=5000)
-    rel = (ab.baseline["logit_diff"] - ab.heads(got)["logit_diff"]) / abs(ab.baseline["logit_diff"])
-    assert out["planted_drop"] == pytest.approx(rel, abs=1e-5)
+    full = ab.baseline["logit_diff"]
+    assert out["planted_drop"] == pytest.approx((full - ab.heads(got)["logit_diff"]) / abs(full), abs=1e-5)
+    rng = np.random.default_rng(5000)  # the random sets, drawn as the function draws them, layer by layer
+    rand = [(full - ab.heads(layer_matched(got, a.cfg.n_heads, rng))["logit_diff"]) / abs(full) for _ in range(4)]
+    assert out["random_drop"] == pytest.approx(float(np.mean(rand)), abs=1e-5)
     assert out["excess"] == pytest.approx(out["planted_drop"] - out["random_drop"])
 
 
@@ -164,6 +169,8 @@ def test_the_rule_validates_a_metric_only_when_the_positive_control_is_above_bot
     assert c.validated and c.negatives["scratch"] == (0.0, 0.1, 0.2)
     c = check(models([0.8, 0.9, 0.7], [0.1], [0.0, 0.1, 0.2]), "cmap_mean")  # one model: undefined
     assert not c.validated and c.p_greater["shuffled"] is None
+    c = check(models([0.8, 0.9, 0.7], [0.1, float("nan")], [0.0, 0.1, 0.2]), "cmap_mean")  # one defined value
+    assert not c.validated and c.p_greater["shuffled"] is None
     assert check(models([0.8, 0.9, 0.7], [0.1, 0.2, 0.3], [0.0, 0.1, 0.2]), "cmap_mean").p_greater[
         "scratch"] == pytest.approx(0.05)
 
@@ -175,7 +182,7 @@ def test_a_config_with_the_same_task_twice_is_refused(tmp_path, tiny_base):
         load_controls_config(p)
 
 
-def test_the_command_end_to_end_resumes_and_refuses_another_config(tmp_path, tiny_base):
+def test_the_command_end_to_end_resumes_and_refuses_another_config(tmp_path, tiny_base, capsys):
     """Every promised output; a second run trains nothing again (each model's checkpoint untouched) and gives the
     same record; another config is refused with one line, exit 2, nothing changed. Catches a resume that
     retrains, a nondeterministic score, and a rerun that overwrites controls made under another config."""
@@ -197,8 +204,15 @@ def test_the_command_end_to_end_resumes_and_refuses_another_config(tmp_path, tin
     other = tmp_path / "other.toml"
     other.write_text(cfg.read_text().replace("base_seed = 100", "base_seed = 101"))
     before = {p: p.read_bytes() for p in out.rglob("*.json")}
+    capsys.readouterr()
     assert main(["controls", str(other), "--out", str(out), "--quiet"]) == 2
+    assert "another config" in capsys.readouterr().err
     assert {p: p.read_bytes() for p in out.rglob("*.json")} == before
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "notes.txt").write_text("mine")
+    assert main(["controls", str(cfg), "--out", str(busy), "--quiet"]) == 2
+    assert "holds no controls" in capsys.readouterr().err and (busy / "notes.txt").read_text() == "mine"
 
 
 def test_the_ablation_baseline_draws_as_many_heads_from_each_layer_as_the_planted_set():

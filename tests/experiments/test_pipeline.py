@@ -463,7 +463,7 @@ def test_a_tampered_run_folder_is_refused_with_one_line(run_dir, tiny_base, tmp_
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
 
 
-def test_a_run_recorded_model_by_model_without_weights_equals_the_whole_run(tiny_base, tmp_path):
+def test_a_run_recorded_model_by_model_without_weights_equals_the_whole_run(tiny_base, tmp_path, capsys):
     """A study longer than one session records its models one at a time (`run --models`), keeping only their
     records: each model's weights are deleted once it is recorded, and the final `run` gathers the records with no
     trained weights on disk. Its results equal the run made in one go (same config, same process): catches
@@ -489,8 +489,11 @@ def test_a_run_recorded_model_by_model_without_weights_equals_the_whole_run(tiny
     for mid, conf in (("scratch-s0", first), ("finetuned-s0", first), ("scratch-s1", cfg), ("finetuned-s1", cfg)):
         if mid == "scratch-s1":
             meta = (out / "run.json").read_bytes()
+            capsys.readouterr()
             assert main(["run", cfg, "--out", str(out), "--quiet", "--models", mid]) == 2  # no --extend
+            assert "pass --extend" in capsys.readouterr().err
             assert main(["run", str(other), "--out", str(out), "--quiet", "--extend", "--models", mid]) == 2
+            assert "another config" in capsys.readouterr().err
             assert (out / "run.json").read_bytes() == meta
         extend = ["--extend"] if mid == "scratch-s1" else []
         assert main(["run", str(conf), "--out", str(out), "--quiet", "--models", mid, *extend]) == 0
