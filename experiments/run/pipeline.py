@@ -51,7 +51,11 @@ class Run:
         if existing.exists() and not overwrite:
             meta = RunMeta.load(existing)
             if meta.config_hash != h:
-                _extend(meta, cfg, h, out, extend)
+                added = _extension(meta, cfg, out, extend)
+                self.hash = meta.config_hash  # what the finished steps wrote is checked before the run grows
+                self.verify([name for name, _ in STEPS])
+                replace(meta, config=portable_config(cfg, out), config_hash=h, extensions=(meta.extensions or ())
+                        + (extension_entry(meta.config_hash, h, added),)).save(existing)
             prepare_out_dir(out, resume=True)
         else:
             base = base_provenance(cfg["model"].base)  # checks the base before anything is written
@@ -112,9 +116,9 @@ class Run:
         return [m for m in self.ctx.model_ids() if model_recorded(self.ctx, m)]
 
 
-def _extend(meta: RunMeta, cfg: dict[str, Any], h: str, out: Path, extend: bool) -> None:
-    """Accept `cfg` for the run recorded in `meta` when it only appends seeds and `extend` asks for it (run.json then
-    records the new config and the extension); otherwise refuse, saying why."""
+def _extension(meta: RunMeta, cfg: dict[str, Any], out: Path, extend: bool) -> list[str]:
+    """The models `cfg` adds to the run recorded in `meta`, when it only appends seeds and `extend` asks for them;
+    otherwise refuse, saying why."""
     added = added_models(meta.config, portable_config(cfg, out))
     if not added:  # another config, or the same one recorded under an older hash: nothing to extend
         raise OutputExistsError(f"{out} holds a run with another config: pass --overwrite to replace it, or choose "
@@ -123,9 +127,7 @@ def _extend(meta: RunMeta, cfg: dict[str, Any], h: str, out: Path, extend: bool)
         raise OutputExistsError(f"{out} holds a run whose config differs only by the seeds this one adds "
                                 f"({', '.join(added)}): pass --extend to add them (the models recorded keep their "
                                 "records), or choose another --out")
-    entry = extension_entry(meta.config_hash, h, added)
-    replace(meta, config=portable_config(cfg, out), config_hash=h,
-            extensions=(meta.extensions or ()) + (entry,)).save(out / "run.json")
+    return added
 
 
 class RunTamperedError(RuntimeError):

@@ -436,7 +436,7 @@ def test_a_new_analysis_needs_no_new_branches(run_dir, tmp_path, tiny_base, caps
 
 
 @pytest.mark.parametrize("tamper", ["edit-results", "swap-model", "remove-results"])
-def test_a_tampered_run_folder_is_refused_with_one_line(run_dir, tiny_base, tmp_path, tamper):
+def test_a_tampered_run_folder_is_refused_with_one_line(run_dir, tiny_base, tmp_path, tamper, capsys):
     """A finished run whose results file was edited, whose model folders were swapped (each folder consistent with
     its own weights hash), or whose results file was removed is not resumed on top of: one `error:` line naming the
     file, exit 2, and nothing in the folder changes. Catches a resume that trusts whatever files it finds."""
@@ -460,6 +460,15 @@ def test_a_tampered_run_folder_is_refused_with_one_line(run_dir, tiny_base, tmp_
     _, err = p.communicate(timeout=300)
     assert p.returncode == 2 and err.count("\n") == 1 and err.startswith("error: ") and named in err, err
     assert "after the run's" in err
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+    # adding seeds (`--extend`) checks the finished steps' files first too: run.json is not rewritten
+    from experiments.cli.main import main
+
+    ext = tmp_path / "ext.toml"
+    ext.write_text(tiny_config(tmp_path, tiny_base).read_text().replace("seeds = [0, 1]", "seeds = [0, 1, 2]"))
+    capsys.readouterr()
+    assert main(["run", str(ext), "--out", str(run), "--quiet", "--extend", "--models", "scratch-s2"]) == 2
+    assert named in capsys.readouterr().err
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
 
 
