@@ -15,7 +15,7 @@ PACKAGES = ("tasks", "interp", "experiments", "checkpoints")
 
 # lowest first; a module belongs to the longest prefix that names it
 LAYERS = ["tasks", "interp", "experiments.core", "experiments.training", "experiments.analysis", "experiments.jobs",
-          "experiments.report", "experiments.run", "experiments.api", "experiments.cli"]
+          "experiments.report", "experiments.run", "experiments.controls", "experiments.api", "experiments.cli"]
 TOP_LEVEL = {"experiments": "experiments.api", "checkpoints": "tasks"}  # package modules themselves: their rank
 
 
