@@ -182,6 +182,7 @@ def test_a_config_with_the_same_task_twice_is_refused(tmp_path, tiny_base):
         load_controls_config(p)
 
 
+@pytest.mark.integration
 def test_the_command_end_to_end_resumes_and_refuses_another_config(tmp_path, tiny_base, capsys):
     """Every promised output; a second run trains nothing again (each model's checkpoint untouched) and gives the
     same record; another config is refused with one line, exit 2, nothing changed. Catches a resume that
