@@ -29,23 +29,17 @@ from experiments.controls.arms import ArmModel, ControlsError, base_of, train_al
 from experiments.controls.metrics import METRICS, SEEDS, planted_heads, references, score
 from experiments.controls.records import ControlsRecord, ScoredModel
 from experiments.controls.validate import RULE, check, figure, table_markdown, table_rows
-from experiments.core.config import to_dict
 from experiments.core.run_record import Validation
+from experiments.run.context import portable_config
 from interp.models import load_model, read_checkpoint_meta
-from interp.store import OutputExistsError, atomic_write_csv, atomic_write_json, atomic_write_text, portable, versions
+from interp.store import OutputExistsError, atomic_write_csv, atomic_write_json, atomic_write_text, versions
 from interp.viz import export_figure
-
-
-def _portable_config(cfg: dict[str, Any], out: Path) -> dict[str, Any]:
-    d = to_dict(cfg)
-    d["model"]["base"] = portable(d["model"]["base"], out)
-    return d
 
 
 def _claim_folder(cfg: dict[str, Any], out: Path, overwrite: bool) -> None:
     """out/config.json names the config the folder holds; another one is refused unless `overwrite` (which
     empties the folder)."""
-    d = _portable_config(cfg, out)
+    d = portable_config(cfg, out)
     h = hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
     p = out / "config.json"
     if not p.exists() and out.is_dir() and any(out.iterdir()) and not overwrite:
@@ -72,7 +66,7 @@ def run_controls(cfg: dict[str, Any], out: Path, overwrite: bool = False, progre
     torch.manual_seed(0)
     heads, scored, n_nodes = _score_all(cfg, out, arms, log)
     c = cfg["controls"]
-    rec = ControlsRecord(config=_portable_config(cfg, out),
+    rec = ControlsRecord(config=portable_config(cfg, out),
                          planted_bases={f"planted-s{s}": m for s, m in base_metrics.items()},
                          planted_heads={f"planted-s{s}": tuple(h) for s, h in heads.items()},
                          chance_share=max(1, round(c.overlap_fraction * n_nodes)) / n_nodes, models=tuple(scored),
