@@ -37,6 +37,7 @@ class HookedLMConfig:
     positional_embedding_type: str  # "standard" (learned) or "rotary"
     original_architecture: str
     gated_mlp: bool = False
+    attn_only: bool = False  # always False here: TransformerLens's ActivationCache.decompose_resid reads it
     final_rms: bool = False
     n_key_value_heads: int | None = None
     rotary_dim: int | None = None

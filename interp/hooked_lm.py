@@ -9,9 +9,18 @@ and every cached activation equal to TransformerLens 3.9's `HookedTransformer`: 
 What it keeps of a `HookedTransformer`: `cfg` (`HookedLMConfig`), `forward(tokens, return_type, stop_at_layer,
 start_at_layer)`, `run_with_cache` (an `ActivationCache`), `run_with_hooks`, `hooks`, `to_tokens`, `tokenizer`,
 `embed` / `pos_embed` / `blocks` / `ln_final` / `unembed` with their weights (`W_E`, `W_Q`, `W_K` ... ),
-`set_use_split_qkv_input`, `set_use_hook_mlp_in`, `set_use_attn_result` and `set_use_attn_in`. What it leaves out:
-weight processing (never used here: see `interp.models`), key/value caches and generation, attention masks for
-padding (prompts of one batch have one length), grouped key/value hooks (always one per query head).
+`set_use_split_qkv_input`, `set_use_hook_mlp_in`, `set_use_attn_result` and `set_use_attn_in`; TransformerLens
+3.9's `to_str_tokens`, `to_string`, `to_single_token`, `tokens_to_residual_directions` and `accumulated_bias`
+(same signatures and results; a string of several tokens or a layer out of range raises ValueError where
+TransformerLens asserts or goes on), so that the cache's residual-stream tools (`logit_attrs`, `decompose_resid`,
+`stack_head_results`, `accumulated_resid`, `apply_ln_to_stack`, `get_full_resid_decomposition`) run on it under
+TransformerLens 3 and 4, for GPT-2 and Llama alike, with 3.9's numbers (tests/interp/test_tl_habits.py). As in
+TransformerLens without `fold_ln`, the directions are W_U's columns and the cache's normalisation divides by the
+cached scale without the final norm's weight or bias.
+
+What it leaves out: weight processing (never used here: see `interp.models`), key/value caches and generation,
+attention masks for padding (prompts of one batch have one length), grouped key/value hooks (always one per query
+head).
 """
 
 from __future__ import annotations
@@ -115,6 +124,83 @@ class HookedLM(HookedRootModule):
         width = max(len(i) for i in ids)
         pad = self.tokenizer.pad_token_id
         return torch.tensor([i + [pad] * (width - len(i)) for i in ids], device=self.cfg.device)
+
+    def _tokenizer(self, what: str) -> Any:
+        if self.tokenizer is None:
+            raise ValueError(f"{what} needs a tokenizer: this model was built without one")
+        return self.tokenizer
+
+    def to_string(self, tokens: Int[torch.Tensor, "pos"] | Int[torch.Tensor, "batch pos"] | list | np.ndarray,
+                  ) -> str | list[str]:
+        """The text of token ids: one string for [pos] (or a single id), a list of strings for [batch, pos]."""
+        ids = tokens if isinstance(tokens, torch.Tensor) else torch.as_tensor(np.asarray(tokens))
+        if ids.dim() > 2:
+            raise ValueError(f"to_string takes [pos] or [batch, pos] token ids, not shape {tuple(ids.shape)}")
+        tokenizer = self._tokenizer("to_string")
+        decode = tokenizer.batch_decode if ids.dim() == 2 else tokenizer.decode
+        return decode(ids.tolist(), clean_up_tokenization_spaces=False)
+
+    def to_str_tokens(self, input: str | list | Int[torch.Tensor, "pos"] | Int[torch.Tensor, "1 pos"] | np.ndarray,
+                      prepend_bos: bool | None = None, padding_side: str | None = None) -> list[str] | list[list]:
+        """Each token of a prompt (BOS first unless prepend_bos is False) or of token ids ([pos] or [1, pos]) as its
+        own string; a list of inputs gives a list of such lists. `padding_side` is accepted for TransformerLens's
+        signature and changes nothing (each input is tokenised alone)."""
+        if padding_side not in (None, "left", "right"):
+            raise ValueError(f"padding_side must be 'left', 'right' or None, got {padding_side!r}")
+        if isinstance(input, list):
+            return [self.to_str_tokens(x, prepend_bos, padding_side) for x in input]
+        if isinstance(input, str):
+            ids = self.to_tokens(input, prepend_bos=prepend_bos)[0]
+        elif isinstance(input, (torch.Tensor, np.ndarray)):
+            ids = torch.as_tensor(input).squeeze()
+            ids = ids.reshape(1) if ids.dim() == 0 else ids
+            if ids.dim() != 1:
+                raise ValueError(f"to_str_tokens takes token ids of shape [pos] or [1, pos], not {tuple(input.shape)}")
+        else:
+            raise ValueError(f"to_str_tokens takes a string, token ids or a list of them, not {type(input).__name__}")
+        return self._tokenizer("to_str_tokens").batch_decode([[i] for i in ids.tolist()],
+                                                             clean_up_tokenization_spaces=False)
+
+    def to_single_token(self, string: str) -> int:
+        """The id of a string that is exactly one token (no BOS); a ValueError names a string of more or fewer."""
+        ids = self.to_tokens(string, prepend_bos=False)[0]
+        if ids.numel() != 1:
+            raise ValueError(f"{string!r} is not a single token: it is {self.to_str_tokens(ids.reshape(-1))}"
+                             if ids.numel() else f"{string!r} is not a single token: it is no token")
+        return int(ids[0])
+
+    def tokens_to_residual_directions(self, tokens: str | int | Int[torch.Tensor, ""] | Int[torch.Tensor, "pos"]
+                                      | Int[torch.Tensor, "batch pos"]) -> Float[torch.Tensor, "*tokens d_model"]:
+        """The unembedding column (W_U[:, t]) of each token: [d_model] for one token (a single-token string, an
+        int or a one-element tensor), [..., d_model] for a tensor of several. Without folding the final norm's
+        weight into W_U (never done here) it is the direction before that weight, as in TransformerLens."""
+        if isinstance(tokens, torch.Tensor) and tokens.numel() > 1:
+            return self.W_U.T[tokens.to(self.W_U.device)]
+        if isinstance(tokens, str):
+            token = self.to_single_token(tokens)
+        elif isinstance(tokens, (int, np.integer)) and not isinstance(tokens, bool):
+            token = int(tokens)
+        elif isinstance(tokens, torch.Tensor) and tokens.numel() == 1:
+            token = int(tokens.item())
+        else:
+            raise ValueError(f"tokens must be a single-token string, an int or a tensor of ids, not {tokens!r}")
+        return self.W_U[:, token]
+
+    def accumulated_bias(self, layer: int, mlp_input: bool = False,
+                         include_mlp_biases: bool = True) -> Float[torch.Tensor, "d_model"]:
+        """The output biases written into the residual stream before the input of block `layer` (0: none,
+        n_layers: all): b_O, and b_out unless include_mlp_biases is False, of blocks 0 .. layer-1; with mlp_input,
+        also block `layer`'s b_O (the stream entering its MLP)."""
+        n = self.cfg.n_layers
+        if not 0 <= layer <= n or (mlp_input and layer == n):
+            raise ValueError(f"layer must be in [0, {n}]" + (f" and below {n} with mlp_input" if mlp_input else "")
+                             + f", got {layer}")
+        bias = torch.zeros(self.cfg.d_model, device=self.cfg.device, dtype=self.cfg.dtype)
+        for block in self.blocks[:layer]:
+            bias = bias + block.attn.b_O
+            if include_mlp_biases:
+                bias = bias + block.mlp.b_out
+        return bias + self.blocks[layer].attn.b_O if mlp_input else bias
 
     def to(self, *args: Any, print_details: bool = False, **kwargs: Any) -> HookedLM:  # noqa: ARG002
         """nn.Module.to, keeping `cfg.device` and `cfg.dtype` (which normalisation casts to) in step."""
