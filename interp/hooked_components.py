@@ -259,6 +259,8 @@ class GatedMLP(nn.Module):
 
 
 class TransformerBlock(nn.Module):
+    hook_out_is_single_residual_stream = True  # TransformerLens 4's logit lens refuses blocks that do not say so
+
     def __init__(self, cfg: HookedLMConfig) -> None:
         super().__init__()
         self.cfg = cfg

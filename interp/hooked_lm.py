@@ -13,10 +13,10 @@ start_at_layer)`, `run_with_cache` (an `ActivationCache`), `run_with_hooks`, `ho
 3.9's `to_str_tokens`, `to_string`, `to_single_token`, `tokens_to_residual_directions` and `accumulated_bias`
 (same signatures and results; a string of several tokens or a layer out of range raises ValueError where
 TransformerLens asserts or goes on), so that the cache's residual-stream tools (`logit_attrs`, `decompose_resid`,
-`stack_head_results`, `accumulated_resid`, `apply_ln_to_stack`, `get_full_resid_decomposition`) run on it under
-TransformerLens 3 and 4, for GPT-2 and Llama alike, with 3.9's numbers (tests/interp/test_tl_habits.py). As in
-TransformerLens without `fold_ln`, the directions are W_U's columns and the cache's normalisation divides by the
-cached scale without the final norm's weight or bias.
+`stack_head_results`, `accumulated_resid`, `apply_ln_to_stack`, `get_full_resid_decomposition`; 4's `logit_lens`)
+run on it under TransformerLens 3 and 4, for GPT-2 and Llama alike, with 3.9's numbers
+(tests/interp/test_tl_habits.py). As in TransformerLens without `fold_ln`, the directions are W_U's columns and
+the cache's normalisation divides by the cached scale without the final norm's weight or bias.
 
 What it leaves out: weight processing (never used here: see `interp.models`), key/value caches and generation,
 attention masks for padding (prompts of one batch have one length), grouped key/value hooks (always one per query
