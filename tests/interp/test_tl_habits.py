@@ -1,8 +1,8 @@
 """TransformerLens's own habits on this project's `HookedLM`: its tokenizer helpers (`to_str_tokens`, `to_string`,
 `to_single_token`), `tokens_to_residual_directions`, `accumulated_bias`, and `ActivationCache`'s residual-stream
 tools (`logit_attrs`, `decompose_resid`, `stack_head_results`, `accumulated_resid`, `apply_ln_to_stack`,
-`get_full_resid_decomposition`), for the GPT-2 kind (LayerNorm, learned positions) and the Llama kind (RMSNorm,
-rotary, grouped-query attention: 4 query heads share 2 key/value heads).
+`get_full_resid_decomposition`; under TransformerLens 4 also `logit_lens`), for the GPT-2 kind (LayerNorm, learned
+positions) and the Llama kind (RMSNorm, rotary, grouped-query attention: 4 query heads share 2 key/value heads).
 
 Under any TransformerLens version each is checked against a reference computed by hand from the weights and the
 cached activations (the tokenizer itself, the W_U columns, a sum of b_O / b_out, the model's own normalised
@@ -15,6 +15,7 @@ import importlib.util
 
 import pytest
 import torch
+from transformer_lens import ActivationCache
 
 from interp.arch import Arch
 from interp.hooked_lm import HookedLM, gelu_tanh
@@ -211,6 +212,20 @@ def test_accumulated_resid_is_the_logit_lens(model, run):
     to_block_1 = cache.accumulated_resid(layer=1, apply_ln=True)  # into block 1: block 1's ln1 scale
     by_hand = _normalised(model, cache.accumulated_resid(layer=1), cache["blocks.1.ln1.hook_scale"])
     assert torch.allclose(to_block_1, by_hand, atol=1e-6)
+
+
+@pytest.mark.skipif(not hasattr(ActivationCache, "logit_lens"), reason="TransformerLens 4's ActivationCache.logit_lens")
+def test_transformerlens_4_logit_lens_reads_the_models_own_logits(model, run):
+    """Catches: blocks that do not declare one residual stream (TransformerLens 4 refuses them), an entry read
+    without the final norm or through another layer's stream: each entry is unembed(ln_final(its stream))."""
+    _, logits, cache = run
+    lens = cache.logit_lens()
+    assert lens.labels == ["0_pre", "1_pre", "final_post"]
+    assert torch.allclose(lens.values[-1], logits[:, -1], atol=1e-5)
+    with torch.no_grad():
+        for layer in range(model.cfg.n_layers):
+            by_hand = model.unembed(model.ln_final(cache["resid_pre", layer]))[:, -1]
+            assert torch.allclose(lens.values[layer], by_hand, atol=1e-5)
 
 
 def test_full_resid_decomposition_with_accumulated_bias_rebuilds_the_residual(model, run):
