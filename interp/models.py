@@ -235,7 +235,8 @@ def save_checkpoint(model: TLModel, out: Path, meta: dict[str, Any], tokenizer: 
     tokenizer.save_pretrained(str(out / TOKENIZER_DIR))
     arch = arch_of(model)
     body = {"format": "cogcircuits-checkpoint-1", "arch": asdict(arch), "weights_sha256": file_sha256(out / WEIGHTS),
-            "weights_stat": _stat(out / WEIGHTS), "weight_processing": "none", **meta}
+            "params_sha256": params_sha256(model), "weights_stat": _stat(out / WEIGHTS), "weight_processing": "none",
+            **meta}
     atomic_write_json(out / CHECKPOINT_JSON, body)
 
 
@@ -339,14 +340,37 @@ def arch_of(model: TLModel) -> Arch:
     return Arch.from_tl_config(model.cfg)
 
 
+DERIVED_BUFFERS = ("IGNORE", "mask", "rotary_sin", "rotary_cos")
+
+
+def is_derived_buffer(key: str) -> bool:
+    """A state-dict entry that no training changes and every model class recomputes when it is built (the causal
+    mask, the -inf fill, the rotary tables): its size and even its presence depend on the class, not the model
+    (TransformerLens 3.9's `HookedTransformer` keeps a full n_ctx x n_ctx causal mask and, for SmolLM2, 2,048
+    rows of rotary tables; `HookedLM` an empty mask and 8,192 rows)."""
+    return key.rsplit(".", 1)[-1] in DERIVED_BUFFERS
+
+
+def params_sha256(model: TLModel) -> str:
+    """A hash of what a model learned: every state-dict tensor except the derived buffers (`is_derived_buffer`),
+    in name order, as float32 bytes. Two models with equal parameters hash equal whichever class holds them."""
+    return _sha256_of(model, lambda k: not is_derived_buffer(k))
+
+
 def state_sha256(model: TLModel) -> str:
-    """A hash of a model's weights (every state-dict tensor, in name order, as float32 bytes)."""
+    """The hash records made before `params_sha256` carry (`init_state_sha256`): every state-dict tensor, derived
+    buffers included, so it changes with the model class (kept to check those records)."""
+    return _sha256_of(model, lambda k: True)
+
+
+def _sha256_of(model: TLModel, keep: Any) -> str:
     import hashlib
 
     h = hashlib.sha256()
     for k, v in sorted(model.state_dict().items()):
-        h.update(k.encode())
-        h.update(v.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+        if keep(k):
+            h.update(k.encode())
+            h.update(v.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
     return h.hexdigest()
 
 

@@ -26,8 +26,8 @@ from experiments.jobs.spec import Job
 from experiments.training.train import pick_device
 from interp.compare import ShapeMismatchError, check_same_shape, cka_from_grams, is_constant
 from interp.model_id import ModelId
-from interp.models import (base_arch_and_tokenizer, build_scratch, load_checkpoint, load_model, read_checkpoint_meta,
-                           state_sha256)
+from interp.models import (base_arch_and_tokenizer, build_scratch, load_checkpoint, load_model, params_sha256,
+                           read_checkpoint_meta, state_sha256)
 from interp.result_io import load_provenance, load_result
 from interp.store import atomic_write_json, atomic_write_npz, atomic_write_text, versions
 from tasks.registry import generate
@@ -90,7 +90,7 @@ def run_analysis(run_dir: Path, job: Job, progress: bool, device: str | None) ->
     model, task, prov = _load(run_dir, inp, device)
     results, inputs = stages.analyse_model(model, task, inp["corruption"], inp["n_pairs"], seed=inp["seed"],
                                            ablation=inp["ablation"], detailed=inp["detailed"], progress=progress,
-                                           name=mid)
+                                           name=mid, balanced=inp.get("balanced", False))
     d = run_dir / model_dir(mid)
     atomic_write_npz(d / "inputs.npz", inputs)
     for stem, (res, covers) in results.items():
@@ -102,13 +102,14 @@ def run_circuit(run_dir: Path, job: Job, progress: bool, device: str | None) -> 
     inp, mid = job.inputs, job.inputs["model_id"]
     model, task, prov = _load(run_dir, inp, device)
     res, pairs = stages.discover(model, task, inp["corruption"], inp["n_pairs"], inp["seed"], inp["method"],
-                                 inp["ablation"], inp["n_random"], inp["level"], inp["overlap_fraction"], name=mid)
+                                 inp["ablation"], inp["n_random"], inp["level"], inp["overlap_fraction"], name=mid,
+                                 balanced=inp.get("balanced", False))
     d = run_dir / model_dir(mid)
     atomic_write_npz(d / "circuit_inputs.npz", {"clean_tokens": pairs.clean.tokens,
                                                 "corrupt_tokens": pairs.corrupted.tokens,
                                                 "answer_ids": pairs.clean.answer_ids, "wrong_ids": pairs.clean.wrong_ids})
     res.to_files(d / "circuit", {**prov, "trials": stages.trials("test", inp["n_pairs"], inp["seed"],
-                                                                 inp["corruption"], task),
+                                                                 inp["corruption"], task, inp.get("balanced", False)),
                                  "inputs": "circuit_inputs.npz"})
 
 
@@ -134,7 +135,8 @@ def run_compare(run_dir: Path, job: Job, progress: bool, device: str | None) -> 
     base = load_model(resolve_base(inp["base"], run_dir), model.cfg.device)[0]
     check_same_shape(model, base, f"comparing {mid} with the base")
     _, reps = stages.representations_of({mid: model, "base": base}, task, inp["n_compare"], inp["seed_compare"])
-    rel = generate(task, inp["n_reliance"], seed=inp["seed_reliance"], tokenizer=base.tokenizer, split="test")
+    rel = generate(task, inp["n_reliance"], seed=inp["seed_reliance"], tokenizer=base.tokenizer, split="test",
+                   balanced=inp.get("balanced", False))
     cmp = stages.compare_with_base(model, base, reps[mid], reps["base"], rel)
     if ModelId.parse(mid).is_scratch:
         init = initialisation(Path(run_dir) / "models" / mid, inp["base"], run_dir, model.cfg.device)
@@ -164,7 +166,9 @@ def initialisation(checkpoint: Path, base: str, run_dir: Path, device: str) -> A
     meta = read_checkpoint_meta(checkpoint)
     recipe = {k: v for k, v in meta["config"]["train"].items() if k in ("resid_init", "embed_init_std")}
     init = build_scratch(arch, tok, int(meta["seed"]), device, **recipe)
-    if meta.get("init_state_sha256") and state_sha256(init) != meta["init_state_sha256"]:
+    recorded = meta.get("init_params_sha256") or meta.get("init_state_sha256")  # the latter: records made before
+    rebuilt = params_sha256(init) if meta.get("init_params_sha256") else state_sha256(init)
+    if recorded and rebuilt != recorded:
         raise RuntimeError(f"{checkpoint.name}: rebuilding its initialisation did not give the weights it was "
                            "trained from")
     return init
