@@ -18,7 +18,7 @@ import torch
 from jaxtyping import Float
 
 from interp.metrics import as_ids, as_tokens, last_logits, logit_diff_from_logits
-from interp.models import copy_model
+from interp.models import copy_model, is_derived_buffer
 from interp.typing import TLModel
 
 SITES = {"resid": "hook_resid_pre", "attn_out": "hook_attn_out", "mlp_out": "hook_mlp_out"}
@@ -40,6 +40,8 @@ def cka(x: Float[np.ndarray, "trials d1"], y: Float[np.ndarray, "trials d2"], de
         raise ValueError(f"CKA needs the same trials for both representations: {x.shape[0]} vs {y.shape[0]}")
     if is_constant(x) or is_constant(y):  # e.g. the answer token before layer 0: the same for every trial
         return float("nan")
+    if is_one_dimensional(x) or is_one_dimensional(y):  # e.g. the context cue: one of two prefixes per trial
+        return float("nan")
     if debiased:
         return cka_from_grams(x @ x.T, y @ y.T)
     x, y = _center(x), _center(y)
@@ -59,6 +61,14 @@ def cka_from_grams(k: Float[np.ndarray, "trials trials"], l_: Float[np.ndarray, 
 def is_constant(x: np.ndarray, rtol: float = 1e-6) -> bool:
     """True when a representation does not vary across trials beyond rounding (CKA is then undefined)."""
     return bool(np.linalg.norm(_center(x)) <= rtol * max(np.linalg.norm(x), 1e-30))
+
+
+def is_one_dimensional(x: np.ndarray, rtol: float = 1e-5) -> bool:
+    """True when a representation varies across trials along one direction only (its centred matrix has rank
+    <= 1), e.g. at the context cue, where every trial shows one of two prefixes: CKA of two such representations
+    is 1 whenever both separate the same two groups of trials, whatever else the models do, so it is undefined."""
+    s = np.linalg.svd(_center(np.asarray(x, dtype=np.float64)), compute_uv=False)
+    return bool(len(s) < 2 or s[1] <= rtol * max(s[0], 1e-30))
 
 
 def _hsic_u(k: np.ndarray, l_: np.ndarray) -> float:
@@ -126,7 +136,7 @@ def components(n_layers: int) -> list[str]:
 
 
 def _is_weight(key: str) -> bool:
-    return not key.endswith(("IGNORE", "mask", "rotary_sin", "rotary_cos"))
+    return not is_derived_buffer(key)
 
 
 def component_params(model: TLModel, name: str) -> list[str]:
@@ -171,15 +181,32 @@ def performance(model: TLModel, t: torch.Tensor, a: torch.Tensor, w: torch.Tenso
     return {"accuracy": float((ld > 0).float().mean()), "logit_diff": float(ld.mean())}
 
 
-CHANCE = 0.5  # two answer words
+CHANCE = 0.5  # two answer words, on a set balanced by answer side (`chance_accuracy` measures it)
 MIN_MARGIN = 0.1  # the unedited model must beat chance by this much for a retained accuracy to be defined
 MIN_LOGIT_DIFF = 0.25  # ... and have at least this mean logit difference for a retained logit difference
+
+
+def chance_accuracy(answer: Any, wrong: Any) -> float:
+    """Chance measured on a trial set: the accuracy of the best constant-output reference (a stand-in model whose
+    logits favour one answer word on every trial), scored by the same logit-difference code as the models. 0.5 on
+    a set balanced by answer side; the majority side's share otherwise (39 of 64 trials: 0.609), which is what a
+    model that collapsed to that answer scores."""
+    a, w = as_ids(answer, "cpu"), as_ids(wrong, "cpu")
+    words = torch.unique(torch.cat([a, w]))
+    best = 0.0
+    for word in words:
+        logits = torch.zeros(len(a), int(max(a.max(), w.max())) + 1)
+        logits[:, word] = 1.0
+        best = max(best, float((logit_diff_from_logits(logits, a, w) > 0).float().mean()))
+    return best
 
 
 def retained(perf: dict[str, float], full: dict[str, float], chance: float = CHANCE) -> dict[str, float]:
     """Chance-corrected share of performance kept after an edit: (acc - chance) / (acc_full - chance), so a model
     that falls to chance keeps 0 and an unchanged one 1; and the share of the mean logit difference kept. NaN
-    ("undefined") when the unedited model is too close to chance or its logit difference too small."""
+    ("undefined") when the unedited model is too close to chance or its logit difference too small. Pass the
+    chance measured on the trials (`chance_accuracy`): with a fixed 0.5 on an unbalanced set, a model that collapsed
+    to the majority answer would keep a positive share."""
     margin = full["accuracy"] - chance
     return {**perf,
             "accuracy_retained": (perf["accuracy"] - chance) / margin if margin >= MIN_MARGIN else float("nan"),
@@ -195,7 +222,7 @@ def weight_reversion(model: TLModel, base: TLModel, tokens: Any, answer: Any, wr
     check_same_shape(model, base, "weight reversion")
     dev = model.cfg.device
     t, a, w = as_tokens(tokens, dev), as_ids(answer, dev), as_ids(wrong, dev)
-    full = performance(model, t, a, w)
+    full, chance = performance(model, t, a, w), chance_accuracy(a, w)
     sb = base.state_dict()
     work = copy_model(model)
     original = {k: v.clone() for k, v in model.state_dict().items()}
@@ -207,11 +234,11 @@ def weight_reversion(model: TLModel, base: TLModel, tokens: Any, answer: Any, wr
             for c in comps:
                 for n in component_params(model, c):
                     state[n].copy_(sb[n])
-        return retained(performance(work, t, a, w), full)
+        return retained(performance(work, t, a, w), full, chance)
 
     L = model.cfg.n_layers
     layer_comps = lambda l: [f"L{l}.attn", f"L{l}.mlp"]  # noqa: E731
-    out: dict[str, Any] = {"full": full}
+    out: dict[str, Any] = {"full": full, "chance": chance}
     if singles:
         out["single"] = {c: revert([c]) for c in components(L)}
     out["layer"] = {f"L{l}": revert(layer_comps(l)) for l in range(L)}
@@ -228,16 +255,17 @@ def cross_model_patching(model: TLModel, base: TLModel, tokens: Any, answer: Any
     check_same_shape(model, base, "cross-model activation patching")
     dev = model.cfg.device
     t, a, w = as_tokens(tokens, dev), as_ids(answer, dev), as_ids(wrong, dev)
-    full = performance(model, t, a, w)
+    full, chance = performance(model, t, a, w), chance_accuracy(a, w)
     with torch.no_grad():
         _, bcache = base.run_with_cache(t, names_filter=lambda n: any(n.endswith(h) for h in SITES.values()),
                                         return_type=None)
-    out: dict[str, Any] = {"full": full}
+    out: dict[str, Any] = {"full": full, "chance": chance}
     for site in sites:
         hook = SITES[site]
         rows = []
         for l in range(model.cfg.n_layers):
             name = f"blocks.{l}.{hook}"
-            rows.append(retained(performance(model, t, a, w, [(name, lambda act, hook, s=bcache[name]: s)]), full))
+            rows.append(retained(performance(model, t, a, w, [(name, lambda act, hook, s=bcache[name]: s)]), full,
+                                 chance))
         out[site] = rows
     return out

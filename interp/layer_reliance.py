@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from jaxtyping import Float
 
-from interp.compare import check_same_shape, performance, retained
+from interp.compare import chance_accuracy, check_same_shape, performance, retained
 from interp.forward import Weights, final_logit_diff, record, run_block, supported
 from interp.metrics import as_ids, as_tokens, logit_diff_from_logits, unembed_last
 from interp.typing import TLModel
@@ -62,14 +62,14 @@ def _finish_prepared(wm: Weights, blocks: list[Any], x: Resid, direction: torch.
 @torch.no_grad()
 def layer_reliance(model: TLModel, reference: TLModel, tokens: Any, answer: Any, wrong: Any, cmap: bool = True
                    ) -> dict[str, Any]:
-    """{"full": the model's performance; "layer": [retained with layer l reverted to the reference's weights];
-    "top_down": [retained with layers k..L-1 reverted, k from L-1 down to 0]; "cmap_resid" (with `cmap`):
+    """{"full": the model's performance; "chance": chance measured on these trials (`chance_accuracy`); "layer":
+    [retained with layer l reverted to the reference's weights]; "top_down": [retained with layers k..L-1 reverted, k from L-1 down to 0]; "cmap_resid" (with `cmap`):
     [retained with the reference's residual stream entering layer l patched in]}. Retained shares are
     chance-corrected (`interp.compare.retained`)."""
     check_same_shape(model, reference, "layer-by-layer reliance")
     dev = model.cfg.device
     t, a, w = as_tokens(tokens, dev), as_ids(answer, dev), as_ids(wrong, dev)
-    full = performance(model, t, a, w)
+    full, chance = performance(model, t, a, w), chance_accuracy(a, w)
     L = model.cfg.n_layers
     if supported(model.cfg):
         wm, wr = Weights.of(model), Weights.of(reference)
@@ -82,11 +82,11 @@ def layer_reliance(model: TLModel, reference: TLModel, tokens: Any, answer: Any,
         mine, theirs = list(model.blocks), list(reference.blocks)
         own, ref = resid_pres(model, t), resid_pres(reference, t) if cmap else []
         run = lambda blocks, x: _finish(model, blocks, x, a, w)  # noqa: E731
-    out: dict[str, Any] = {"full": full}
-    out["layer"] = [retained(run([theirs[l]] + mine[l + 1:], own[l]), full) for l in range(L)]
-    out["top_down"] = [retained(run(theirs[k:], own[k]), full) for k in range(L - 1, -1, -1)]
+    out: dict[str, Any] = {"full": full, "chance": chance}
+    out["layer"] = [retained(run([theirs[l]] + mine[l + 1:], own[l]), full, chance) for l in range(L)]
+    out["top_down"] = [retained(run(theirs[k:], own[k]), full, chance) for k in range(L - 1, -1, -1)]
     if cmap:
-        out["cmap_resid"] = [retained(run(mine[l:], ref[l]), full) for l in range(L)]
+        out["cmap_resid"] = [retained(run(mine[l:], ref[l]), full, chance) for l in range(L)]
     return out
 
 

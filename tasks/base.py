@@ -260,28 +260,54 @@ def check_draw(split: str, n: int, has_gen: bool) -> None:
         raise TaskError(f"number of trials must be >= 1, got {n}")
 
 
+Cells = Callable[[dict[str, np.ndarray]], tuple[np.ndarray, int]]
+
+
+def quotas(n: int, k: int) -> np.ndarray:
+    """Trials per cell of a balanced draw: n // k each, the first n % k cells one more."""
+    return np.array([n // k + (c < n % k) for c in range(k)], dtype=np.int64)
+
+
+def take_quota(ok: np.ndarray, cell: np.ndarray, room: np.ndarray) -> np.ndarray:
+    """Of the candidates `ok`, in order, the first ones of each cell that still has room (room[c] more)."""
+    out = np.zeros_like(ok)
+    for c, r in enumerate(room):
+        idx = np.flatnonzero(ok & (cell == c))[:max(int(r), 0)]
+        out[idx] = True
+    return out
+
+
 def draw(n: int, seed: int, split: str, split_fractions: tuple[float, ...],
          sample: Callable[[int, np.random.Generator], dict[str, np.ndarray]],
          render: Callable[[dict[str, np.ndarray]], np.ndarray],
-         keep: Callable[[dict[str, np.ndarray]], np.ndarray] | None = None) -> dict[str, np.ndarray]:
+         keep: Callable[[dict[str, np.ndarray]], np.ndarray] | None = None,
+         cells: Cells | None = None) -> dict[str, np.ndarray]:
     """n trial conditions of `split`, deterministic under `seed`: `sample(k, rng)` draws k candidate conditions
     (arrays sharing the trials axis), `render` gives their tokens; train/val/test keep the candidates whose
-    token hash falls in their share (so the three never share a trial), "gen" keeps all; `keep` filters more."""
+    token hash falls in their share (so the three never share a trial), "gen" keeps all; `keep` filters more.
+    `cells(cond)` -> (cell of each candidate, number of cells) makes the draw balanced: `quotas(n, k)` trials of
+    each cell, the first drawn of each."""
     rng = np.random.default_rng([seed, SPLITS.index(split)])
     parts: list[dict[str, np.ndarray]] = []
-    have = 0
+    have = np.zeros(1, dtype=np.int64) if cells is None else None
+    want = np.array([n]) if cells is None else None
     for _ in range(200):
-        cond = sample(max(64, 2 * (n - have)), rng)
+        cond = sample(max(64, 2 * (n - (0 if have is None else int(have.sum())))), rng)
         ok = np.ones(len(next(iter(cond.values()))), dtype=bool)
         if split != "gen":
             ok &= split_of(split_fractions, render(cond)) == SPLITS.index(split)
         if keep is not None:
             ok &= keep(cond)
-        parts.append({k: a[ok] for k, a in cond.items()})
-        have += int(ok.sum())
-        if have >= n:
-            return {k: np.concatenate([p[k] for p in parts])[:n] for k in parts[0]}
-    raise TaskError(f"split {split!r} cannot be filled with {n} trials under this config")
+        cell, k = cells(cond) if cells is not None else (np.zeros(len(ok), dtype=np.int64), 1)
+        if want is None or have is None:
+            want, have = quotas(n, k), np.zeros(k, dtype=np.int64)
+        ok = take_quota(ok, cell, want - have)
+        have += np.bincount(cell[ok], minlength=len(want))
+        parts.append({key: a[ok] for key, a in cond.items()})
+        if (have >= want).all():
+            return {key: np.concatenate([p[key] for p in parts])[:n] for key in parts[0]}
+    raise TaskError(f"split {split!r} cannot be filled with {n} trials under this config"
+                    + (" balanced over its cells" if cells is not None else ""))
 
 
 def number_table(tokenizer: Any, lo: int, hi: int) -> np.ndarray:
@@ -367,28 +393,46 @@ class TokenTask(ABC):
         """Token ids of every symbol, built once per tokenizer object and config (`cached`)."""
         return cached(self._vocab_cache, tokenizer, config, lambda: self.build_vocab(config, tokenizer))
 
+    def cells(self, config: Any, corruption: str | None = None) -> Cells | None:
+        """The cells a balanced draw fills equally (e.g. answer side x congruence), for plain trials or for the
+        pairs of `corruption`; None: this task cannot balance its trials."""
+        return None
+
+    def _cells(self, config: Any, balanced: bool, corruption: str | None = None) -> Cells | None:
+        if not balanced:
+            return None
+        cells = self.cells(config, corruption)
+        if cells is None:
+            raise TaskError(f"task {self.name} cannot balance its trials (it names no cells to balance)")
+        return cells
+
     def draw_conditions(self, config: Any, n: int, seed: int, tokenizer: Any, split: str,
-                        keep: Callable[[dict[str, np.ndarray]], np.ndarray] | None = None
-                        ) -> tuple[dict[str, np.ndarray], Any]:
+                        keep: Callable[[dict[str, np.ndarray]], np.ndarray] | None = None,
+                        cells: Cells | None = None) -> tuple[dict[str, np.ndarray], Any]:
         self.check_split(config, split, n)
         v = self.vocab(config, tokenizer)
         cond = draw(n, seed, split, config.split_fractions, lambda k, rng: self.sample(config, k, rng, split),
-                    lambda c: self.render(config, v, c), keep)
+                    lambda c: self.render(config, v, c), keep, cells)
         return cond, v
 
-    def generate(self, config: Any, n: int, seed: int, tokenizer: Any, split: str = "train") -> TrialBatch:
+    def generate(self, config: Any, n: int, seed: int, tokenizer: Any, split: str = "train",
+                 balanced: bool = False) -> TrialBatch:
         """n trials of `split`, deterministic under `seed`; train/val/test partition the trial space by a hash of
-        the tokens (never sharing a trial), "gen" holds the held-out conditions only."""
-        cond, v = self.draw_conditions(config, n, seed, tokenizer, split)
+        the tokens (never sharing a trial), "gen" holds the held-out conditions only. `balanced`: equal numbers
+        of trials in each of the task's cells (`cells`), so that a model that always gives one answer scores
+        chance exactly."""
+        cond, v = self.draw_conditions(config, n, seed, tokenizer, split, cells=self._cells(config, balanced))
         return self.assemble(config, v, cond, split, seed)
 
-    def make_pairs(self, config: Any, n: int, seed: int, tokenizer: Any, corruption: str, split: str = "test"
-                   ) -> tuple[TrialBatch, TrialBatch]:
-        """Clean / corrupted pairs of equal length and aligned positions (the task's `corrupt` says what differs)."""
+    def make_pairs(self, config: Any, n: int, seed: int, tokenizer: Any, corruption: str, split: str = "test",
+                   balanced: bool = False) -> tuple[TrialBatch, TrialBatch]:
+        """Clean / corrupted pairs of equal length and aligned positions (the task's `corrupt` says what differs);
+        `balanced`: the clean trials fill the corruption's cells equally (`cells`)."""
         if corruption not in self.corruptions:
             raise TaskError(f"task {self.name} has no corruption {corruption!r} (choose from "
                             f"{', '.join(self.corruptions)})")
         self.check_pairs(config, corruption)
-        cond, v = self.draw_conditions(config, n, seed, tokenizer, split, self.pair_filter(config, corruption, split))
+        cond, v = self.draw_conditions(config, n, seed, tokenizer, split, self.pair_filter(config, corruption, split),
+                                       self._cells(config, balanced, corruption))
         bad = self.corrupt(config, cond, corruption, split, seed)
         return self.assemble(config, v, cond, split, seed), self.assemble(config, v, bad, split, seed)

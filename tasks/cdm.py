@@ -291,6 +291,15 @@ class _ContextDecision(TokenTask):
             raise TaskError("the generalisation split is empty: set heldout_coherences or heldout_number_range")
         check_draw(split, n, config.has_gen)
 
+    def cells(self, config: CDMConfig, corruption: str | None = None) -> Any:
+        """Answer side x congruence (4 cells); the pairs of context-flip (incongruent trials only): answer side."""
+        def side_and_congruence(c: dict[str, np.ndarray]) -> tuple[np.ndarray, int]:
+            side = c["choice"][np.arange(len(c["context"])), c["context"]]
+            if corruption == "context-flip":
+                return side.astype(np.int64), 2
+            return (2 * side + (c["choice"][:, 0] == c["choice"][:, 1])).astype(np.int64), 4
+        return side_and_congruence
+
     def pair_filter(self, config: CDMConfig, corruption: str, split: str) -> Any:
         """context-flip draws incongruent trials only, so that the answer flips."""
         return (lambda c: c["choice"][:, 0] != c["choice"][:, 1]) if corruption == "context-flip" else None

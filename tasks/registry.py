@@ -42,13 +42,14 @@ def config_class(raw: Mapping[str, Any] | None) -> type:
     return get_task(name).config
 
 
-def generate(config: Any, n: int, seed: int, tokenizer: Any, split: str = "train") -> TrialBatch:
-    return task_of(config).generate(config, n, seed, tokenizer, split)
+def generate(config: Any, n: int, seed: int, tokenizer: Any, split: str = "train", balanced: bool = False
+             ) -> TrialBatch:
+    return task_of(config).generate(config, n, seed, tokenizer, split, balanced)
 
 
 def make_pairs(config: Any, n: int, seed: int, tokenizer: Any, corruption: str,
-               split: str = "test") -> tuple[TrialBatch, TrialBatch]:
-    return task_of(config).make_pairs(config, n, seed, tokenizer, corruption, split)
+               split: str = "test", balanced: bool = False) -> tuple[TrialBatch, TrialBatch]:
+    return task_of(config).make_pairs(config, n, seed, tokenizer, corruption, split, balanced)
 
 
 def seq_len(config: Any, tokenizer: Any) -> int:

@@ -141,23 +141,25 @@ def train(out: str | Path, init: str = "pretrained", base: str | Path = "cogbase
     return load(out, device=cfg["train"].device)
 
 
-def trials(model: Model | Any, n: int = 64, seed: int = 0, split: str = "test") -> TrialBatch:
+def trials(model: Model | Any, n: int = 64, seed: int = 0, split: str = "test", balanced: bool = False
+           ) -> TrialBatch:
     """n trials of the model's task with its tokenizer (tokens [trial, pos]; answer_ids, wrong_ids [trial];
     meta, named positions). Splits: train, val, test, gen (held-out conditions, when the task has them)."""
 
     m, task, _ = _parts(model)
-    return generate(task, n, seed=seed, tokenizer=m.tokenizer, split=split)
+    return generate(task, n, seed=seed, tokenizer=m.tokenizer, split=split, balanced=balanced)
 
 
-def pairs(model: Model | Any, n: int = 16, seed: int = 0, corruption: str | None = None, split: str = "test"
-          ) -> Pairs:
+def pairs(model: Model | Any, n: int = 16, seed: int = 0, corruption: str | None = None, split: str = "test",
+          balanced: bool = False) -> Pairs:
     """n clean/corrupted pairs by one of the task's corruptions (`tasks.registry.get_task(name).corruptions`;
     default: the task's default), e.g. for ContextDecisionMaking "context-flip" (the other cue; incongruent
     trials, the answer flips), "relevant-flip" (the answer flips) or "irrelevant-flip" (a control)."""
 
     m, task, _ = _parts(model)
     corruption = corruption or task_of(task).default_corruption
-    clean, bad = make_pairs(task, n, seed=seed, tokenizer=m.tokenizer, corruption=corruption, split=split)
+    clean, bad = make_pairs(task, n, seed=seed, tokenizer=m.tokenizer, corruption=corruption, split=split,
+                            balanced=balanced)
     return Pairs(clean, bad, corruption)
 
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from experiments.core.run_record import ModelComparison, Reliance, Retained, Score
 from interp.compare import layer_cka, relative_weight_change
 from interp.layer_reliance import layer_reliance
@@ -18,10 +20,12 @@ def reliance(model: TLModel, reference: TLModel, batch: Any, cmap: bool = True) 
     reference's weights, and when the reference's residual stream replaces the model's at each layer (computed
     from cached prefixes: `interp.layer_reliance`)."""
     r = layer_reliance(model, reference, batch.tokens, batch.answer_ids, batch.wrong_ids, cmap=cmap)
+    sides = np.bincount(np.asarray(batch.labels), minlength=len(batch.answer_words))
     return Reliance(reversion_layer=tuple(Retained.from_dict(x) for x in r["layer"]),
                     reversion_top_down=tuple(Retained.from_dict(x) for x in r["top_down"]),
                     full=Score.from_dict(r["full"]),
-                    cmap_resid=tuple(Retained.from_dict(x) for x in r["cmap_resid"]) if cmap else None)
+                    cmap_resid=tuple(Retained.from_dict(x) for x in r["cmap_resid"]) if cmap else None,
+                    chance=r["chance"], n_by_answer=tuple(int(x) for x in sides))
 
 
 def cka_with(rep: dict[str, Any], ref: dict[str, Any]) -> dict[str, Any]:

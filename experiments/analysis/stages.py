@@ -27,9 +27,10 @@ from interp.typing import TLModel
 PATCHED = ("heads", "heads_by_pos", "resid_pre", "attn_out", "mlp_out")
 
 
-def trials(split: str, n: int, seed: int, corruption: str | None = None, task: Any = None) -> dict[str, Any]:
+def trials(split: str, n: int, seed: int, corruption: str | None = None, task: Any = None, balanced: bool = False
+           ) -> dict[str, Any]:
     """What an analysis covers, recorded beside its numbers."""
-    d: dict[str, Any] = {"split": split, "n": n, "seed": seed}
+    d: dict[str, Any] = {"split": split, "n": n, "seed": seed} | ({"balanced": True} if balanced else {})
     if corruption:
         d["corruption"] = corruption
         info = task_of(task).corruptions.get(corruption) if task is not None else None
@@ -76,15 +77,16 @@ def evaluate_model(model: TLModel, task: Any, n: int, seed: int) -> ModelEvaluat
 
 
 def analyse_model(model: TLModel, task: Any, corruption: str, n: int, seed: int, ablation: str,
-                  detailed: bool = True, progress: bool = False, name: str = "model"
+                  detailed: bool = True, progress: bool = False, name: str = "model", balanced: bool = False
                   ) -> tuple[dict[str, tuple[Result, dict[str, Any]]], dict[str, np.ndarray]]:
     """Exact patching of head outputs, DLA per head with the logit lens, head ablation and neuron selectivity;
     `detailed` adds patching per position (head x position, residual stream, attention and MLP outputs) and
-    attribution patching with its agreement with exact patching. Returns {name: (typed result, the trials it
-    covers)} and the token ids of those trials."""
+    attribution patching with its agreement with exact patching. `balanced`: pairs and trial sets balanced by
+    answer side (`tasks.base.TokenTask.cells`). Returns {name: (typed result, the trials it covers)} and the
+    token ids of those trials."""
     m = analyses.Model(model, task, name)
-    pairs = analyses.pairs(m, n, seed=seed, corruption=corruption)
-    on_pairs = trials("test", n, seed, corruption, task)
+    pairs = analyses.pairs(m, n, seed=seed, corruption=corruption, balanced=balanced)
+    on_pairs = trials("test", n, seed, corruption, task, balanced)
     out: dict[str, tuple[Result, dict[str, Any]]] = {}
     for what in PATCHED if detailed else ("heads",):
         out[f"patch_{what}"] = analyses.patch(m, pairs, what, progress=progress), on_pairs
@@ -92,14 +94,16 @@ def analyse_model(model: TLModel, task: Any, corruption: str, n: int, seed: int,
         exact = out["patch_heads_by_pos"][0]
         for method, steps in (("atp", 1), ("ig", 8)):
             out[method] = analyses.attribution_patching(m, pairs, method, steps, exact=exact), on_pairs  # type: ignore
-    test, ref = analyses.trials(m, n, seed), analyses.trials(m, n, seed + 1)
-    out["attribution"] = analyses.attribute(m, test), trials("test", n, seed)
+    test, ref = analyses.trials(m, n, seed, balanced=balanced), analyses.trials(m, n, seed + 1, balanced=balanced)
+    out["attribution"] = analyses.attribute(m, test), trials("test", n, seed, balanced=balanced)
     out["ablation"] = (analyses.ablate(m, test, ablation, reference=ref, progress=progress),
-                       {**trials("test", n, seed), "reference": trials("test", n, seed + 1)})
+                       {**trials("test", n, seed, balanced=balanced),
+                        "reference": trials("test", n, seed + 1, balanced=balanced)})
     big = analyses.trials(m, max(4 * n, 128), seed + 2)
     ab = Ablator(model, test.tokens, test.answer_ids, test.wrong_ids, method=ablation, reference_tokens=ref.tokens)
     out["neurons"] = (analyses.neurons(m, big, position="answer", top_k=10, ablator=ab),
-                      {**trials("test", len(big), seed + 2), "top_neurons_ablated_on": trials("test", n, seed)})
+                      {**trials("test", len(big), seed + 2),
+                       "top_neurons_ablated_on": trials("test", n, seed, balanced=balanced)})
     inputs = {"clean_tokens": pairs.clean.tokens, "corrupt_tokens": pairs.corrupted.tokens,
               "answer_ids": pairs.clean.answer_ids, "wrong_ids": pairs.clean.wrong_ids, "test_tokens": test.tokens,
               "reference_tokens": ref.tokens, "neuron_tokens": big.tokens}
@@ -127,20 +131,21 @@ def map_similarity(maps: dict[str, np.ndarray], order: list[str]) -> np.ndarray:
 
 
 def discover(model: TLModel, task: Any, corruption: str, n: int, seed: int, method: str, ablation: str,
-             n_random: int, level: float, overlap_fraction: float, progress: bool = False, name: str = "model"
-             ) -> tuple[Circuit, Any]:
+             n_random: int, level: float, overlap_fraction: float, progress: bool = False, name: str = "model",
+             balanced: bool = False) -> tuple[Circuit, Any]:
     """EAP / EAP-IG graph; MIB faithfulness curves over nodes and over edges beside random circuits; the top
     `overlap_fraction` of nodes (the set compared across models); and an exact-patching check of the ranking.
     Returns the circuit and the pairs it was found on."""
     m = analyses.Model(model, task, name)
-    pairs = analyses.pairs(m, n, seed=seed, corruption=corruption)
+    pairs = analyses.pairs(m, n, seed=seed, corruption=corruption, balanced=balanced)
     return analyses.discover(m, pairs, method, ablation, n_random=n_random, level=level, fraction=overlap_fraction,
                         seed=seed, progress=progress), pairs
 
 
-def base_ranking(base: TLModel, task: Any, corruption: str, n: int, seed: int, method: str) -> list[str]:
+def base_ranking(base: TLModel, task: Any, corruption: str, n: int, seed: int, method: str, balanced: bool = False
+                 ) -> list[str]:
     """The base's own node ranking on the same pairs as the trained models' circuits."""
-    clean, bad = make_pairs(task, n, seed=seed, tokenizer=base.tokenizer, corruption=corruption)
+    clean, bad = make_pairs(task, n, seed=seed, tokenizer=base.tokenizer, corruption=corruption, balanced=balanced)
     ns = edge_attribution(base, clean.tokens, bad.tokens, clean.answer_ids, clean.wrong_ids, method=method,
                           steps=8).node_scores()
     return sorted(ns, key=lambda k: -abs(ns[k]))

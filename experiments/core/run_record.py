@@ -168,11 +168,13 @@ class Score(Record):
 class Reliance(Record):
     """Per layer: reverting it (and, top-down, it and every later one) to the reference's weights; the
     reference's residual stream patched in (absent for a scratch model's own initialisation)."""
-    OMIT_NONE: ClassVar[frozenset[str]] = frozenset({"cmap_resid"})
+    OMIT_NONE: ClassVar[frozenset[str]] = frozenset({"cmap_resid", "chance", "n_by_answer"})
     reversion_layer: tuple[Retained, ...]
     reversion_top_down: tuple[Retained, ...]
     full: Score
     cmap_resid: tuple[Retained, ...] | None = None
+    chance: float | None = None  # measured on the trials (`interp.compare.chance_accuracy`); None: records before it
+    n_by_answer: tuple[int, ...] | None = None  # trials per answer side (balanced sets: equal)
 
 
 CKAProfiles = dict[str, dict[str, dict[str, tuple[float, ...]]]]  # estimator -> site -> position -> per layer
@@ -351,13 +353,15 @@ OUTCOMES = ("in favour", "against", "inconclusive", "undefined")  # of a claim's
 
 @record
 class Part(Record):
-    OMIT_NONE: ClassVar[frozenset[str]] = frozenset({"validation"})
+    OMIT_NONE: ClassVar[frozenset[str]] = frozenset({"validation", "p", "p_holm"})
     contrast: str  # key in contrasts.json
     says: str  # what the part asserts, in words
     expected: str  # "finetuned>scratch", "finetuned<scratch", "between<within", "above chance"
     outcome: str
     detail: str
     validation: str | None = None  # "validated" / "not validated" by the planted-reuse controls; None: not covered
+    p: float | None = None  # permutation p in the claimed direction (with a multiplicity correction only)
+    p_holm: float | None = None  # Holm-adjusted across the claim's parts
 
 
 @record

@@ -2,7 +2,8 @@
 
 Each claim has parts; each part reads one contrast (`experiments.run.contrasts`) and has an outcome:
   in favour     the groups are separated in the claimed direction (every fine-tuned model beyond every scratch
-                model; for similarities, every between-group pair below every within-group pair)
+                model; for similarities, every between-group pair below every scratch-scratch pair: the
+                fine-tuned models share the base, so their pairs are no null)
   against       the opposite: separated the other way, or (similarities) between-group pairs no less similar than
                 within-group pairs on average
   inconclusive  the groups overlap
@@ -18,23 +19,36 @@ contrast and 0.1 for a pair contrast).
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from importlib import resources
+
+import numpy as np
 
 from experiments.core.run_record import (Claim, Contrast, Contrasts, GroupContrast, PairContrast, Part, RunEvaluation,
                                          Validation)
 from interp.model_id import ModelId
-from interp.stats import wilson
+from interp.stats import holm, wilson
 
 VALIDATION_FILE = "metric-validation.json"
 
 RULE = ("SUPPORTED when every part is in favour; NOT SUPPORTED when any part is against; INCONCLUSIVE otherwise. "
         "A part is in favour when the groups are separated in the claimed direction (every fine-tuned model beyond "
-        "every scratch model; for similarities, every fine-tuned-vs-scratch pair below every pair of the same "
-        "init), against when they are separated the other way (for similarities: when fine-tuned-vs-scratch pairs "
-        "are on average at least as similar as pairs of the same init), inconclusive when they overlap, and "
+        "every scratch model; for similarities, every fine-tuned-vs-scratch pair below every scratch-scratch pair, "
+        "the pairs that share no initialisation: fine-tuned pairs share the base and are reported, not used as the "
+        "null), against when they are separated the other way (for similarities: when fine-tuned-vs-scratch pairs "
+        "are on average at least as similar as scratch-scratch pairs), inconclusive when they overlap, and "
         "undefined with fewer than two models per group that met the criterion. A part whose metric the "
         "planted-reuse controls did not validate counts as inconclusive, whatever its contrast shows (the outcome "
         "it would have had is printed); a part whose metric the controls do not cover counts as it is.")
+MULTIPLICITY = ("none", "holm")
+HOLM_RULE = (" Multiplicity: within each claim, the parts' permutation p-values (in the claimed direction) are "
+             "Holm-adjusted; a part separated in the claimed direction is in favour only when its adjusted p is at "
+             "most {alpha}, otherwise inconclusive. Per-layer maps and points are descriptive only.")
+
+
+def rule_text(multiplicity: str = "none", alpha: float = 0.05) -> str:
+    """The printed rule: `RULE`, and the multiplicity correction when there is one."""
+    return RULE + (HOLM_RULE.format(alpha=alpha) if multiplicity == "holm" else "")
 
 
 def _fmt(v: float) -> str:
@@ -65,11 +79,14 @@ def judge_pair(entry: Contrast | None) -> tuple[str, str]:
     if entry is None or not isinstance(entry.result, PairContrast):
         return _undefined(entry)
     r = entry.result
-    within = tuple(r.within_a) + tuple(r.within_b)
+    scratch_only = r.reference == "within_b"
+    within = tuple(r.within_b) if scratch_only else tuple(r.within_a) + tuple(r.within_b)
     chance = f"; chance level {_fmt(r.chance)}" if r.chance is not None else ""
+    shared = (f"; fine-tuned pairs, which share the base and are no null: {_fmt(sum(r.within_a) / len(r.within_a))}"
+              if scratch_only and r.within_a else "")
     detail = (f"between fine-tuned and scratch {_fmt(r.mean_between)} (range {_fmt(min(r.between))} to "
-              f"{_fmt(max(r.between))}) vs within an init {_fmt(r.mean_within)} (range "
-              f"{_fmt(min(within))} to {_fmt(max(within))}){chance}; "
+              f"{_fmt(max(r.between))}) vs {'scratch-scratch pairs' if scratch_only else 'within an init'} "
+              f"{_fmt(r.mean_within)} (range {_fmt(min(within))} to {_fmt(max(within))}){chance}{shared}; "
               f"permutation p = {r.p_value:.3f} (smallest possible {r.min_p:.3f})")
     if r.separated:
         return "in favour", detail
@@ -132,10 +149,44 @@ def caveats(ev: RunEvaluation) -> tuple[str, ...]:
             "labels cannot give p below 1 / C(2k, k).")
 
 
-def judge(ev: RunEvaluation, contrasts: Contrasts, validation: Validation | None = None) -> list[Claim]:
+def part_p(contrasts: Contrasts, part: Part) -> float:
+    """The permutation p of a part's contrast in its claimed direction (NaN: none, e.g. a Wilson interval)."""
+    entry = contrasts.get(part.contrast)
+    r = entry.result if entry is not None else None
+    if isinstance(r, PairContrast) and part.expected == "between<within":
+        return r.p_value
+    if isinstance(r, GroupContrast) and part.expected in ("finetuned>scratch", "finetuned<scratch"):
+        return r.p_greater if part.expected == "finetuned>scratch" else r.p_less
+    return float("nan")
+
+
+def with_holm(parts: list[Part], contrasts: Contrasts, alpha: float) -> list[Part]:
+    """The parts with their p and Holm-adjusted p; a part in favour whose adjusted p exceeds `alpha` becomes
+    inconclusive (the detail says why)."""
+    ps = [part_p(contrasts, p) for p in parts]
+    adj = holm(ps)
+    out = []
+    for part, p, a in zip(parts, ps, adj):
+        if not np.isfinite(p):
+            out.append(part)
+            continue
+        part = replace(part, p=float(p), p_holm=float(a))
+        if part.outcome == "in favour" and a > alpha:
+            part = replace(part, outcome="inconclusive", detail=f"separated in the claimed direction, but the "
+                           f"Holm-adjusted p = {a:.3f} > {alpha} across this claim's parts; {part.detail}")
+        out.append(part)
+    return out
+
+
+def judge(ev: RunEvaluation, contrasts: Contrasts, validation: Validation | None = None, multiplicity: str = "none",
+          alpha: float = 0.05) -> list[Claim]:
     """The three claims, judged from the run's evaluation and contrasts (and, given `validation`, with the parts
-    whose metric the planted-reuse controls did not validate counted as inconclusive)."""
+    whose metric the planted-reuse controls did not validate counted as inconclusive; with `multiplicity` "holm",
+    with each claim's parts Holm-adjusted: `with_holm`)."""
+    if multiplicity not in MULTIPLICITY:
+        raise ValueError(f"multiplicity must be one of {', '.join(MULTIPLICITY)}, not {multiplicity!r}")
     v = validation
+    adjust = (lambda parts: with_holm(parts, contrasts, alpha)) if multiplicity == "holm" else (lambda ps: ps)
     a_parts = [
         _part(contrasts, "cka_base_mean", "the fine-tuned models' representations are more similar to the base's "
               "than the scratch models' are (CKA, mean over layers)", "finetuned>scratch", v),
@@ -161,6 +212,7 @@ def judge(ev: RunEvaluation, contrasts: Contrasts, validation: Validation | None
               "numbers never seen in training", "finetuned>scratch", v),
         Part(contrast="gen_accuracy", says="every fine-tuned model is above chance on those numbers",
              expected="above chance", outcome=c_out, detail=c_detail)]
+    a_parts, b_parts, c_parts = adjust(a_parts), adjust(b_parts), adjust(c_parts)
     seeds = "the spread between seeds of the same init (permutation over model labels)"
     return [
         _claim("A", "The fine-tuned model relies on the pretrained model's representations, more in later layers.",

@@ -24,7 +24,10 @@ class RunConfig:
     compared for overlap are each model's top nodes at this fraction of all nodes. scratch_seeds: the scratch
     models' seeds when they differ from the fine-tuned ones (e.g. one scratch twin of a large base on a CPU).
     detailed_maps: per-position patching maps and attribution patching for the first model of each init (costly
-    on deep models: 30 layers x positions x heads)."""
+    on deep models: 30 layers x positions x heads). balanced_trials: the trial sets of patching, ablation,
+    reliance and circuits hold equal numbers of each answer side (and, where the corruption allows, of congruent
+    and incongruent trials), so that a model that always gives one answer scores chance exactly (off in configs
+    written before it, whose records stand)."""
 
     name: str = "default"
     seeds: tuple[int, ...] = (0, 1, 2)
@@ -44,6 +47,8 @@ class RunConfig:
     attention_heads: int = 3
     detailed_maps: bool = True
     formats: tuple[str, ...] = ("html", "png", "csv")
+    balanced_trials: bool = False
+    multiplicity: str = "none"  # "holm": each claim's parts Holm-adjusted (experiments.run.claims.rule_text)
 
     def __post_init__(self) -> None:  # noqa: C901
         check_finite(self, "run.", ValueError)
@@ -55,6 +60,8 @@ class RunConfig:
                 raise ValueError(f"run.{name} has duplicates: {list(v)}")
         if self.scratch_seeds is not None and not self.scratch_seeds:
             raise ValueError("run.scratch_seeds must list at least one seed (or be left out)")
+        if self.multiplicity not in ("none", "holm"):
+            raise ValueError("run.multiplicity must be none or holm")
         if self.circuit_method not in ("eap", "eap-ig"):
             raise ValueError("run.circuit_method must be eap or eap-ig")
         if self.ablation not in ("zero", "mean", "resample"):

@@ -53,6 +53,10 @@ def _n_finite(values: list[float]) -> int:
     return int(np.isfinite(np.asarray(values, dtype=float)).sum())
 
 
+PAIR_NULL = ("between-init pairs are set against scratch-scratch pairs only: the fine-tuned models share their "
+             "initialisation (the base), so their similarity to each other is inflated by it and is no null")
+
+
 def _pair_entry(key: str, measure: str, models: list[str], sim: Callable[[str, str], float],
                 chance: float | None = None) -> Contrast:
     n = len(models)
@@ -62,7 +66,7 @@ def _pair_entry(key: str, measure: str, models: list[str], sim: Callable[[str, s
         S[i, j] = S[j, i] = v = sim(models[i], models[j])
         rel = "within" if group_of(models[i]) == group_of(models[j]) else "between"
         pairs.append(PairValue(a=models[i], b=models[j], value=v, relation=rel))
-    res = pair_contrast(S, [group_of(m) for m in models], chance=chance)
+    res = pair_contrast(S, [group_of(m) for m in models], chance=chance, reference="within_b")  # see `PAIR_NULL`
     return Contrast(key=key, kind="pair", measure=measure, pairs=tuple(pairs), chance=chance, result=res,
                     note=None if res else "undefined: needs at least two models per group that met the criterion")
 

@@ -22,7 +22,7 @@ from experiments.jobs.spec import JobsRecord, train_job
 from experiments.report.figures import export_run, firsts
 from experiments.report.report import write_report
 from experiments.run import contrasts
-from experiments.run.claims import RULE, judge, load_validation
+from experiments.run.claims import judge, load_validation, rule_text
 from experiments.run.context import RunContext
 from experiments.training.train import ModelConfig, TrainConfig, criterion_of
 from interp.model_id import ModelId
@@ -105,6 +105,7 @@ def _first_so_far(ctx: RunContext, mid: str, order: list[str]) -> bool:
 def job_params(ctx: RunContext, kind: str) -> dict[str, Any]:
     """What every per-model job of `kind` is given (`experiments.jobs.kinds`), besides its model and task."""
     rc = ctx.rc
+    balanced = {"balanced": True} if rc.balanced_trials else {}  # absent when off: earlier jobs' inputs unchanged
     return {"evaluate": {"n_eval": rc.n_eval, "seed": SEEDS["evaluate"]},
             "analyse": {"corruption": rc.corruption, "n_pairs": rc.n_pairs, "seed": SEEDS["analyses"],
                         "ablation": rc.ablation},
@@ -115,7 +116,8 @@ def job_params(ctx: RunContext, kind: str) -> dict[str, Any]:
                         "method": rc.circuit_method, "ablation": rc.circuit_ablation, "n_random": rc.circuit_random,
                         "level": rc.circuit_level, "overlap_fraction": rc.overlap_fraction},
             "attention": {"heads": rc.attention_heads, "n_pairs": rc.n_pairs, "seed": SEEDS["analyses"],
-                          "corruption": rc.corruption}}[kind] | {"device": rc.device}
+                          "corruption": rc.corruption}}[kind] | {"device": rc.device} \
+        | (balanced if kind in ("analyse", "compare", "circuit") else {})
 
 
 def evaluate(ctx: RunContext) -> None:
@@ -210,7 +212,8 @@ def compare(ctx: RunContext) -> None:
         per_model=per_model, pairs=pairs,
         components=tuple(next(iter(per_model.values())).weight_change) if per_model else (),
         trials={"cka": Trials.from_dict(stages.trials("test", ctx.rc.n_compare, SEEDS["compare"])),
-                "reliance": Trials.from_dict(stages.trials("test", ctx.rc.n_reliance, SEEDS["reliance"]))}))
+                "reliance": Trials.from_dict(stages.trials("test", ctx.rc.n_reliance, SEEDS["reliance"],
+                                                           balanced=ctx.rc.balanced_trials))}))
 
 
 def circuits(ctx: RunContext) -> None:
@@ -220,7 +223,7 @@ def circuits(ctx: RunContext) -> None:
     _run_jobs(ctx, [circuit_job(mid, to_dict(ctx.task), params) for mid in ids], "circuits")
     models = gather_circuits(ctx.out, ids)
     ranked = stages.base_ranking(ctx.model("base"), ctx.task, ctx.rc.corruption, ctx.rc.n_pairs, SEEDS["circuits"],
-                                 ctx.rc.circuit_method)
+                                 ctx.rc.circuit_method, balanced=ctx.rc.balanced_trials)
     ctx.save("circuits", RunCircuits(models=models, method=ctx.rc.circuit_method, ablation=ctx.rc.circuit_ablation,
                                      level=ctx.rc.circuit_level, n_random=ctx.rc.circuit_random,
                                      n_nodes=next(reversed(models.values())).n_nodes if models else None,
@@ -243,7 +246,9 @@ def claims(ctx: RunContext) -> None:
     c = contrasts.build(ev, ctx.record("compare", RunComparison), ctx.record("circuits", RunCircuits), head_maps(ctx))
     ctx.save("contrasts", c)
     v = load_validation()
-    ctx.save("claims", ClaimsRecord(rule=RULE, claims=tuple(judge(ev, c, v)), validation=v))
+    mult = ctx.rc.multiplicity
+    ctx.save("claims", ClaimsRecord(rule=rule_text(mult), claims=tuple(judge(ev, c, v, multiplicity=mult)),
+                                    validation=v))
 
 
 def figures(ctx: RunContext) -> None:
