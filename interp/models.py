@@ -351,6 +351,19 @@ def is_derived_buffer(key: str) -> bool:
     return key.rsplit(".", 1)[-1] in DERIVED_BUFFERS
 
 
+@torch.no_grad()
+def permute_within_tensors(model: TLModel, seed: int) -> TLModel:
+    """`model` with every learned tensor's entries permuted in place (one seeded permutation per tensor, in
+    state-dict order; derived buffers untouched): each tensor keeps its values, so its mean, spread and norm, and
+    loses its arrangement, so any function it learned. The negative control for reuse: a "base" with the base's
+    statistics and none of its machinery."""
+    g = torch.Generator().manual_seed(seed)
+    for key, t in model.state_dict().items():
+        if not is_derived_buffer(key) and t.numel() > 1:
+            t.copy_(t.flatten()[torch.randperm(t.numel(), generator=g)].view_as(t))
+    return model
+
+
 def params_sha256(model: TLModel) -> str:
     """A hash of what a model learned: every state-dict tensor except the derived buffers (`is_derived_buffer`),
     in name order, as float32 bytes. Two models with equal parameters hash equal whichever class holds them."""

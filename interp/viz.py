@@ -123,9 +123,10 @@ def profiles(x: Sequence[Any], per_model: dict[str, Sequence[float]], title: str
 
 
 def strips(measures: Sequence[str], points: dict[str, list[tuple[str, float, str]]], title: str, y_title: str,
-           chance: dict[str, float | None] | None = None) -> Any:
+           chance: dict[str, float | None] | None = None, line_name: str = "chance", log_y: bool = False) -> Any:
     """Points per measure, one per (label, value, series), side by side by series (e.g. "within finetuned",
-    "within scratch", "between", or "finetuned" / "scratch"), with the measure's chance level as a black dash."""
+    "within scratch", "between", or "finetuned" / "scratch"), with the measure's reference level (its chance, or
+    e.g. a step budget: `line_name`) as a black dash."""
     go = _go()
     fig = go.Figure()
     series = list(dict.fromkeys(r for pts in points.values() for _, _, r in pts))
@@ -142,9 +143,9 @@ def strips(measures: Sequence[str], points: dict[str, list[tuple[str, float, str
     for i, m in enumerate(measures):
         c = (chance or {}).get(m)
         if c is not None:
-            fig.add_trace(go.Scatter(x=[i - 0.4, i + 0.4], y=[c, c], mode="lines", name="chance",
+            fig.add_trace(go.Scatter(x=[i - 0.4, i + 0.4], y=[c, c], mode="lines", name=line_name,
                                      showlegend=i == 0, line={"color": "black", "dash": "dash"}))
-    fig.update_layout(title=_title(title), yaxis_title=esc(y_title), height=420,
+    fig.update_layout(title=_title(title), yaxis_title=esc(y_title), height=420, yaxis_type="log" if log_y else None,
                       xaxis={"tickmode": "array", "tickvals": list(range(len(measures))),
                              "ticktext": [esc(m) for m in measures]})
     return fig

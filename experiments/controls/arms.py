@@ -11,11 +11,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from experiments.training.train import ModelConfig, TrainConfig, train
-from interp.compare import _is_weight
-from interp.models import is_checkpoint, load_checkpoint, read_checkpoint_meta, save_checkpoint
+from interp.models import (is_checkpoint, load_checkpoint, permute_within_tensors, read_checkpoint_meta,
+                           save_checkpoint)
+
 
 class ControlsError(RuntimeError):
     """The controls cannot be scored (e.g. a planted base did not learn its sub-skill)."""
@@ -66,12 +65,7 @@ def shuffle_weights(src: Path, out: Path, seed: int) -> None:
     if is_checkpoint(out):
         return
     model, tok, meta = load_checkpoint(src)
-    g = torch.Generator().manual_seed(seed)
-    state = model.state_dict()
-    with torch.no_grad():
-        for key, t in state.items():
-            if _is_weight(key) and t.numel() > 1:
-                t.copy_(t.flatten()[torch.randperm(t.numel(), generator=g)].view_as(t))
+    permute_within_tensors(model, seed)
     keep = {k: v for k, v in meta.items() if k not in ("format", "arch", "weights_sha256", "weights_stat",
                                                           "weight_processing")}
     save_checkpoint(model, out, {**keep, "shuffled_from": src.name, "shuffle_seed": seed}, tok)

@@ -112,7 +112,9 @@ def to_dict(obj: Any) -> Any:
 # Options added after runs were recorded, with the default that keeps the earlier behaviour: a hash of a config
 # leaves them out while they hold it, so a run folder (or a training state) recorded before the option existed
 # still resumes under the same config. Set to anything else, they are hashed like every other option.
-ADDED_OPTIONS: dict[str, Any] = {"hold_steps": 0, "balanced_trials": False, "multiplicity": "none"}
+ADDED_OPTIONS: dict[str, Any] = {"hold_steps": 0, "balanced_trials": False, "multiplicity": "none", "shuffled": False,
+                                  "shuffle_digits": False, "embed_from_base": False,
+                                  "freeze_below": 0}
 
 
 def hashed_form(d: Any) -> Any:

@@ -32,7 +32,8 @@ record = dataclass(frozen=True, kw_only=True)
 @record
 class Trials(Record):
     """Which trials an analysis covers: split, count and seed (and, for patching, the corruption and its pairs)."""
-    OMIT_NONE: ClassVar[frozenset[str]] = frozenset({"corruption", "pairs", "reference", "top_neurons_ablated_on"})
+    OMIT_NONE: ClassVar[frozenset[str]] = frozenset({"corruption", "pairs", "reference", "top_neurons_ablated_on",
+                                                     "balanced"})
     split: str
     n: int
     seed: int
@@ -40,6 +41,7 @@ class Trials(Record):
     pairs: str | None = None
     reference: Trials | None = None  # ablation: the trials whose activations replace the ablated ones
     top_neurons_ablated_on: Trials | None = None  # neurons: where the top neurons were ablated
+    balanced: bool | None = None  # True: equal trials per answer side (and congruence); None: drawn as they came
 
 
 # -- evaluate.json ---------------------------------------------------------------------------------------------
@@ -56,11 +58,13 @@ class TaskInfo(Record):
 
 @record
 class Criterion(Record):
+    OMIT_NONE: ClassVar[frozenset[str]] = frozenset({"max_steps"})
     split: str
     n_trials: int
     accuracy: float
     incongruent_accuracy: float
     checked_every: int
+    max_steps: int | None = None  # the arm's step budget (None: records before it)
 
 
 @record
@@ -182,11 +186,13 @@ CKAProfiles = dict[str, dict[str, dict[str, tuple[float, ...]]]]  # estimator ->
 
 @record
 class ModelComparison(Record):
-    OMIT_NONE: ClassVar[frozenset[str]] = frozenset({"reliance_init"})
+    OMIT_NONE: ClassVar[frozenset[str]] = frozenset({"reliance_init", "weight_change_start"})
     cka_base: CKAProfiles
     reliance_base: Reliance
     weight_change: dict[str, float]  # component -> relative change from the base
     reliance_init: Reliance | None = None  # scratch models: reliance on their own initialisation
+    weight_change_start: dict[str, float] | None = None  # component -> relative change from its own start (the
+    # base, a scratch draw, a shuffled base: what it was trained from); None in records before it
 
     def cka_answer(self) -> np.ndarray:
         """Debiased CKA with the base, residual stream at the answer position, per layer."""

@@ -18,13 +18,14 @@ import numpy as np
 from jaxtyping import Float
 
 from experiments.analysis import stages
-from experiments.core.config import build_task
+from experiments.core.config import build, build_task
 from experiments.analysis.attention import attention_page_of
 from experiments.core.run_record import (AttentionPage, CurvePoint, ModelAnalyses, ModelCircuit, ModelComparison,
                                          ModelEvaluation, TrainingSummary, Trials)
 from experiments.jobs.spec import Job
-from experiments.training.train import pick_device
-from interp.compare import ShapeMismatchError, check_same_shape, cka_from_grams, is_constant
+from experiments.training.start import ModelConfig, init_model
+from experiments.training.train import TrainConfig, pick_device
+from interp.compare import ShapeMismatchError, check_same_shape, cka_from_grams, is_constant, relative_weight_change
 from interp.model_id import ModelId
 from interp.models import (base_arch_and_tokenizer, build_scratch, load_checkpoint, load_model, params_sha256,
                            read_checkpoint_meta, state_sha256)
@@ -141,6 +142,9 @@ def run_compare(run_dir: Path, job: Job, progress: bool, device: str | None) -> 
     if ModelId.parse(mid).is_scratch:
         init = initialisation(Path(run_dir) / "models" / mid, inp["base"], run_dir, model.cfg.device)
         cmp = replace(cmp, reliance_init=stages.reliance(model, init, rel, cmap=False))
+    start = starting_weights(Path(run_dir) / "models" / mid, run_dir, model.cfg.device)
+    if start is not None:
+        cmp = replace(cmp, weight_change_start=relative_weight_change(model, start))
     d = Path(run_dir) / model_dir(mid)
     atomic_write_npz(d / GRAM, grams(reps[mid]["resid"]["answer"]))
     cmp.save(d / "comparison.json")
@@ -172,6 +176,22 @@ def initialisation(checkpoint: Path, base: str, run_dir: Path, device: str) -> A
         raise RuntimeError(f"{checkpoint.name}: rebuilding its initialisation did not give the weights it was "
                            "trained from")
     return init
+
+
+def starting_weights(checkpoint: Path, run_dir: Path, device: str) -> Any:
+    """The weights a model was trained from (the base, a scratch draw, a shuffled base ...), rebuilt from its
+    recorded model and training config and checked against the recorded `init_params_sha256`; None for records
+    made before that hash."""
+    meta = read_checkpoint_meta(checkpoint)
+    if not meta.get("init_params_sha256"):
+        return None
+    cfg = meta["config"]
+    mcfg = build(ModelConfig, dict(cfg["model"], base=resolve_base(cfg["model"]["base"], checkpoint)), "model")
+    start = init_model(mcfg, build(TrainConfig, cfg["train"], "train"), device)[0]
+    if params_sha256(start) != meta["init_params_sha256"]:
+        raise RuntimeError(f"{checkpoint.name}: rebuilding its starting weights did not give the weights it was "
+                           "trained from")
+    return start
 
 
 GRAM = "cka_gram.npz"

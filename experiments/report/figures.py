@@ -46,10 +46,22 @@ def _training(ev: RunEvaluation, figs: dict[str, Any]) -> None:
                                                  f"{crit.accuracy:.0%} overall and >= "
                                                  f"{crit.incongruent_accuracy:.0%} on incongruent trials)",
                                          "step", "accuracy")
-    steps_used = [(m, float(r.training.steps), group_of(m)) for m, r in ev.models.items() if r.training is not None]
-    figs["steps_to_criterion"] = viz.strips(
-        ["steps"], {"steps": steps_used}, "Training steps used (to the criterion, or the whole budget when it was "
-                                          "missed)", "steps")
+    figs["steps_to_criterion"] = steps_figure(ev)
+
+
+def steps_figure(ev: RunEvaluation) -> Any:
+    """One strip per arm: each model's training steps (to the criterion, or its whole budget when it missed), the
+    arm's step budget as a dash, on a log axis (fine-tuning takes tens of steps, scratch training thousands)."""
+    points: dict[str, list[tuple[str, float, str]]] = {}
+    for m, r in ev.models.items():
+        if r.training is not None:
+            met = "met the criterion" if r.training.met_criterion else "missed it"
+            points.setdefault(group_of(m), []).append((f"{m}: {met}", float(r.training.steps), group_of(m)))
+    budgets = {g: float(c.max_steps) if (c := ev.criterion.get(g)) is not None and c.max_steps else None
+               for g in points}
+    return viz.strips(list(points), points, "Training steps used per arm (to the criterion, or the whole budget when "
+                                            "it was missed; dash: the arm's budget)", "steps (log scale)",
+                      chance=budgets, line_name="budget", log_y=True)
 
 
 def _accuracy(ev: RunEvaluation, figs: dict[str, Any]) -> None:

@@ -200,7 +200,8 @@ def _header(rec: RunRecord) -> list[str]:
             f"<script>{plotly_bundle()}</script></head><body>",
             f"<h1>Fine-tuned vs scratch on {esc(task_name(meta))}: {esc(name)}</h1>",
             f"<p>Run created {esc(meta.created)} on {esc(meta.device)}; config hash {esc(meta.config_hash)}; "
-            f"seeds {esc(meta.config['run']['seeds'])}; base {esc(meta.base.name)} (weights sha256 "
+            f"fine-tuned seeds {esc(meta.config['run']['seeds'])}, scratch seeds "
+            f"{esc(meta.config['run'].get('scratch_seeds') or meta.config['run']['seeds'])}; base {esc(meta.base.name)} (weights sha256 "
             f"{esc(str(meta.base.weights_sha256)[:16])}...). Interactive attention views (the page "
             "<code>cogcircuits attention</code> makes): "
             + (links or "<a href='attention.html'>attention.html</a>") + ".</p>"]

@@ -44,8 +44,13 @@ def _train_job(ctx: RunContext, mid: str) -> Any:
     m = ModelId.parse(mid)
     tcfg = ctx.cfg["finetune" if m.is_finetuned else "scratch"]
     tcfg = TrainConfig(**{**to_dict(tcfg), "seed": m.seed, "device": ctx.rc.device})  # resolved by the worker
-    mcfg = ModelConfig(init="pretrained" if m.is_finetuned else "scratch", base=portable(ctx.cfg["model"].base, ctx.out))
-    return train_job(mid, to_dict(ctx.task), to_dict(mcfg), to_dict(tcfg))
+    mc = ctx.cfg["model"]
+    mcfg = ModelConfig(init="pretrained" if m.is_finetuned else "scratch", base=portable(mc.base, ctx.out),
+                       shuffled=mc.shuffled and m.is_finetuned, shuffle_digits=mc.shuffle_digits and m.is_finetuned,
+                       embed_from_base=mc.embed_from_base and not m.is_finetuned)
+    later = ("shuffled", "shuffle_digits", "embed_from_base")  # absent when off: earlier jobs' inputs as before
+    model = {k: v for k, v in to_dict(mcfg).items() if k not in later or v}
+    return train_job(mid, to_dict(ctx.task), model, to_dict(tcfg))
 
 
 def record_models(ctx: RunContext, ids: list[str]) -> dict[str, bool]:
@@ -136,8 +141,8 @@ def evaluate(ctx: RunContext) -> None:
         task=TaskInfo(name=t.name, shortcut=t.shortcut, answer_words=tuple(probe.answer_words), group=probe.group,
                       corruption=ctx.rc.corruption,
                       corruption_description=t.corruptions[ctx.rc.corruption].description),
-        criterion={i: Criterion(**criterion_of(ctx.cfg[s])) for i, s in (("finetuned", "finetune"),
-                                                                         ("scratch", "scratch"))},
+        criterion={i: Criterion(**criterion_of(ctx.cfg[s]), max_steps=ctx.cfg[s].max_steps)
+                   for i, s in (("finetuned", "finetune"), ("scratch", "scratch"))},
         models=models, eligible=tuple(eligible),
         excluded={m: _excluded_because(models[m]) for m in ids if m not in eligible},
         base=BaseInfo(name=ctx.run_meta().base.name, n_layers=b.n_layers, d_model=b.d_model, n_heads=b.n_heads))

@@ -28,33 +28,16 @@ from experiments.core.config import build_task, hashed_form, load_sections, to_d
 from experiments.core.state import latest_state, load_state, lr_lambda, save_state
 from interp.metrics import (accuracy_by_condition, evaluate_batch, incongruent_accuracy, logit_diff_from_logits,
                             unembed_last)
-from interp.models import (RESID_INITS, base_arch_and_tokenizer, build_scratch, load_model, params_sha256,
-                           save_checkpoint)
+from experiments.training.start import (DEFAULT_BASE, ModelConfig, check_bf16, freeze_below,  # noqa: F401
+                                        init_model)
+from interp.models import RESID_INITS, params_sha256, save_checkpoint
 from interp.store import atomic_write_csv, atomic_write_json, portable, prepare_out_dir, versions
 from tasks.registry import generate, seq_len
 from interp.typing import TLModel
 
-DEFAULT_BASE = "cogbase-6l"  # the shipped base, by name (interp.models.resolve_base)
-
 
 class NonFiniteLossError(FloatingPointError):
     pass
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """init: "pretrained" (fine-tune every weight of `base`) or "scratch" (base's architecture and tokenizer,
-    GPT-2 initialisation). base: a shipped base's name (default "cogbase-6l"), a local Hugging Face GPT-2 directory,
-    a project checkpoint, or a hub name."""
-
-    init: str = "pretrained"
-    base: str = DEFAULT_BASE
-
-    def __post_init__(self) -> None:
-        if self.init not in ("pretrained", "scratch"):
-            raise ValueError(f"model.init must be 'pretrained' or 'scratch', got {self.init!r}")
-        if not self.base:
-            raise ValueError("model.base must name a model directory or hub name")
 
 
 @dataclass(frozen=True)
@@ -78,6 +61,7 @@ class TrainConfig:
     schedule: str = "cosine"  # "cosine": warmup, cosine to min_lr_frac; "constant": warmup, flat, linear decay
     decay_frac: float = 0.2  # "constant": the share of `steps` at the end over which the rate decays to min_lr_frac
     hold_steps: int = 0  # after `steps`, up to this many more at the schedule's last rate (a cap beyond the schedule)
+    freeze_below: int = 0  # the embeddings and blocks 0..k-1 keep their initial weights (a skill planted above them)
     beta2: float = 0.999
     curriculum_steps: int = 0  # the first steps draw `curriculum_incongruent` of each batch from incongruent trials
     curriculum_incongruent: float = 0.75
@@ -101,8 +85,9 @@ class TrainConfig:
             raise ValueError(f"train.embed_init_std must be >= 0, got {self.embed_init_std}")
         if self.curriculum_steps < 0 or not 0 <= self.curriculum_incongruent <= 1:
             raise ValueError("train.curriculum_steps must be >= 0 and train.curriculum_incongruent in [0, 1]")
-        if self.hold_steps < 0:
-            raise ValueError(f"train.hold_steps must be >= 0, got {self.hold_steps}")
+        if self.hold_steps < 0 or self.freeze_below < 0:
+            raise ValueError(f"train.hold_steps and train.freeze_below must be >= 0, got {self.hold_steps}, "
+                             f"{self.freeze_below}")
         for f in ("steps", "batch_size", "eval_every", "eval_size", "checkpoint_every"):
             if getattr(self, f) < 1:
                 raise ValueError(f"train.{f} must be >= 1, got {getattr(self, f)}")
@@ -155,24 +140,11 @@ def pick_device(flag: str = "auto") -> str:
     return "cpu"
 
 
-def init_model(mcfg: ModelConfig, tcfg: TrainConfig, device: str) -> tuple[Any, Any, dict[str, Any]]:
-    """The base's weights (fine-tuning), or its architecture and tokenizer with the scratch recipe's initialisation
-    under `tcfg.seed`. A scratch recipe given for a fine-tune is refused (it would be silently unused)."""
-    if mcfg.init == "pretrained":
-        if not tcfg.is_default_init():
-            raise ValueError("train.resid_init and train.embed_init_std apply to init = 'scratch' only")
-        model, tok, info = load_model(mcfg.base, device)
-        return model, tok, {"base": info}
-    arch, tok = base_arch_and_tokenizer(mcfg.base)
-    return build_scratch(arch, tok, tcfg.seed, device, **tcfg.scratch_recipe()), tok, {
-        "base": {"name": Path(str(mcfg.base)).name, "arch_only": True}}
-
-
 def make_optimizer(model: torch.nn.Module, tcfg: TrainConfig, device: str) -> torch.optim.Optimizer:
     """AdamW, fused (on CUDA and on CPUs: 0.10 s against 0.44 s for a step over 163M parameters on 2 cores,
     benches/smollm2_step.py); no weight decay on gains and biases."""
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and p.requires_grad]
+    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2 and p.requires_grad]
     return torch.optim.AdamW([{"params": decay, "weight_decay": tcfg.weight_decay},
                               {"params": no_decay, "weight_decay": 0.0}], lr=tcfg.lr, betas=(0.9, tcfg.beta2),
                              fused=device == "cpu" or device.startswith("cuda") or None)
@@ -184,25 +156,6 @@ def to_device(x: Any, device: str) -> torch.Tensor:
     if device.startswith("cuda"):
         return t.pin_memory().to(device, non_blocking=True)
     return t.to(device)
-
-
-def native_bf16_cpu() -> bool:
-    """Whether this CPU computes bf16 matrix products natively (avx512_bf16 or AMX, as oneDNN reports it). Without
-    it bf16 autocast is emulated: measured on an AVX2-only EPYC, a 352 x 576 x 1536 product took 1.3 s in bf16
-    against 32 ms in float32, and its rounding differs from a native CPU's."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):  # a torch without oneDNN: assume it can (nothing to measure)
-        return True
-
-
-def check_bf16(bf16: bool, device: str) -> None:
-    """Refuse bf16 autocast on a CPU that would emulate it (~40x slower, other numbers), before anything is
-    written."""
-    if bf16 and device == "cpu" and not native_bf16_cpu():
-        raise ValueError("bf16 = true, but this CPU has no native bf16 (no avx512_bf16 / AMX): autocast would be "
-                         "emulated, ~40x slower than float32 and with other rounding. Run it on a CPU that has it, or "
-                         "set bf16 = false (float32: another recipe, whose numbers differ)")
 
 
 def answer_logits(model: TLModel, tokens: torch.Tensor, bf16: bool) -> torch.Tensor:
@@ -347,6 +300,7 @@ def _start(cfg: dict[str, Any], out: Path, resume: bool, overwrite: bool) -> tup
     n_tok = seq_len(task, tok)  # aligned token layout and single-token answers, or a clear error before writing
     if n_tok > model.cfg.n_ctx:
         raise ValueError(f"task sequences have {n_tok} tokens but the model's context is {model.cfg.n_ctx}")
+    freeze_below(model, tcfg.freeze_below)
     out = prepare_out_dir(out, overwrite=overwrite, resume=resume)
     model.train()
     opt = make_optimizer(model, tcfg, device)

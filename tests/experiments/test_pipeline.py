@@ -29,6 +29,7 @@ def tiny_config(tmp: Path, base: Path) -> Path:
              "target_incongruent = 0.01\n")
     p.write_text(f'[run]\nname = "tiny {EVIL}"\nseeds = [0, 1]\nn_eval = 48\nn_compare = 48\nn_reliance = 32\n'
                  f'n_pairs = 6\nattention_heads = 2\ncircuit_random = 3\nformats = ["html", "csv"]\n'
+                 'balanced_trials = true\nmultiplicity = "holm"\n'
                  f'[model]\nbase = "{base}"\n[finetune]\n{train}[scratch]\n{train}'
                  '[task]\nheldout_number_range = [70, 99]\n')
     return p
@@ -100,6 +101,24 @@ def test_every_promised_file(run_dir, tiny_base):
     assert ev["eligible"] == ["finetuned-s0", "finetuned-s1", "scratch-s0", "scratch-s1"]
 
 
+def test_balanced_trials_measured_chance_and_the_referee_rule_reach_the_records(run_dir):
+    """The run's config asks for balanced trials and Holm: the reliance records hold a chance of exactly 0.5 with
+    equal answer sides, the patching provenance says its pairs were balanced, the pair contrasts use the scratch
+    null, and the printed rule names Holm. Catches an option parsed but never passed to the jobs."""
+    co = json.loads((run_dir / "results" / "compare.json").read_text())
+    for mid, m in co["per_model"].items():
+        rel = m["reliance_base"]
+        assert rel["chance"] == 0.5 and len(set(rel["n_by_answer"])) == 1, mid
+        # how far each model moved from what it was trained from: a fine-tune's start is the base itself
+        same = m["weight_change_start"] == pytest.approx(m["weight_change"])
+        assert same if mid.startswith("finetuned") else not same, mid
+    prov = json.loads((run_dir / "results" / "per_model" / "finetuned-s0" / "patch_heads.json").read_text())
+    assert "balanced" in json.dumps(prov)
+    con = json.loads((run_dir / "results" / "contrasts.json").read_text())
+    assert con["cka_between_models"]["result"]["reference"] == "within_b"
+    assert "Holm" in json.loads((run_dir / "results" / "claims.json").read_text())["rule"]
+
+
 def test_every_record_file_reads_back_as_written(run_dir):
     """Each results file, run.json, the step marks and jobs.json, read into its record type and written again,
     are the same bytes of JSON: catches a field the record drops or renames, a None written where the step left
@@ -151,7 +170,8 @@ def test_verdicts_are_the_rule_applied_to_the_stored_results(run_dir, tmp_path):
     ev = json.loads((run_dir / "results" / "evaluate.json").read_text())
     con = json.loads((run_dir / "results" / "contrasts.json").read_text())
     stored = json.loads((run_dir / "results" / "claims.json").read_text())
-    typed = judge(RunEvaluation.from_dict(ev), Contrasts.from_dict(con), load_validation())
+    typed = judge(RunEvaluation.from_dict(ev), Contrasts.from_dict(con), load_validation(),
+                  multiplicity="holm")  # as tiny_config asks
     assert json.loads(json.dumps([c.to_dict() for c in typed])) == stored["claims"]
     html = (run_dir / "report.html").read_text()
     assert html.index("Verdicts") < html.index("Models, training criterion")  # the answer comes first
@@ -363,7 +383,10 @@ def test_the_runs_results_are_the_apis_on_the_recorded_trials(run_dir):
     meta = json.loads((run_dir / "models" / "scratch-s1" / "checkpoint.json").read_text())
     assert prov["weights_sha256"] == meta["weights_sha256"] and prov["trials"]["seed"] == seed
     assert prov["trials"]["reference"]["seed"] == seed + 1
-    pairs, test, ref = cc.pairs(m, 6, seed=seed), cc.trials(m, 6, seed), cc.trials(m, 6, seed + 1)
+    bal = prov["trials"].get("balanced", False)  # tiny_config balances its trials: the provenance must say so
+    assert bal and prov["trials"]["reference"]["balanced"]
+    pairs, test = cc.pairs(m, 6, seed=seed, balanced=bal), cc.trials(m, 6, seed, balanced=bal)
+    ref = cc.trials(m, 6, seed + 1, balanced=bal)
     with np.load(d / "inputs.npz") as z:
         np.testing.assert_array_equal(z["clean_tokens"], pairs.clean.tokens)
         np.testing.assert_array_equal(z["reference_tokens"], ref.tokens)
