@@ -131,12 +131,24 @@ def versions() -> dict[str, str]:
     return out
 
 
+def cpu_arithmetic() -> dict[str, str]:
+    """What decides a CPU's rounding: the vector instruction set torch's kernels use and whether bf16 products are
+    native (avx512_bf16 / AMX) or emulated. Two CPUs that differ here can train the same config to other weights."""
+    import torch
+
+    try:
+        bf16 = str(bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()))
+    except (AttributeError, RuntimeError):
+        bf16 = "unknown"
+    return {"cpu_capability": str(torch.backends.cpu.get_cpu_capability()), "native_bf16": bf16}
+
+
 def accelerator() -> dict[str, str]:
     """The GPU and CUDA versions when CUDA is in use (numbers differ between CPU, GPU fp32 and bf16)."""
     import torch
 
     if not torch.cuda.is_available():
-        return {"accelerator": "cpu"}
+        return {"accelerator": "cpu", **cpu_arithmetic()}
     return {"accelerator": torch.cuda.get_device_name(0), "cuda": str(torch.version.cuda),
             "cudnn": str(torch.backends.cudnn.version()),
             "cublas_workspace_config": os.environ.get("CUBLAS_WORKSPACE_CONFIG", "unset")}
