@@ -12,9 +12,12 @@
 #   MUTATION_TESTS="files"  run these test files instead of the table's (e.g. a slow file, on a sample)
 #   MUTANTS="names"  only these mutants (names or globs as `mutmut results` prints them; the score then counts
 #                   the mutants run); with MUTATION_TESTS, a sample measured with other tests
+#   MUTATION_PYTEST_ARGS="args"  more pytest arguments (e.g. -k "not llama")
 #   TAG=name        the folder is .mutation/<module>.<name> (keeps a second run beside the first)
 # Run it under `nice -n 19` on a shared machine. docs/testing.md has the scores and the equivalent mutants.
 set -euo pipefail
+
+main() {  # the whole script is read before it runs: editing the file during a run cannot change that run
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 
@@ -73,10 +76,11 @@ start = text.index("[tool.mutmut]")
 nxt = re.search(r"^\[", text[start + 1:], re.M)
 open(dst, "w").write(text[:start] + section + (text[start + 1 + nxt.start():] if nxt else ""))
 EOF
-  if [ -n "${PYTEST_ARGS[$mod]:-}" ]; then  # appended to the per-module pytest arguments
-    python - "$work/pyproject.toml" ${PYTEST_ARGS[$mod]} <<'EOF'
-import json, re, sys
-path, *extra = sys.argv[1:]
+  extra="${PYTEST_ARGS[$mod]:-} ${MUTATION_PYTEST_ARGS:-}"
+  if [ -n "${extra// /}" ]; then  # appended to the per-module pytest arguments
+    python - "$work/pyproject.toml" "$extra" <<'EOF'
+import json, re, shlex, sys
+path, extra = sys.argv[1], shlex.split(sys.argv[2])
 text = open(path).read()
 m = re.search(r"^pytest_add_cli_args = (.*)$", text, re.M)
 args = json.loads(m.group(1)) + extra
@@ -114,3 +118,6 @@ done
 echo
 echo "== mutation scores (survivors: cd .mutation/<module> && mutmut show NAME)"
 printf '%s\n' "${summary[@]}"
+}
+
+main "$@"

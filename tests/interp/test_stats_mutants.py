@@ -11,7 +11,7 @@ import warnings
 import numpy as np
 import pytest
 
-from interp.stats import (MAX_LABELINGS, _labelings, expected_jaccard, group_contrast, jaccard, mean_ci,
+from interp.stats import (MAX_LABELINGS, _labelings, expected_jaccard, group_contrast, holm, jaccard, mean_ci,
                           pair_contrast, rankdata, spearman, t975, top_k_recall, wilson)
 
 
@@ -43,7 +43,7 @@ def test_t975_table_between_entries_and_its_floor():
     (`and` instead of `or`, a lookup of nothing) and the refusal's message lost."""
     assert t975(1) == 12.706 and t975(2) == 4.303 and t975(15) == 2.131
     assert t975(16) == 2.131 and t975(59) == 2.042 and t975(119) == 2.000 and t975(10_000) == 1.980
-    with pytest.raises(ValueError, match="at least two values"):
+    with pytest.raises(ValueError, match="^a t-interval needs at least two values$"):
         t975(0)
 
 
@@ -67,12 +67,13 @@ def _brute_ranks(v):
     return np.array([(v < x).sum() + ((v == x).sum() - 1) / 2 for x in v])
 
 
-def test_ranks_of_booleans_and_integers():
-    """A 0/1 membership mask ranks like its floats. Catches the float conversion dropped (numpy cannot subtract
-    booleans)."""
+def test_ranks_of_booleans_integers_and_numbers_read_as_text():
+    """A 0/1 membership mask ranks like its floats; numbers read as text (a CSV column) rank as numbers, not
+    lexicographically. Catches the float conversion dropped ("10" sorted before "2", or no ranks at all)."""
     mask = np.array([True, False, True, True, False])
     np.testing.assert_array_equal(rankdata(mask), _brute_ranks(mask.astype(float)))
     np.testing.assert_array_equal(rankdata(np.array([3, 1, 3], dtype=np.uint8)), [1.5, 0, 1.5])
+    np.testing.assert_array_equal(rankdata(np.array(["1", "10", "2", "2"])), [0, 3, 1.5, 1.5])
 
 
 def test_spearman_leaves_out_pairs_missing_on_either_side():
@@ -314,3 +315,38 @@ def test_a_between_value_tying_a_within_value_is_not_separated():
     S[0, 2] = S[2, 0] = 0.9  # one between pair as similar as the within pairs
     r = pair_contrast(S, groups)
     assert max(r.between) == min(r.within_a + r.within_b) and not r.separated
+
+
+# -- multiplicity ----------------------------------------------------------------------------------------------------
+
+def _brute_holm(p):
+    """Holm (1979) from its definition: the i-th smallest of the m finite p-values becomes
+    max over j <= i of min(1, (m - j) p_(j)); NaN stays NaN."""
+    p = [float("nan") if v is None else float(v) for v in p]
+    fin = sorted((v, i) for i, v in enumerate(p) if np.isfinite(v))
+    m, out = len(fin), [float("nan")] * len(p)
+    for r, (_, i) in enumerate(fin):
+        out[i] = max(min(1.0, (m - j) * fin[j][0]) for j in range(r + 1))
+    return out
+
+
+def test_holm_against_its_definition():
+    """Random families with ties and NaN, against the definition; adjusted p capped at exactly 1; None counts as
+    missing. Catches a cap above 1 (values like 1.2), None not read as NaN, NaN counted in m."""
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        p = rng.choice([0.001, 0.01, 0.02, 0.04, 0.3, 0.6, np.nan], size=int(rng.integers(1, 8))).tolist()
+        np.testing.assert_allclose(holm(p), _brute_holm(p))
+    np.testing.assert_allclose(holm([0.6, 0.7]), [1.0, 1.0])
+    np.testing.assert_allclose(holm([0.01, None, 0.03]), [0.02, np.nan, 0.03])
+
+
+def test_pair_contrast_records_its_reference_and_refuses_an_unknown_one():
+    """Catches the reference not stored in the result (a "within_b" contrast read back as "within") and an
+    error that does not name the choices."""
+    groups = ["finetuned"] * 2 + ["scratch"] * 3
+    r = pair_contrast(_pair_matrix(groups), groups, reference="within_b")
+    assert r.reference == "within_b" and r.to_dict()["reference"] == "within_b"
+    assert pair_contrast(_pair_matrix(groups), groups).reference == "within"
+    with pytest.raises(ValueError, match="'within' or 'within_b'"):
+        pair_contrast(_pair_matrix(groups), groups, reference="between")
