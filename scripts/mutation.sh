@@ -29,7 +29,7 @@ declare -A TESTS=(
   [interp/patching.py]="tests/interp/test_patching_mutants.py"
   [interp/compare.py]="tests/interp/test_compare_circuits.py"
   [experiments/run/claims.py]="tests/experiments/test_claims.py"
-  [experiments/run/contrasts.py]="tests/experiments/test_contrasts.py"
+  [experiments/run/contrasts.py]="tests/experiments/test_record.py tests/experiments/test_claims.py"  # not yet worked: to check
 )
 # extra pytest arguments per module (e.g. -k to leave out tests that need trained fixtures)
 declare -A PYTEST_ARGS=()

@@ -360,44 +360,48 @@ def test_position_token_labels():
     assert position_token_labels(tok, np.array([[5, 6], [7, 8]]), ["a", "b"]) == ["a: <5>", "b: <6>"]
 
 
-def _schedule(what, first_diff, L=2, H=4):
+def _schedule(what, first_diff, vpf=None, L=2, H=4):
     """The forwards the module docstring promises for a sweep with the default stacking, derived here from its
     rules: positions before the first difference are not run; fast sweeps (FAST) do not run the last block's
     patches at other positions than the last (resid_pre excepted); a layer's heads share a forward (heads_by_pos:
     one position's heads); resid_pre / attn_out / mlp_out run 3 consecutive positions from the first of them; the
     other sweeps 4 variants of one (layer, position), replayed from that position (all-position ones from the first
-    difference). Returns (kind of call, layer, start, variants as (pos, head))."""
+    difference); `vpf` variants per forward instead, never mixing the groups. Returns (kind of call, layer, start,
+    variants as (pos, head))."""
     kind, axes = VARIANTS[what]
+    chunks = lambda vs, n: [vs[i:i + n] for i in range(0, len(vs), n)]  # noqa: E731
     out = []
     for layer in range(L):
         if what in ("resid_pre", "attn_out", "mlp_out"):
             last_only = layer == L - 1 and what != "resid_pre"
             pos = [p for p in range(first_diff, P) if not last_only or p == P - 1]
-            out += [("run_index", layer, c[0], [(p, None) for p in c]) for c in
-                    (pos[i:i + 3] for i in range(0, len(pos), 3))]
+            out += [("run_index", layer, c[0], [(p, None) for p in c]) for c in chunks(pos, vpf or 3)]
         elif what == "heads":
             if first_diff <= P - 1:
-                out.append(("run_index", layer, first_diff, [(None, h) for h in range(H)]))
+                out += [("run_index", layer, first_diff, c) for c in chunks([(None, h) for h in range(H)], vpf or H)]
         elif what == "heads_by_pos":
             for p in range(first_diff, P):
                 if layer < L - 1 or p == P - 1:
-                    out.append(("run_index", layer, p, [(p, h) for h in range(H)]))
+                    out += [("run_index", layer, p, c) for c in chunks([(p, h) for h in range(H)], vpf or H)]
         else:
-            by = "pos" in axes or "dest_pos" in axes  # the H = 4 heads of one (layer, position): one forward
+            by = "pos" in axes or "dest_pos" in axes  # the heads of one (layer, position)
             for p in (range(first_diff, P) if by else ([first_diff] if first_diff <= P - 1 else [])):
-                out.append(("run", layer, p, [(p if by else None, h) for h in range(H)]))
+                out += [("run", layer, p, c) for c in chunks([(p if by else None, h) for h in range(H)], vpf or 4)]
     return out
 
 
 @pytest.mark.parametrize("what", ["resid_pre", "attn_out", "heads", "heads_by_pos", "q", "k_by_pos"])
 def test_the_forwards_run_are_the_documented_schedule(monkeypatch, what):
     """What is run, and in which groups, against the rules the module docstring states (`_schedule`), with clean
-    and corrupted inputs differing from position 2 and not at all.
+    and corrupted inputs differing from position 0, from position 2, at the last position only, and not at all;
+    the default stacking, and for the by-position head sweeps 3 variants per forward (which does not divide a
+    position's 4 heads).
 
     Catches (all invisible in the numbers, which stay right, and visible in the time): patches before the first
     difference or at the last block's non-final positions run anyway, the fast path not taken, heads_by_pos
     variants of different positions stacked together, the other sweeps grouped across positions, the default
-    stacking not used."""
+    stacking not used (4 positions in a forward instead of 3), all-position patches skipped when only the last
+    position differs."""
     model = _model("gpt2")
     calls = []
     run_index, run = CachedRun.run_index, CachedRun.run
@@ -413,11 +417,15 @@ def test_the_forwards_run_are_the_documented_schedule(monkeypatch, what):
     monkeypatch.setattr(CachedRun, "run_index", rec_index)
     monkeypatch.setattr(CachedRun, "run", rec_run)
     clean, bad = _tokens()
-    for tokens, first_diff in ((bad, 2), (clean.clone(), P)):
-        calls.clear()
-        patch_sweep(model, clean, tokens, ANSWER, WRONG, what)
-        want = [c if c[0] == "run_index" else (*c[:3], len(c[3])) for c in _schedule(what, first_diff)]
-        assert sorted(calls, key=repr) == sorted(want, key=repr), (what, first_diff)
+    first, last = clean.clone(), clean.clone()
+    first[:, 0] = (first[:, 0] + 1) % V
+    last[:, -1] = (last[:, -1] + 1) % V
+    for tokens, first_diff in ((first, 0), (bad, 2), (last, P - 1), (clean.clone(), P)):
+        for vpf in (None, 3) if what in ("heads_by_pos", "k_by_pos") else (None,):
+            calls.clear()
+            patch_sweep(model, clean, tokens, ANSWER, WRONG, what, variants_per_forward=vpf)
+            want = [c if c[0] == "run_index" else (*c[:3], len(c[3])) for c in _schedule(what, first_diff, vpf)]
+            assert sorted(calls, key=repr) == sorted(want, key=repr), (what, first_diff, vpf)
 
 
 def test_progress_is_off_by_default_and_errors_name_the_choices(capsys):
@@ -445,3 +453,35 @@ def test_top_breaks_ties_by_index_in_large_results():
     want = sorted(np.ndindex(e.shape), key=lambda i: (-abs(e[i]), i))[:40]
     assert [i for i, _ in r.top(40)] == want
     assert [x for _, x in r.top(40)] == [e[i] for i in want]
+
+
+def test_which_forward_caches_the_runs(monkeypatch):
+    """A tokenizer that pads on the left routes the caching through TransformerLens's run_with_cache (which masks
+    padding), one call per distinct run, caching only the hooks patching reads; any other model (no tokenizer, or
+    padding on the right) through the project's own forward, one call for both runs. An architecture the replay
+    does not support is refused by name. Catches the branch test inverted or reading the wrong attribute, the
+    same-tokens shortcut lost in that branch, every activation cached (no filter), the refusal's message lost."""
+    import interp.patching as patching
+    from interp.arch import UnsupportedArchitecture
+
+    model = _model("gpt2")
+    clean, bad = _tokens()
+    a, w = torch.tensor(ANSWER), torch.tensor(WRONG)
+    seen = []
+    real_cache, real_record = patching.cache_last, patching.record
+    monkeypatch.setattr(patching, "cache_last", lambda m, t, f: seen.append("tl") or real_cache(m, t, f))
+    monkeypatch.setattr(patching, "record", lambda wts, t: seen.append("own") or real_record(wts, t))
+    for tok, want in ((None, ["own"]), (SimpleNamespace(padding_side="right"), ["own"]),
+                      (SimpleNamespace(), ["own"]), (SimpleNamespace(padding_side="left"), ["tl", "tl"])):
+        model.tokenizer, seen[:] = tok, []
+        r = CachedRun(model, bad, clean, a, w)
+        assert seen == want, tok
+    seen[:] = []
+    r = CachedRun(model, clean, clean, a, w)  # the same tokens: one run cached
+    assert seen == ["tl"] and r.s is r.t
+    hooks = tuple(patching.HOOK.values())
+    assert r.t and all(k.endswith(hooks) for k in r.t), sorted(r.t)[:5]
+    model.tokenizer = None
+    cfg = SimpleNamespace(**{**model.cfg.__dict__, "original_architecture": "MistralForCausalLM"})
+    with pytest.raises(UnsupportedArchitecture, match="supports GPT-2 and Llama.*not MistralForCausalLM"):
+        CachedRun(SimpleNamespace(cfg=cfg), bad, clean, a, w)
