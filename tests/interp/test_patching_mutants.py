@@ -476,11 +476,11 @@ def test_which_forward_caches_the_runs(monkeypatch):
         model.tokenizer, seen[:] = tok, []
         r = CachedRun(model, bad, clean, a, w)
         assert seen == want, tok
+    hooks = tuple(patching.HOOK.values())
+    assert all(c and all(k.endswith(hooks) for k in c) for c in (r.t, r.s)), sorted(r.s)[:5]
     seen[:] = []
     r = CachedRun(model, clean, clean, a, w)  # the same tokens: one run cached
     assert seen == ["tl"] and r.s is r.t
-    hooks = tuple(patching.HOOK.values())
-    assert r.t and all(k.endswith(hooks) for k in r.t), sorted(r.t)[:5]
     model.tokenizer = None
     cfg = SimpleNamespace(**{**model.cfg.__dict__, "original_architecture": "MistralForCausalLM"})
     with pytest.raises(UnsupportedArchitecture, match="supports GPT-2 and Llama.*not MistralForCausalLM"):
