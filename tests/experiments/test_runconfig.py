@@ -103,17 +103,20 @@ def test_an_option_added_later_leaves_the_hashes_of_recorded_runs_unchanged_unti
     stored = json.loads((REPO / "docs" / "smollm2-study" / "run" / "run.json").read_text())["config_hash"]
     assert config_hash(cfg) == stored
     before = {k: v for k, v in to_dict(cfg).items() if k != "executor"}
-    later = ("hold_steps", "balanced_trials", "multiplicity")  # each added after the study was recorded
-    for section in ("finetune", "scratch", "run"):
+    later = ("hold_steps", "balanced_trials", "multiplicity", "shuffled", "shuffle_digits", "embed_from_base",
+             "freeze_below")  # each added after the study was recorded
+    for section in ("finetune", "scratch", "run", "model"):
         before[section] = {k: v for k, v in before[section].items() if k not in later}
     assert config_hash(cfg) == hashlib.sha256(json.dumps(before, sort_keys=True).encode()).hexdigest()[:16]
     assert config_hash(load_run_config(study, {"scratch": {"hold_steps": 1000}})) != stored
     assert config_hash(load_run_config(study, {"run": {"balanced_trials": True}})) != stored
     assert config_hash(load_run_config(study, {"run": {"multiplicity": "holm"}})) != stored
+    assert config_hash(load_run_config(study, {"model": {"shuffled": True}})) != stored
     train = {"task": to_dict(cfg["task"]), "model": {"init": "scratch"}, "train": to_dict(cfg["scratch"])}
     held = {**train, "train": {**train["train"], "hold_steps": 5}}
     assert config_sha256(train) != config_sha256(held)
-    old = {**train, "train": {k: v for k, v in train["train"].items() if k not in ("hold_steps", "device")}}
+    old = {**train, "train": {k: v for k, v in train["train"].items()
+                              if k not in ("hold_steps", "freeze_below", "device")}}
     assert config_sha256(train) == hashlib.sha256(json.dumps(old, sort_keys=True).encode()).hexdigest()
 
 
