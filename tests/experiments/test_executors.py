@@ -192,7 +192,7 @@ def serial(tmp_path_factory, tiny_base, worker_threads):
     return cfg, fingerprint(tmp / "run"), tmp / "run"
 
 
-@pytest.mark.parametrize("kind", ["local", "submitit-local"])
+@pytest.mark.parametrize("kind", ["local", pytest.param("submitit-local", marks=pytest.mark.slow)])  # slow: .ci/run
 def test_parallel_executors_give_the_serial_results(serial, tiny_base, tmp_path, kind, monkeypatch):
     """On the process pool one job also dies midway (the testing hook): it is retried, resumes, and the run
     still gives exactly the serial results: the whole run folder, file by file (`assert_same_run`: weights, per-model

@@ -69,6 +69,7 @@ def run_notebook(path: Path) -> dict:
 
 
 @pytest.mark.integration  # the whole notebook: fine-tuning and every analysis (the static check above is unit)
+@pytest.mark.slow  # ~100 s on 2 cores: outside the 5-minute suite, run by .ci/run on its own
 def test_quickstart_runs_headless(monkeypatch, tmp_path):
     """The whole notebook: it fine-tunes the shipped base to the criterion (300 steps at batch 64), about 80 s on 2
     uncontended CPU cores, 160 s on one busy core. Deliberately not marked slow: the normal suite runs it. Its

@@ -74,6 +74,7 @@ def _toml(tmp_path: Path, base: Path) -> Path:
     return p
 
 
+@pytest.mark.slow  # ~20 s: outside the 5-minute suite, run by .ci/run on its own
 def test_sigkill_then_resume_matches_an_uninterrupted_run(tiny_base, tmp_path):
     """Killed at a saved state, the second process provably resumes: it says it continued from the step of the
     state on disk (>= 15, so not a restart), and ends with the uninterrupted run's weights and curve. Catches a
