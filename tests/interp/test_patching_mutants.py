@@ -9,29 +9,15 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from transformer_lens import patching as tlp
 
 from interp.arch import Arch
 from interp.metrics import logit_diff
 from interp.models import build_scratch, with_a_key_value_head_per_query_head
+from tests.interp.test_patching import TL
 from interp.patching import (FAST, VARIANTS, CachedRun, PatchResult, default_variants_per_forward, index_setter,
                              patch_sweep, position_token_labels)
 
-TL = {
-    "resid_pre": tlp.get_act_patch_resid_pre,
-    "attn_out": tlp.get_act_patch_attn_out,
-    "mlp_out": tlp.get_act_patch_mlp_out,
-    "heads": tlp.get_act_patch_attn_head_out_all_pos,
-    "heads_by_pos": tlp.get_act_patch_attn_head_out_by_pos,
-    "q": tlp.get_act_patch_attn_head_q_all_pos,
-    "k": tlp.get_act_patch_attn_head_k_all_pos,
-    "v": tlp.get_act_patch_attn_head_v_all_pos,
-    "q_by_pos": tlp.get_act_patch_attn_head_q_by_pos,
-    "k_by_pos": tlp.get_act_patch_attn_head_k_by_pos,
-    "v_by_pos": tlp.get_act_patch_attn_head_v_by_pos,
-    "pattern": tlp.get_act_patch_attn_head_pattern_all_pos,
-    "pattern_by_dest": tlp.get_act_patch_attn_head_pattern_by_pos,
-}
+# TransformerLens's function for each sweep: the table of tests/interp/test_patching.py
 V, P, B = 24, 5, 2  # vocabulary, positions, trials
 ANSWER, WRONG = [1, 2], [4, 5]
 
